@@ -1,0 +1,1 @@
+"""Shared contracts of the pipeline: message, ports, flags, logging and the CLI."""

@@ -1,0 +1,119 @@
+"""The embedded deployment: receiver, spool, SQLite queue and upload workers in one process."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from pynetdicom import _config as pynetdicom_config
+
+from receiver.config import ReceiverConfig
+from receiver.scp import Receiver
+from receiver.store import StoreService
+from uploader.config import UploaderConfig
+from uploader.dicomweb import HttpDicomWebClient, make_session
+from uploader.service import BatchLimits, UploadService
+from uploader.worker import Backoff, QueueWorkers
+
+from .objectstore import SpoolObjectStore
+from .queue import SqliteQueue
+
+log = logging.getLogger(__name__)
+
+QUEUE_FILE = "queue.sqlite3"  # the CLI's status and requeue open the same file
+
+
+@dataclass(frozen=True, slots=True)
+class LocalConfig:
+    spool_dir: Path
+    receiver: ReceiverConfig
+    uploader: UploaderConfig
+
+
+def configure_pynetdicom(staging: Path) -> None:
+    """Process-wide pynetdicom settings; called once from main, never at import."""
+    # Stream each incoming dataset to a file instead of memory (bounded memory for any size),
+    # and put those files on the spool's filesystem.
+    pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
+    tempfile.tempdir = str(staging)
+
+
+class LocalPipeline:
+    """Everything wired together; ``start`` then ``stop`` (also on SIGTERM via ``run``)."""
+
+    def __init__(self, config: LocalConfig) -> None:
+        self.config = config
+        config.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.objects = SpoolObjectStore(config.spool_dir)
+        leftovers = self.objects.clear_staging()
+        if leftovers:
+            log.info("removed %d partial files from an earlier run", leftovers)
+        configure_pynetdicom(self.objects.staging_dir())
+        up = config.uploader
+        self.queue = SqliteQueue(config.spool_dir / QUEUE_FILE, max_attempts=up.max_attempts)
+        released = self.queue.release_leases()
+        if released:
+            log.info("resuming %d deliveries interrupted by an earlier stop", released)
+        self.receiver = Receiver(config.receiver, StoreService(self.objects, self.queue))
+        client = HttpDicomWebClient(
+            up.dicomweb_address,
+            make_session(up.auth, up.bearer_token),
+            timeout=(10.0, up.http_timeout),
+        )
+        service = UploadService(
+            self.objects,
+            client,
+            conflict=up.conflict,
+            limits=BatchLimits(up.batch_max_instances, up.batch_max_bytes),
+            delete_uploaded=not up.keep_uploaded,
+        )
+        self.workers = QueueWorkers(
+            self.queue,
+            service,
+            workers=up.upload_workers,
+            batch=up.batch_max_instances,
+            lease_seconds=up.lease_seconds,
+            backoff=Backoff(up.min_backoff, up.max_backoff),
+        )
+
+    def start(self) -> None:
+        self.workers.start()
+        self.receiver.start()
+        stats = self.queue.stats()
+        log.info(
+            "ready: accepting associations; try: dcmsend 127.0.0.1 %d -aec %s <files>",
+            self.receiver.port,
+            self.config.receiver.dimse_aet,
+            extra={
+                "ae_title": self.config.receiver.dimse_aet,
+                "port": self.receiver.port,
+                "pending": stats.pending + stats.retrying,
+                "dead_letters": stats.dead,
+            },
+        )
+
+    def stop(self) -> bool:
+        log.info("stopping: no new associations; finishing those in flight")
+        drained = self.receiver.stop()
+        self.workers.stop()
+        self.queue.close()
+        log.info("stopped", extra={"associations_drained": drained})
+        return drained
+
+    def run(self) -> int:
+        stop = threading.Event()
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        stop.wait()
+        self.stop()
+        return 0

@@ -1,0 +1,276 @@
+"""The queue port and its embedded adapter: a durable SQLite queue.
+
+Semantics follow Pub/Sub pull subscriptions: at-least-once delivery, a lease (visibility
+timeout) per delivery, a delivery-attempt count, and a dead-letter table after
+``max_attempts``. A committed ``publish`` survives ``kill -9`` and power loss (WAL with
+``synchronous=FULL``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    body        BLOB    NOT NULL,
+    published   REAL    NOT NULL,
+    visible_at  REAL    NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    lease       INTEGER NOT NULL DEFAULT 0,
+    leased      INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_visible ON messages (visible_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          INTEGER PRIMARY KEY,
+    body        BLOB    NOT NULL,
+    published   REAL    NOT NULL,
+    failed_at   REAL    NOT NULL,
+    attempts    INTEGER NOT NULL,
+    reason      TEXT    NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One leased delivery of a message."""
+
+    message_id: str
+    body: bytes
+    attempt: int
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    message_id: str
+    body: bytes
+    attempts: int
+    reason: str
+    failed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    pending: int
+    in_flight: int
+    retrying: int
+    dead: int
+    oldest_pending_age: float | None
+
+
+class Publisher(Protocol):
+    """What the receiver needs: a durable publish."""
+
+    def publish(self, body: bytes, attributes: dict[str, str]) -> str:
+        """Return the message id once the queue has durably accepted the message."""
+        ...
+
+
+class SqliteQueue:
+    """A durable queue in one SQLite file, shared by threads of one process.
+
+    Several processes may open the same file (the CLI does, for status and requeue); SQLite
+    serialises writers.
+    """
+
+    def __init__(self, path: Path, max_attempts: int = 10) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._max_attempts = max_attempts
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._db = sqlite3.connect(
+            path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._closed = False
+
+    @property
+    def max_attempts(self) -> int:
+        return self._max_attempts
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._wakeup.notify_all()
+            self._db.close()
+
+    def release_leases(self) -> int:
+        """Make every leased message visible now; for a process that owns the queue at start."""
+        with self._lock, self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE messages SET visible_at = ?, leased = 0 WHERE leased = 1", (time.time(),)
+            )
+            return cursor.rowcount
+
+    def publish(self, body: bytes, attributes: dict[str, str] | None = None) -> str:
+        now = time.time()
+        with self._lock, self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO messages (body, published, visible_at) VALUES (?, ?, ?)",
+                (body, now, now),
+            )
+            message_id = str(cursor.lastrowid)
+            self._wakeup.notify_all()
+        return message_id
+
+    def pull(self, max_messages: int, lease_seconds: float) -> list[Delivery]:
+        """Lease up to max_messages visible messages; messages past max_attempts dead-letter."""
+        now = time.time()
+        deliveries: list[Delivery] = []
+        with self._lock, self._transaction() as db:
+            rows = db.execute(
+                "SELECT id, body, attempts, lease, last_error FROM messages"
+                " WHERE visible_at <= ? ORDER BY visible_at, id LIMIT ?",
+                (now, max_messages),
+            ).fetchall()
+            for message_id, body, attempts, lease, last_error in rows:
+                if attempts >= self._max_attempts:
+                    reason = f"gave up after {attempts} delivery attempts"
+                    if last_error:
+                        reason += f"; last error: {last_error}"
+                    self._move_to_dead(db, message_id, reason, now)
+                    continue
+                db.execute(
+                    "UPDATE messages SET attempts = ?, lease = ?, leased = 1, visible_at = ?"
+                    " WHERE id = ?",
+                    (attempts + 1, lease + 1, now + lease_seconds, message_id),
+                )
+                deliveries.append(Delivery(str(message_id), bytes(body), attempts + 1, lease + 1))
+        return deliveries
+
+    def wait(self, timeout: float) -> None:
+        """Block until a publish happens or the timeout passes."""
+        with self._lock:
+            if not self._closed:
+                self._wakeup.wait(timeout)
+
+    def next_visible_in(self) -> float | None:
+        """Seconds until the next message becomes visible, or None when the queue is empty."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(visible_at) FROM messages").fetchone()
+        if row is None or row[0] is None:
+            return None
+        return max(0.0, float(row[0]) - time.time())
+
+    def ack(self, delivery: Delivery) -> bool:
+        """Remove the message; False when the lease was lost (another delivery holds it)."""
+        with self._lock, self._transaction() as db:
+            cursor = db.execute(
+                "DELETE FROM messages WHERE id = ? AND lease = ?",
+                (int(delivery.message_id), delivery.lease),
+            )
+            return cursor.rowcount == 1
+
+    def retry(self, delivery: Delivery, delay: float, reason: str) -> bool:
+        """Make the message visible again after delay; dead-letter it once attempts run out."""
+        now = time.time()
+        with self._lock, self._transaction() as db:
+            row = db.execute(
+                "SELECT attempts FROM messages WHERE id = ? AND lease = ?",
+                (int(delivery.message_id), delivery.lease),
+            ).fetchone()
+            if row is None:
+                return False
+            if row[0] >= self._max_attempts:
+                self._move_to_dead(
+                    db,
+                    int(delivery.message_id),
+                    f"gave up after {row[0]} delivery attempts; last error: {reason}",
+                    now,
+                )
+            else:
+                db.execute(
+                    "UPDATE messages SET visible_at = ?, leased = 0, last_error = ? WHERE id = ?",
+                    (now + delay, reason, int(delivery.message_id)),
+                )
+            self._wakeup.notify_all()
+            return True
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        with self._lock, self._transaction() as db:
+            row = db.execute(
+                "SELECT 1 FROM messages WHERE id = ? AND lease = ?",
+                (int(delivery.message_id), delivery.lease),
+            ).fetchone()
+            if row is None:
+                return False
+            self._move_to_dead(db, int(delivery.message_id), reason, time.time())
+            return True
+
+    @staticmethod
+    def _move_to_dead(db: sqlite3.Connection, message_id: int, reason: str, now: float) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO dead_letters (id, body, published, failed_at, attempts, reason)"
+            " SELECT id, body, published, ?, attempts, ? FROM messages WHERE id = ?",
+            (now, reason, message_id),
+        )
+        db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+
+    def stats(self) -> QueueStats:
+        now = time.time()
+        with self._lock:
+            pending, in_flight, retrying, oldest = self._db.execute(
+                "SELECT"
+                " COALESCE(SUM(leased = 0 AND attempts = 0), 0),"
+                " COALESCE(SUM(leased = 1 AND visible_at > ?), 0),"
+                " COALESCE(SUM(attempts > 0 AND NOT (leased = 1 AND visible_at > ?)), 0),"
+                " MIN(published)"
+                " FROM messages",
+                (now, now),
+            ).fetchone()
+            (dead,) = self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()
+        age = None if oldest is None else max(0.0, now - float(oldest))
+        return QueueStats(int(pending), int(in_flight), int(retrying), int(dead), age)
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, body, attempts, reason, failed_at FROM dead_letters"
+                " ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [DeadLetter(str(r[0]), bytes(r[1]), int(r[2]), str(r[3]), float(r[4])) for r in rows]
+
+    def requeue(self, message_ids: Iterable[str] | None = None) -> int:
+        """Move dead letters (all, or the given ids) back to the queue with fresh attempts."""
+        now = time.time()
+        with self._lock, self._transaction() as db:
+            if message_ids is None:
+                ids = [r[0] for r in db.execute("SELECT id FROM dead_letters").fetchall()]
+            else:
+                ids = [int(m) for m in message_ids]
+            moved = 0
+            for message_id in ids:
+                cursor = db.execute(
+                    "INSERT INTO messages (id, body, published, visible_at)"
+                    " SELECT id, body, published, ? FROM dead_letters WHERE id = ?",
+                    (now, message_id),
+                )
+                if cursor.rowcount:
+                    db.execute("DELETE FROM dead_letters WHERE id = ?", (message_id,))
+                    moved += 1
+            self._wakeup.notify_all()
+        return moved

@@ -1,0 +1,253 @@
+"""A streaming structural check of an encoded dataset, without decoding values.
+
+The scan walks element headers, steps over values (pixel data included) and descends into
+sequences and encapsulated pixel data, so it reads any size in bounded memory. It proves
+the dataset is complete (no truncated element) and returns the few UIDs the pipeline needs.
+It never keeps any other value, so no patient data leaves this module.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from pydicom.uid import UID
+
+_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+_VALID_VRS = _LONG_VRS | frozenset(
+    b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US".split()
+)
+_UNDEFINED = 0xFFFFFFFF
+_ITEM = 0xFFFEE000
+_ITEM_END = 0xFFFEE00D
+_SEQ_END = 0xFFFEE0DD
+_PIXEL_DATA = 0x7FE00010
+_MAX_DEPTH = 32
+
+WANTED = {
+    0x00080016: "sop_class_uid",
+    0x00080018: "sop_instance_uid",
+    0x0020000D: "study_instance_uid",
+    0x0020000E: "series_instance_uid",
+}
+
+
+class MalformedDataset(ValueError):
+    """The bytes are not a complete, well-formed DICOM dataset."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetSummary:
+    """What the pipeline needs from a dataset; absent attributes are None."""
+
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    length: int
+
+
+class _Source:
+    """Exact reads and skips over a file, or over an inflating stream of one."""
+
+    def __init__(self, fp: BinaryIO, deflated: bool) -> None:
+        self._fp = fp
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflated else None
+        self._buffer = b""
+        self._eof = False
+        self.consumed = 0
+        if self._inflater is None:
+            start = fp.tell()
+            fp.seek(0, io.SEEK_END)
+            self._remaining = fp.tell() - start
+            fp.seek(start)
+
+    def _fill(self, n: int) -> None:
+        assert self._inflater is not None
+        while len(self._buffer) < n and not self._eof:
+            chunk = self._fp.read(1 << 20)
+            if not chunk:
+                self._buffer += self._inflater.flush()
+                self._eof = True
+                break
+            try:
+                self._buffer += self._inflater.decompress(chunk)
+            except zlib.error as exc:
+                raise MalformedDataset(f"deflated dataset is corrupt: {exc}") from exc
+
+    def at_end(self) -> bool:
+        if self._inflater is None:
+            return self._remaining == 0
+        self._fill(1)
+        return not self._buffer
+
+    def read(self, n: int) -> bytes:
+        if self._inflater is None:
+            if n > self._remaining:
+                raise MalformedDataset("dataset is truncated")
+            data = self._fp.read(n)
+            if len(data) != n:
+                raise MalformedDataset("dataset is truncated")
+            self._remaining -= n
+        else:
+            self._fill(n)
+            if len(self._buffer) < n:
+                raise MalformedDataset("dataset is truncated")
+            data, self._buffer = self._buffer[:n], self._buffer[n:]
+        self.consumed += n
+        return data
+
+    def skip(self, n: int) -> None:
+        if self._inflater is None:
+            if n > self._remaining:
+                raise MalformedDataset("dataset is truncated")
+            self._fp.seek(n, io.SEEK_CUR)
+            self._remaining -= n
+            self.consumed += n
+            return
+        while n:
+            step = min(n, 1 << 20)
+            self.read(step)
+            n -= step
+
+
+class _Walker:
+    def __init__(self, source: _Source, explicit: bool, little: bool) -> None:
+        self.src = source
+        self.explicit = explicit
+        self.endian = "<" if little else ">"
+        self.found: dict[str, str] = {}
+
+    def header(self, explicit: bool, endian: str) -> tuple[int, bytes | None, int]:
+        raw = self.src.read(8)
+        group, element = struct.unpack(endian + "HH", raw[:4])
+        tag = (group << 16) | element
+        if group == 0xFFFE:
+            (length,) = struct.unpack(endian + "L", raw[4:])
+            return tag, None, length
+        if not explicit:
+            (length,) = struct.unpack(endian + "L", raw[4:])
+            return tag, None, length
+        vr = raw[4:6]
+        if vr not in _VALID_VRS:
+            raise MalformedDataset(f"invalid VR at element ({group:04X},{element:04X})")
+        if vr in _LONG_VRS:
+            (length,) = struct.unpack(endian + "L", self.src.read(4))
+        else:
+            (length,) = struct.unpack(endian + "H", raw[6:])
+        return tag, vr, length
+
+    def dataset(self, depth: int, explicit: bool, endian: str, until_item_end: bool) -> None:
+        if depth > _MAX_DEPTH:
+            raise MalformedDataset("sequences are nested too deeply")
+        while True:
+            if not until_item_end and depth == 0 and self.src.at_end():
+                return
+            tag, vr, length = self.header(explicit, endian)
+            if tag == _ITEM_END:
+                if not until_item_end:
+                    raise MalformedDataset("unexpected item delimiter")
+                return
+            if tag in (_ITEM, _SEQ_END):
+                raise MalformedDataset("unexpected item tag in a dataset")
+            if length == _UNDEFINED:
+                self.undefined(tag, vr, depth, explicit, endian)
+            elif depth == 0 and tag in WANTED:
+                if length > 128:
+                    raise MalformedDataset("a UID element is too long")
+                value = self.src.read(length).decode("ascii", "replace")
+                self.found[WANTED[tag]] = value.rstrip("\x00 ").strip()
+            elif vr == b"SQ":
+                self.defined_sequence(length, depth, explicit, endian)
+            else:
+                self.src.skip(length)
+
+    def defined_sequence(self, length: int, depth: int, explicit: bool, endian: str) -> None:
+        end = self.src.consumed + length
+        while self.src.consumed < end:
+            tag, _, item_length = self.header(False, endian)
+            if tag != _ITEM:
+                raise MalformedDataset("sequence holds something other than items")
+            if item_length == _UNDEFINED:
+                self.dataset(depth + 1, explicit, endian, until_item_end=True)
+            else:
+                self.src.skip(item_length)
+        if self.src.consumed != end:
+            raise MalformedDataset("sequence length disagrees with its items")
+
+    def undefined(
+        self, tag: int, vr: bytes | None, depth: int, explicit: bool, endian: str
+    ) -> None:
+        if tag == _PIXEL_DATA and vr in (b"OB", b"OW", None):
+            # Encapsulated pixel data: fragments until the sequence delimiter.
+            while True:
+                item_tag, _, length = self.header(False, endian)
+                if item_tag == _SEQ_END:
+                    return
+                if item_tag != _ITEM or length == _UNDEFINED:
+                    raise MalformedDataset("malformed encapsulated pixel data")
+                self.src.skip(length)
+        if vr not in (b"SQ", b"UN", None):
+            raise MalformedDataset("undefined length on an element that cannot have one")
+        # A UN of undefined length holds an implicit VR little endian sequence (PS3.5 6.2.2).
+        inner_explicit, inner_endian = (False, "<") if vr == b"UN" else (explicit, endian)
+        while True:
+            item_tag, _, length = self.header(False, inner_endian)
+            if item_tag == _SEQ_END:
+                return
+            if item_tag != _ITEM:
+                raise MalformedDataset("sequence holds something other than items")
+            if length == _UNDEFINED:
+                self.dataset(depth + 1, inner_explicit, inner_endian, until_item_end=True)
+            else:
+                self.src.skip(length)
+
+
+def scan_dataset(fp: BinaryIO, transfer_syntax: str) -> DatasetSummary:
+    """Walk the dataset that starts at fp's position, encoded in transfer_syntax."""
+    uid = UID(transfer_syntax)
+    known = uid.is_transfer_syntax
+    deflated = uid.is_deflated if known else False
+    explicit = not uid.is_implicit_VR if known else True
+    little = uid.is_little_endian if known else True
+    source = _Source(fp, deflated)
+    if source.at_end():
+        raise MalformedDataset("dataset is empty")
+    walker = _Walker(source, explicit, little)
+    try:
+        walker.dataset(0, explicit, walker.endian, until_item_end=False)
+    except struct.error as exc:  # pragma: no cover - reads are exact, kept as a guard
+        raise MalformedDataset(f"dataset is malformed: {exc}") from exc
+    found = walker.found
+    return DatasetSummary(
+        found.get("sop_class_uid"),
+        found.get("sop_instance_uid"),
+        found.get("study_instance_uid"),
+        found.get("series_instance_uid"),
+        source.consumed,
+    )
+
+
+def part10_dataset_offset(fp: BinaryIO) -> int:
+    """Return the offset of the dataset in a Part-10 file (after preamble and file meta)."""
+    fp.seek(0)
+    head = fp.read(132)
+    if len(head) != 132 or head[128:] != b"DICM":
+        raise MalformedDataset("not a Part-10 file")
+    while True:
+        raw = fp.read(8)
+        if len(raw) < 8:
+            return fp.tell() - len(raw)
+        group = struct.unpack("<H", raw[:2])[0]
+        if group != 0x0002:
+            fp.seek(-8, io.SEEK_CUR)
+            return fp.tell()
+        vr = raw[4:6]
+        if vr in _LONG_VRS:
+            (length,) = struct.unpack("<L", fp.read(4))
+        else:
+            (length,) = struct.unpack("<H", raw[6:])
+        fp.seek(length, io.SEEK_CUR)

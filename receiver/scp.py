@@ -1,0 +1,154 @@
+"""The storage SCP: presentation contexts, association policy, server start and drain."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import socketserver
+import threading
+import time
+from typing import Any
+
+from pydicom.uid import AllTransferSyntaxes
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.acse import ACSE
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+
+from .config import ReceiverConfig
+from .handlers import (
+    AssociationLog,
+    handle_conn_close,
+    handle_echo,
+    handle_established,
+    handle_rejected,
+    handle_store,
+)
+from .part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from .store import StoreService
+
+log = logging.getLogger(__name__)
+
+# Result, source, reason of A-ASSOCIATE-RJ (PS3.8 9.3.4): rejected-permanent, service-user,
+# calling-AE-title-not-recognized.
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+def storage_sop_classes(extra: tuple[str, ...] = ()) -> list[str]:
+    """Every standard storage SOP class, then the configured private ones."""
+    uids = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+    return uids + [uid for uid in extra if uid not in uids]
+
+
+class _PolicyACSE(ACSE):
+    """ACSE that refuses calling AE titles (and source addresses) outside the allow-list."""
+
+    def __init__(self, assoc: Any, config: ReceiverConfig) -> None:
+        super().__init__(assoc)
+        self._config = config
+
+    def _negotiate_as_acceptor(self) -> None:
+        primitive = self.requestor.primitive
+        if primitive is None:
+            super()._negotiate_as_acceptor()
+            return
+        calling = str(primitive.calling_ae_title).strip()
+        address = str(self.requestor.address)
+        if not self._config.allows(calling, address):
+            log.warning(
+                "association rejected: calling AE not allowed",
+                extra={"calling_ae": calling, "peer": address},
+            )
+            self.send_reject(*REJECT_CALLING_AE)
+            evt.trigger(self.assoc, evt.EVT_REJECTED, {})
+            self.assoc.kill()
+            return
+        super()._negotiate_as_acceptor()
+
+
+def _request_handler(config: ReceiverConfig) -> type[RequestHandler]:
+    class PolicyRequestHandler(RequestHandler):
+        def _create_association(self) -> Any:
+            # Debian's DCMTK and many PACS leave Nagle on; each small response would wait
+            # for a delayed ACK. The receiver sets TCP_NODELAY on every accepted socket.
+            with contextlib.suppress(OSError):
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            assoc = super()._create_association()
+            assoc.acse = _PolicyACSE(assoc, config)
+            assoc.dul._run_loop_delay = config.run_loop_delay
+            return assoc
+
+    return PolicyRequestHandler
+
+
+class _Server(ThreadedAssociationServer):
+    def __init__(self, *args: Any, config: ReceiverConfig, **kwargs: Any) -> None:
+        kwargs["request_handler"] = _request_handler(config)
+        super().__init__(*args, **kwargs)
+
+
+class Receiver:
+    """A running storage SCP; ``stop`` drains associations within the grace period."""
+
+    def __init__(self, config: ReceiverConfig, service: StoreService) -> None:
+        self.config = config
+        self._associations = AssociationLog()
+        ae = AE(ae_title=config.dimse_aet)
+        ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+        ae.maximum_associations = config.max_associations
+        ae.maximum_pdu_size = config.max_pdu
+        ae.acse_timeout = config.acse_timeout
+        ae.dimse_timeout = config.dimse_timeout
+        ae.network_timeout = config.network_timeout
+        ae.require_called_aet = True
+        for uid in storage_sop_classes(config.extra_sop_classes):
+            ae.add_supported_context(uid, list(AllTransferSyntaxes))
+        ae.add_supported_context(VERIFICATION, list(AllTransferSyntaxes))
+        self._ae = ae
+        handlers: list[Any] = [
+            (evt.EVT_C_ECHO, handle_echo),
+            (evt.EVT_C_STORE, handle_store, [service, self._associations]),
+            (evt.EVT_ESTABLISHED, handle_established, [self._associations]),
+            (evt.EVT_REJECTED, handle_rejected, [self._associations]),
+            (evt.EVT_CONN_CLOSE, handle_conn_close, [self._associations]),
+        ]
+        self._server: Any = ae.make_server(
+            (config.dimse_bind, config.dimse_port),
+            evt_handlers=handlers,
+            server_class=_Server,
+            config=config,
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="dimse-server", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info(
+            "receiver ready",
+            extra={"ae_title": self.config.dimse_aet, "port": self.port},
+        )
+
+    def active_associations(self) -> int:
+        return len(self._server.active_associations)
+
+    def stop(self, grace: float | None = None) -> bool:
+        """Stop accepting, let associations finish, abort what is left; True if all finished."""
+        grace = self.config.shutdown_grace if grace is None else grace
+        socketserver.BaseServer.shutdown(self._server)
+        self._server.server_close()
+        deadline = time.monotonic() + grace
+        while self._server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        remaining = list(self._server.active_associations)
+        for assoc in remaining:
+            log.warning("aborting association at shutdown", extra={"peer": assoc.requestor.address})
+            assoc.abort()
+        self._thread.join(timeout=5)
+        return not remaining

@@ -1,0 +1,172 @@
+"""Accepting one C-STORE: check, write the Part-10 object, publish, and only then succeed.
+
+This module knows nothing of pynetdicom; ``handlers`` adapts events to ``StoreService.store``.
+Every failure maps to one row of ``Status`` with a short error comment that names no patient.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import IntEnum
+from pathlib import Path
+
+from dicom_ingest.message import InstanceMessage, MessageError, encode, is_valid_uid
+from dicom_ingest.objectstore import ObjectStore
+from dicom_ingest.queue import Publisher
+
+from .dataset_scan import MalformedDataset, part10_dataset_offset, scan_dataset
+from .part10 import file_meta_bytes, write_part10
+
+log = logging.getLogger(__name__)
+
+
+class Status(IntEnum):
+    """C-STORE response statuses (PS3.4 Annex B.2.3) this receiver answers with."""
+
+    SUCCESS = 0x0000
+    STORAGE_UNAVAILABLE = 0xA700  # Refused: out of resources (object store write failed)
+    QUEUE_UNAVAILABLE = 0xA701  # Refused: out of resources (queue did not accept)
+    DATASET_MISMATCH = 0xA900  # Error: data set does not match SOP class / request
+    CANNOT_UNDERSTAND = 0xC000  # Error: cannot understand (not DICOM, truncated)
+    PROCESSING_FAILURE = 0x0110  # an unexpected fault; the PACS may retry
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRequest:
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    calling_ae: str
+    called_ae: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    status: Status
+    comment: str = ""
+    size: int = 0
+    message_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.SUCCESS
+
+
+def object_key(study: str, series: str, sop: str) -> str:
+    """The object name for an instance; the UIDs are validated, so safe as path parts."""
+    for uid in (study, series, sop):
+        if not is_valid_uid(uid):
+            raise ValueError("object key parts must be valid UIDs")
+    return f"{study}/{series}/{sop}.dcm"
+
+
+class StoreService:
+    """Turns a received dataset file into a stored object and a committed message."""
+
+    def __init__(self, objects: ObjectStore, publisher: Publisher) -> None:
+        self._objects = objects
+        self._publisher = publisher
+
+    def store(self, request: StoreRequest, received: Path) -> StoreResult:
+        """Handle the dataset pynetdicom wrote to ``received`` (a Part-10 file of its own)."""
+        try:
+            return self._store(request, received)
+        except Exception:
+            log.exception(
+                "unexpected failure storing instance",
+                extra={"sop_instance_uid": request.sop_instance_uid},
+            )
+            return StoreResult(Status.PROCESSING_FAILURE, "Internal error; retry later")
+
+    def _store(self, request: StoreRequest, received: Path) -> StoreResult:
+        with open(received, "rb") as source:
+            try:
+                offset = part10_dataset_offset(source)
+                source.seek(offset)
+                summary = scan_dataset(source, request.transfer_syntax_uid)
+            except MalformedDataset as exc:
+                return StoreResult(Status.CANNOT_UNDERSTAND, f"Cannot parse dataset: {exc}")
+            problem = _mismatch(request, summary.sop_class_uid, summary.sop_instance_uid)
+            if problem is None:
+                problem = _missing(summary.study_instance_uid, "Study Instance UID")
+            if problem is None:
+                problem = _missing(summary.series_instance_uid, "Series Instance UID")
+            if problem is not None:
+                return StoreResult(Status.DATASET_MISMATCH, problem)
+            study = str(summary.study_instance_uid)
+            series = str(summary.series_instance_uid)
+
+            meta = file_meta_bytes(
+                request.sop_class_uid,
+                request.sop_instance_uid,
+                request.transfer_syntax_uid,
+                request.calling_ae,
+            )
+            staging = self._objects.staging_dir()
+            try:
+                fd, staged_name = tempfile.mkstemp(dir=staging, suffix=".part")
+                staged = Path(staged_name)
+                with os.fdopen(fd, "wb") as dest:
+                    source.seek(offset)
+                    size, crc = write_part10(dest, meta, source, summary.length)
+                key = object_key(study, series, request.sop_instance_uid)
+                stored = self._objects.put(key, staged, size, crc)
+            except OSError as exc:
+                log.error(
+                    "object store write failed",
+                    extra={"sop_instance_uid": request.sop_instance_uid, "error": str(exc)},
+                )
+                if "staged" in locals():
+                    staged.unlink(missing_ok=True)
+                return StoreResult(Status.STORAGE_UNAVAILABLE, "Storage unavailable; retry later")
+
+        try:
+            message = InstanceMessage(
+                uri=stored.uri,
+                generation=stored.generation,
+                size=stored.size,
+                crc32c=stored.crc32c,
+                sop_class_uid=request.sop_class_uid,
+                sop_instance_uid=request.sop_instance_uid,
+                study_instance_uid=study,
+                series_instance_uid=series,
+                transfer_syntax_uid=request.transfer_syntax_uid,
+                calling_ae=request.calling_ae,
+                called_ae=request.called_ae,
+                received_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            )
+        except MessageError as exc:
+            self._objects.delete(stored.uri, stored.generation)
+            return StoreResult(Status.DATASET_MISMATCH, f"Invalid identifiers: {exc}"[:64])
+        try:
+            message_id = self._publisher.publish(encode(message), message.attributes)
+        except Exception as exc:
+            log.error(
+                "queue publish failed",
+                extra={"sop_instance_uid": request.sop_instance_uid, "error": str(exc)},
+            )
+            # The object stays: a retry from the PACS supersedes it, reconciliation finds it.
+            return StoreResult(Status.QUEUE_UNAVAILABLE, "Queue unavailable; retry later")
+        return StoreResult(Status.SUCCESS, size=stored.size, message_id=message_id)
+
+
+def _mismatch(request: StoreRequest, sop_class: str | None, sop_instance: str | None) -> str | None:
+    if not sop_instance:
+        return "Dataset lacks SOP Instance UID"
+    if sop_instance != request.sop_instance_uid:
+        return "SOP Instance UID differs from the request"
+    if sop_class and sop_class != request.sop_class_uid:
+        return "SOP Class UID differs from the request"
+    return None
+
+
+def _missing(value: str | None, name: str) -> str | None:
+    if not value:
+        return f"Dataset lacks {name}"
+    if not is_valid_uid(value):
+        return f"Dataset has an invalid {name}"
+    return None

@@ -1,0 +1,1 @@
+"""STOW-RS of queued instances into a DICOMweb store."""

@@ -1,0 +1,76 @@
+"""The uploader's configuration: one frozen, validated object built from flags and environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from dicom_ingest.flags import ConfigError, Flag, parse_bool
+
+from .service import CONFLICT_POLICIES
+
+FLAGS = (
+    Flag("dicomweb_address", "DICOMweb base URL (STOW-RS goes to <address>/studies)"),
+    Flag("auth", "DICOMweb authentication", "none", choices=("none", "bearer", "adc")),
+    Flag("bearer_token", "static bearer token for --auth bearer (prefer the env variable)"),
+    Flag("conflict", "what to do on HTTP 409", "fail", choices=CONFLICT_POLICIES),
+    Flag("upload_workers", "concurrent upload workers", 4, int),
+    Flag("batch_max_instances", "instances of one study per STOW-RS request", 16, int),
+    Flag("batch_max_bytes", "bytes per STOW-RS request", 64 << 20, int),
+    Flag("http_timeout", "seconds to wait for the DICOM store to answer", 300.0, float),
+    Flag("max_attempts", "delivery attempts before a message is dead-lettered", 10, int),
+    Flag("min_backoff", "first retry delay in seconds", 1.0, float),
+    Flag("max_backoff", "longest retry delay in seconds", 600.0, float),
+    Flag("keep_uploaded", "keep objects in the spool after upload", False, parse_bool),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UploaderConfig:
+    dicomweb_address: str
+    auth: str = "none"
+    bearer_token: str | None = None
+    conflict: str = "fail"
+    upload_workers: int = 4
+    batch_max_instances: int = 16
+    batch_max_bytes: int = 64 << 20
+    http_timeout: float = 300.0
+    max_attempts: int = 10
+    min_backoff: float = 1.0
+    max_backoff: float = 600.0
+    keep_uploaded: bool = False
+
+    def __post_init__(self) -> None:
+        parsed = urlparse(self.dicomweb_address or "")
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError("--dicomweb_address must be an http(s) URL")
+        if self.auth == "bearer" and not self.bearer_token:
+            raise ConfigError("--auth bearer needs --bearer_token or DICOM_INGEST_BEARER_TOKEN")
+        for name in ("upload_workers", "batch_max_instances", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be at least 1")
+        if self.batch_max_bytes < 1:
+            raise ConfigError("--batch_max_bytes must be positive")
+        if not 0 < self.min_backoff <= self.max_backoff:
+            raise ConfigError("--min_backoff must be positive and at most --max_backoff")
+        if self.http_timeout <= 0:
+            raise ConfigError("--http_timeout must be positive")
+
+    @property
+    def lease_seconds(self) -> float:
+        """A delivery lease outlives the longest request it may need, with margin."""
+        return self.http_timeout * 3 + 60
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> UploaderConfig:
+        if not values.get("dicomweb_address"):
+            raise ConfigError("--dicomweb_address is required")
+        return cls(**{k: values[k] for k in cls.__dataclass_fields__})
+
+    def __repr__(self) -> str:  # keep the token out of logs and tracebacks
+        token = "***" if self.bearer_token else None
+        return (
+            f"UploaderConfig(dicomweb_address={self.dicomweb_address!r}, auth={self.auth!r},"
+            f" bearer_token={token})"
+        )

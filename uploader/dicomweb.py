@@ -1,0 +1,81 @@
+"""The DICOMweb client: one HTTP session, created at start-up and injected."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Protocol
+
+import requests
+
+from .multipart import MultipartBody, content_type, new_boundary
+
+CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+
+@dataclass(frozen=True, slots=True)
+class StowResponse:
+    status: int
+    body: Any  # parsed application/dicom+json, or None
+    text: str
+
+
+class DicomWebClient(Protocol):
+    def stow(self, study_uid: str, parts: list[tuple[BinaryIO, int]]) -> StowResponse: ...
+
+    def delete_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> int: ...
+
+
+def make_session(auth: str, bearer_token: str | None = None) -> requests.Session:
+    """A session for ``--auth``: ``none``, ``bearer`` (static token) or ``adc`` (google-auth)."""
+    if auth == "adc":
+        import google.auth
+        from google.auth.transport.requests import AuthorizedSession
+
+        credentials, _ = google.auth.default(scopes=[CLOUD_SCOPE])
+        session: requests.Session = AuthorizedSession(credentials)
+        return session
+    session = requests.Session()
+    if auth == "bearer":
+        if not bearer_token:
+            raise ValueError("--auth bearer needs --bearer_token")
+        session.headers["Authorization"] = f"Bearer {bearer_token}"
+    return session
+
+
+class HttpDicomWebClient:
+    """STOW-RS and instance DELETE against ``<address>/studies``."""
+
+    def __init__(
+        self, address: str, session: requests.Session, timeout: tuple[float, float]
+    ) -> None:
+        self._base = address.rstrip("/")
+        self._session = session
+        self._timeout = timeout
+
+    def stow(self, study_uid: str, parts: list[tuple[BinaryIO, int]]) -> StowResponse:
+        boundary = new_boundary()
+        body = MultipartBody(parts, boundary)
+        response = self._session.post(
+            f"{self._base}/studies",
+            data=body,
+            headers={
+                "Content-Type": content_type(boundary),
+                "Accept": "application/dicom+json",
+                "Content-Length": str(len(body)),
+            },
+            timeout=self._timeout,
+        )
+        text = response.text
+        try:
+            parsed = json.loads(text) if text.strip() else None
+        except json.JSONDecodeError:
+            parsed = None
+        return StowResponse(response.status_code, parsed, text)
+
+    def delete_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> int:
+        response = self._session.delete(
+            f"{self._base}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
+            timeout=self._timeout,
+        )
+        return response.status_code

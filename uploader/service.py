@@ -1,0 +1,209 @@
+"""Upload a set of messages: read each named object version, STOW-RS, decide per instance.
+
+The same code serves the embedded workers and the Cloud Run handler: it takes decoded
+messages and returns one ``Outcome`` per message; the caller maps outcomes to ack, retry or
+dead-letter on its queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import requests
+
+from dicom_ingest.message import InstanceMessage
+from dicom_ingest.objectstore import (
+    ObjectMissing,
+    ObjectStore,
+    ObjectStoreError,
+    ObjectSuperseded,
+)
+
+from .dicomweb import DicomWebClient
+from .outcome import Action, Outcome, classify
+
+log = logging.getLogger(__name__)
+
+CONFLICT_POLICIES = ("fail", "overwrite", "skip")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    max_instances: int = 16
+    max_bytes: int = 64 << 20
+
+
+class UploadService:
+    def __init__(
+        self,
+        objects: ObjectStore,
+        client: DicomWebClient,
+        conflict: str = "fail",
+        limits: BatchLimits = BatchLimits(),
+        delete_uploaded: bool = False,
+    ) -> None:
+        if conflict not in CONFLICT_POLICIES:
+            raise ValueError(f"conflict policy must be one of {CONFLICT_POLICIES}")
+        self._objects = objects
+        self._client = client
+        self._conflict = conflict
+        self._limits = limits
+        self._delete_uploaded = delete_uploaded
+
+    def process(self, messages: list[InstanceMessage]) -> list[Outcome]:
+        """One outcome per message, in order. Never raises for a per-message problem."""
+        outcomes: dict[int, Outcome] = {}
+        for batch in self._batches(list(enumerate(messages))):
+            outcomes.update(self._upload_batch(batch))
+        for index, message in enumerate(messages):
+            outcome = outcomes[index]
+            if outcome.action is Action.DONE and self._delete_uploaded:
+                try:
+                    self._objects.delete(message.uri, message.generation)
+                except (OSError, ObjectStoreError):
+                    log.warning("could not delete uploaded object", extra=_ids(message))
+            _log_outcome(message, outcome)
+        return [outcomes[i] for i in range(len(messages))]
+
+    def _batches(
+        self, items: list[tuple[int, InstanceMessage]]
+    ) -> Iterator[list[tuple[int, InstanceMessage]]]:
+        by_study: dict[str, list[tuple[int, InstanceMessage]]] = defaultdict(list)
+        for item in items:
+            by_study[item[1].study_instance_uid].append(item)
+        for group in by_study.values():
+            batch: list[tuple[int, InstanceMessage]] = []
+            size = 0
+            for item in group:
+                if batch and (
+                    len(batch) >= self._limits.max_instances
+                    or size + item[1].size > self._limits.max_bytes
+                ):
+                    yield batch
+                    batch, size = [], 0
+                batch.append(item)
+                size += item[1].size
+            if batch:
+                yield batch
+
+    def _open(self, message: InstanceMessage, stack: ExitStack) -> BinaryIO | Outcome:
+        try:
+            handle = stack.enter_context(self._objects.open(message.uri, message.generation))
+        except ObjectSuperseded as exc:
+            return Outcome(Action.SUPERSEDED, str(exc))
+        except ObjectMissing as exc:
+            return Outcome(Action.DEAD, f"object missing: {exc}")
+        except (OSError, ObjectStoreError) as exc:
+            return Outcome(Action.RETRY, f"object store: {exc}")
+        try:
+            actual = os.fstat(handle.fileno()).st_size
+        except (OSError, AttributeError, ValueError):
+            actual = message.size
+        if actual != message.size:
+            return Outcome(Action.DEAD, f"object is {actual} bytes, message says {message.size}")
+        return handle
+
+    def _upload_batch(self, batch: list[tuple[int, InstanceMessage]]) -> dict[int, Outcome]:
+        results: dict[int, Outcome] = {}
+        with ExitStack() as stack:
+            ready: list[tuple[int, InstanceMessage, BinaryIO]] = []
+            for index, message in batch:
+                opened = self._open(message, stack)
+                if isinstance(opened, Outcome):
+                    results[index] = opened
+                else:
+                    ready.append((index, message, opened))
+            if not ready:
+                return results
+            study = ready[0][1].study_instance_uid
+            parts = [(handle, message.size) for _, message, handle in ready]
+            uids = [message.sop_instance_uid for _, message, _ in ready]
+            per_uid = self._stow(study, parts, uids)
+        for index, message, _ in ready:
+            outcome = per_uid[message.sop_instance_uid]
+            if outcome.action is Action.SPLIT:
+                outcome = self._single(message)
+            elif outcome.action is Action.CONFLICT:
+                outcome = self._resolve_conflict(message, outcome)
+            results[index] = outcome
+        return results
+
+    def _stow(
+        self, study: str, parts: list[tuple[BinaryIO, int]], uids: list[str]
+    ) -> dict[str, Outcome]:
+        try:
+            response = self._client.stow(study, parts)
+        except requests.RequestException as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            return {uid: Outcome(Action.RETRY, reason) for uid in uids}
+        except OSError as exc:
+            return {uid: Outcome(Action.RETRY, f"reading object: {exc}") for uid in uids}
+        return classify(response.status, response.body, response.text, uids)
+
+    def _single(self, message: InstanceMessage) -> Outcome:
+        with ExitStack() as stack:
+            opened = self._open(message, stack)
+            if isinstance(opened, Outcome):
+                return opened
+            outcome = self._stow(
+                message.study_instance_uid, [(opened, message.size)], [message.sop_instance_uid]
+            )[message.sop_instance_uid]
+        if outcome.action is Action.CONFLICT:
+            return self._resolve_conflict(message, outcome)
+        return outcome
+
+    def _resolve_conflict(self, message: InstanceMessage, outcome: Outcome) -> Outcome:
+        if self._conflict == "skip":
+            return Outcome(Action.SKIPPED, outcome.reason)
+        if self._conflict == "fail":
+            return Outcome(Action.DEAD, f"conflict: {outcome.reason}")
+        try:
+            status = self._client.delete_instance(
+                message.study_instance_uid, message.series_instance_uid, message.sop_instance_uid
+            )
+        except requests.RequestException as exc:
+            return Outcome(Action.RETRY, f"overwrite: delete failed: {exc}")
+        if status not in (200, 202, 204, 404):
+            if status in (408, 429) or status >= 500:
+                return Outcome(Action.RETRY, f"overwrite: delete answered HTTP {status}")
+            return Outcome(Action.DEAD, f"overwrite: delete answered HTTP {status}")
+        with ExitStack() as stack:
+            opened = self._open(message, stack)
+            if isinstance(opened, Outcome):
+                return opened
+            again = self._stow(
+                message.study_instance_uid, [(opened, message.size)], [message.sop_instance_uid]
+            )[message.sop_instance_uid]
+        if again.action is Action.CONFLICT:
+            return Outcome(Action.RETRY, f"overwrite: still conflicting: {again.reason}")
+        return again
+
+
+def _ids(message: InstanceMessage) -> dict[str, str]:
+    return {
+        "study_instance_uid": message.study_instance_uid,
+        "series_instance_uid": message.series_instance_uid,
+        "sop_instance_uid": message.sop_instance_uid,
+    }
+
+
+def _log_outcome(message: InstanceMessage, outcome: Outcome) -> None:
+    if outcome.action is Action.DONE:
+        log.debug("uploaded", extra=_ids(message))
+        return
+    level = logging.ERROR if outcome.action is Action.DEAD else logging.WARNING
+    if outcome.action in (Action.SUPERSEDED, Action.SKIPPED):
+        level = logging.INFO
+    log.log(
+        level,
+        "instance %s: %s",
+        outcome.action.value,
+        outcome.reason,
+        extra={**_ids(message), "outcome": outcome.action.value},
+    )

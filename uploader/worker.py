@@ -1,0 +1,98 @@
+"""Embedded upload workers: lease messages from the local queue, upload, settle each one."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from dataclasses import dataclass
+
+from dicom_ingest.message import InstanceMessage, MessageError, decode
+from dicom_ingest.queue import Delivery, SqliteQueue
+
+from .outcome import Action, Outcome
+from .service import UploadService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter: attempt n waits up to min(maximum, minimum * 2**(n-1))."""
+
+    minimum: float = 1.0
+    maximum: float = 600.0
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        ceiling = min(self.maximum, self.minimum * 2 ** max(0, attempt - 1))
+        return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+def settle(queue: SqliteQueue, delivery: Delivery, outcome: Outcome, backoff: Backoff) -> None:
+    """Apply one outcome to the queue: ack, retry later or dead-letter."""
+    if outcome.action in (Action.DONE, Action.SUPERSEDED, Action.SKIPPED):
+        queue.ack(delivery)
+    elif outcome.action is Action.RETRY:
+        queue.retry(delivery, backoff.delay(delivery.attempt), outcome.reason)
+    else:
+        queue.dead_letter(delivery, outcome.reason or outcome.action.value)
+
+
+class QueueWorkers:
+    def __init__(
+        self,
+        queue: SqliteQueue,
+        service: UploadService,
+        workers: int = 4,
+        batch: int = 16,
+        lease_seconds: float = 900.0,
+        backoff: Backoff = Backoff(),
+    ) -> None:
+        self._queue = queue
+        self._service = service
+        self._batch = batch
+        self._lease = lease_seconds
+        self._backoff = backoff
+        self._stopping = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"upload-{n}", daemon=True)
+            for n in range(workers)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        for thread in self._threads:
+            self._queue.wait(0)  # nudge sleepers
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                if not self.work_once():
+                    wait = self._queue.next_visible_in()
+                    self._queue.wait(1.0 if wait is None else min(max(wait, 0.01), 1.0))
+            except Exception:
+                log.exception("upload worker failed; continuing")
+                self._stopping.wait(1.0)
+
+    def work_once(self) -> bool:
+        """Process one leased batch; False when nothing was visible."""
+        deliveries = self._queue.pull(self._batch, self._lease)
+        if not deliveries:
+            return False
+        decoded: list[tuple[Delivery, InstanceMessage]] = []
+        for delivery in deliveries:
+            try:
+                decoded.append((delivery, decode(delivery.body)))
+            except MessageError as exc:
+                log.error("undecodable message", extra={"message_id": delivery.message_id})
+                self._queue.dead_letter(delivery, f"undecodable message: {exc}")
+        if decoded:
+            outcomes = self._service.process([message for _, message in decoded])
+            for (delivery, _), outcome in zip(decoded, outcomes, strict=True):
+                settle(self._queue, delivery, outcome, self._backoff)
+        return True
