@@ -80,6 +80,7 @@ class LocalPipeline:
             lease_seconds=up.lease_seconds,
             backoff=Backoff(up.min_backoff, up.max_backoff),
         )
+        self._stopped = False
 
     def start(self) -> None:
         self.workers.start()
@@ -98,6 +99,9 @@ class LocalPipeline:
         )
 
     def stop(self) -> bool:
+        if self._stopped:
+            return True
+        self._stopped = True
         log.info("stopping: no new associations; finishing those in flight")
         drained = self.receiver.stop()
         self.workers.stop()

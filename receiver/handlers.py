@@ -43,13 +43,15 @@ class AssociationLog:
         self._lock = threading.Lock()
         self._stats: dict[int, AssociationStats] = {}
 
-    def get(self, assoc: Any) -> AssociationStats:
+    def get(self, assoc: Any, create: bool = True) -> AssociationStats:
+        """The association's counters; a detached object once the connection has closed."""
         with self._lock:
             stats = self._stats.get(id(assoc))
             if stats is None:
                 address = assoc.requestor.address
                 stats = AssociationStats(peer=f"{address}:{assoc.requestor.port}")
-                self._stats[id(assoc)] = stats
+                if create:
+                    self._stats[id(assoc)] = stats
             return stats
 
     def pop(self, assoc: Any) -> AssociationStats | None:
@@ -71,7 +73,7 @@ def handle_echo(event: Any) -> int:
 
 def handle_store(event: Any, service: StoreService, associations: AssociationLog) -> Dataset:
     """EVT_C_STORE with chunked receive: the dataset is in a file at ``event.dataset_path``."""
-    stats = associations.get(event.assoc)
+    stats = associations.get(event.assoc, create=False)
     path: Path | None = None
     try:
         request = event.request

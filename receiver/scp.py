@@ -64,7 +64,26 @@ class _PolicyACSE(ACSE):
             evt.trigger(self.assoc, evt.EVT_REJECTED, {})
             self.assoc.kill()
             return
+        self._prefer_requestor_order(primitive)
         super()._negotiate_as_acceptor()
+
+    def _prefer_requestor_order(self, primitive: Any) -> None:
+        """Accept the transfer syntax the PACS lists first, not the first one we list.
+
+        pynetdicom picks by the acceptor's order; we support every syntax, so following the
+        requestor's order means the instance arrives as the PACS holds it (a JPEG 2000 image
+        offered as [J2K, Explicit VR LE] stays J2K) and we never ask for a conversion.
+        """
+        proposed: dict[str, list[str]] = {}
+        for rq in primitive.presentation_context_definition_list:
+            proposed.setdefault(str(rq.abstract_syntax), [str(t) for t in rq.transfer_syntax])
+        for cx in self.assoc.acceptor.supported_contexts:
+            order = proposed.get(str(cx.abstract_syntax))
+            if not order:
+                continue
+            supported = [str(t) for t in cx.transfer_syntax]
+            first = [t for t in order if t in supported]
+            cx.transfer_syntax = first + [t for t in supported if t not in first]
 
 
 def _request_handler(config: ReceiverConfig) -> type[RequestHandler]:

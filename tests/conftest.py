@@ -1,0 +1,47 @@
+"""Fixtures shared by the test tiers: real Orthanc, a fake DICOMweb, in-process pipelines."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pynetdicom import _config as pynetdicom_config
+from support.fake_dicomweb import FakeDicomWeb
+from support.orthanc import Orthanc, start_orthanc
+from support.pipeline import start_pipeline
+
+from dicom_ingest.local import LocalPipeline
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    server = start_orthanc(tmp_path_factory.mktemp("orthanc"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_dicomweb() -> Iterator[FakeDicomWeb]:
+    server = FakeDicomWeb().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pipelines(tmp_path: Path) -> Iterator[Callable[..., LocalPipeline]]:
+    """Start local pipelines; each is stopped (and process-wide knobs restored) at teardown."""
+    started: list[LocalPipeline] = []
+    saved = (tempfile.tempdir, pynetdicom_config.STORE_RECV_CHUNKED_DATASET)
+
+    def factory(dicomweb: str, spool: Path | None = None, **overrides: Any) -> LocalPipeline:
+        pipeline = start_pipeline(spool or tmp_path / "spool", dicomweb, **overrides)
+        started.append(pipeline)
+        return pipeline
+
+    yield factory
+    for pipeline in started:
+        pipeline.stop()
+    tempfile.tempdir, pynetdicom_config.STORE_RECV_CHUNKED_DATASET = saved

@@ -1,0 +1,1 @@
+"""Real servers and tools for the integration tests: Orthanc, a fake DICOMweb, DCMTK."""

@@ -1,0 +1,37 @@
+"""An in-process local pipeline on an OS-chosen port, for integration tests."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from dicom_ingest.local import LocalConfig, LocalPipeline
+from receiver.config import ReceiverConfig
+from uploader.config import UploaderConfig
+
+
+def make_config(spool: Path, dicomweb: str, **overrides: Any) -> LocalConfig:
+    receiver_fields = {f.name for f in dataclasses.fields(ReceiverConfig)}
+    receiver_args = {k: v for k, v in overrides.items() if k in receiver_fields}
+    uploader_args = {k: v for k, v in overrides.items() if k not in receiver_fields}
+    receiver = ReceiverConfig(
+        **{"dimse_port": 0, "dimse_bind": "127.0.0.1", "shutdown_grace": 5.0, **receiver_args}
+    )
+    uploader = UploaderConfig(
+        **{
+            "dicomweb_address": dicomweb,
+            "min_backoff": 0.05,
+            "max_backoff": 0.2,
+            "http_timeout": 10.0,
+            "upload_workers": 2,
+            **uploader_args,
+        }
+    )
+    return LocalConfig(spool, receiver, uploader)
+
+
+def start_pipeline(spool: Path, dicomweb: str, **overrides: Any) -> LocalPipeline:
+    pipeline = LocalPipeline(make_config(spool, dicomweb, **overrides))
+    pipeline.start()
+    return pipeline
