@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 MF_WORD_SC = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word Secondary Capture
@@ -81,7 +82,7 @@ class Run:
 def _header(w: Workload, study: str, series: str, number: int) -> Dataset:
     sop = generate_uid()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = w.sop_class
+    meta.MediaStorageSOPClassUID = UID(w.sop_class)
     meta.MediaStorageSOPInstanceUID = sop
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
@@ -186,12 +187,13 @@ def http_json(url: str) -> dict[str, object]:
 
 @contextmanager
 def receiver(
-    target: str, port: int, run_dir: Path, log: Path
+    target: str, port: int, run_dir: Path, log: Path, max_pdu: int | None
 ) -> Iterator[tuple[subprocess.Popen[bytes], Callable[[], int]]]:
     if target == "storescp":
         out = run_dir / "out"
         out.mkdir()
         argv = ["storescp", "--output-directory", str(out), str(port)]
+        argv[1:1] = [] if max_pdu is None else ["--max-pdu", str(max_pdu)]
 
         def count() -> int:
             return sum(1 for p in out.rglob("*") if p.is_file())
@@ -211,6 +213,8 @@ def receiver(
             "StorageCompression": False,
             "Plugins": [],
         }
+        if max_pdu is not None:
+            config["MaximumPduLength"] = max_pdu
         (run_dir / "orthanc.json").write_text(json.dumps(config))
         argv = [ORTHANC, str(run_dir / "orthanc.json")]
 
@@ -225,6 +229,7 @@ def receiver(
             "--dicomweb_address", f"http://127.0.0.1:{free_port()}/dicom-web",  # closed port
             "--min_backoff", "600", "--max_backoff", "600",
         ]  # fmt: skip
+        argv += [] if max_pdu is None else ["--max_pdu", str(max_pdu)]
 
         def count() -> int:
             argv = [DICOM_INGEST, "status", "--spool_dir", str(spool), "--json"]
@@ -253,7 +258,9 @@ def receiver(
         yield proc, count
 
 
-def run_one(target: str, w: Workload, files: Path, scratch: Path, logs: Path, rep: int) -> Run:
+def run_one(
+    target: str, w: Workload, files: Path, scratch: Path, logs: Path, rep: int, pdu: int | None
+) -> Run:
     run_dir = scratch / f"{target}-{w.name}-{rep}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
@@ -261,7 +268,7 @@ def run_one(target: str, w: Workload, files: Path, scratch: Path, logs: Path, re
     sizes = [p.stat().st_size for p in files.glob("*.dcm")]
     port = free_port()
     try:
-        with receiver(target, port, run_dir, log) as (proc, count):
+        with receiver(target, port, run_dir, log, pdu) as (proc, count):
             idle = proc_kib(proc.pid, "VmRSS")
             argv = ["storescu", "-aec", AETS[target], "-xe", "-R", "-nh", "+sd"]
             argv += ["127.0.0.1", str(port), str(files)]
@@ -340,7 +347,8 @@ def ingest_log_problems(runs: list[Run]) -> Counter[str]:
                 found[f"(not JSON) {line[:100]}"] += 1
                 continue
             if entry.get("severity") in ("WARNING", "ERROR", "CRITICAL"):
-                found[f"{entry['severity']} {str(entry.get('message'))[:110]}"] += 1
+                text = re.sub(r"\d+", "N", str(entry.get("message")))
+                found[f"{entry['severity']} {text[:110]}"] += 1
     return found
 
 
@@ -352,6 +360,9 @@ def main() -> int:
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated")
     parser.add_argument("--repeat", type=int, default=1, help="runs per pair; median time")
     parser.add_argument("--json", type=Path, help="write results here")
+    parser.add_argument(
+        "--max-pdu", type=int, help="max receive PDU for all three receivers (default: their own)"
+    )
     args = parser.parse_args()
     names = [n for n in args.workloads.split(",") if not (args.skip_large and n == "large")]
     workloads = [w for w in WORKLOADS if w.name in names]
@@ -363,7 +374,7 @@ def main() -> int:
         files = ensure_workload(w, args.workdir / "workloads")
         for rep in range(args.repeat):
             for target in targets:
-                run = run_one(target, w, files, args.workdir / "scratch", logs, rep)
+                run = run_one(target, w, files, args.workdir / "scratch", logs, rep, args.max_pdu)
                 print(
                     f"{w.name:6} {target:13} {run.seconds:8.2f} s  accepted"
                     f" {run.accepted}/{run.instances}  storescu rc={run.storescu_rc}"

@@ -15,6 +15,7 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_DIGITS_RE = re.compile(r"^[0-9]+$")
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{0,16}$")  # printable ASCII without backslash
 
 
@@ -68,7 +69,7 @@ class InstanceMessage:
             raise MessageError("size must be a non-negative integer")
         if not isinstance(self.uri, str) or "://" not in self.uri:
             raise MessageError("uri must be an absolute URI")
-        if not isinstance(self.generation, str) or not self.generation.isdigit():
+        if not isinstance(self.generation, str) or not _DIGITS_RE.fullmatch(self.generation):
             raise MessageError("generation must be a decimal string")
         if not isinstance(self.crc32c, str) or not self.crc32c:
             raise MessageError("crc32c is required")

@@ -122,7 +122,7 @@ class SpoolObjectStore:
             return found
         for candidate in logical.parent.glob(f"{stem}@*.dcm"):
             gen = candidate.name[len(stem) + 1 : -len(".dcm")]
-            if gen.isdigit():
+            if gen.isascii() and gen.isdigit():
                 found[int(gen)] = candidate
         return found
 

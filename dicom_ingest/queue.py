@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     published   REAL    NOT NULL,
     failed_at   REAL    NOT NULL,
     attempts    INTEGER NOT NULL,
+    lease       INTEGER NOT NULL DEFAULT 0,
     reason      TEXT    NOT NULL
 );
 """
@@ -167,6 +168,11 @@ class SqliteQueue:
             if not self._closed:
                 self._wakeup.wait(timeout)
 
+    def wake(self) -> None:
+        """Wake every thread blocked in ``wait``."""
+        with self._lock:
+            self._wakeup.notify_all()
+
     def next_visible_in(self) -> float | None:
         """Seconds until the next message becomes visible, or None when the queue is empty."""
         with self._lock:
@@ -223,8 +229,9 @@ class SqliteQueue:
     @staticmethod
     def _move_to_dead(db: sqlite3.Connection, message_id: int, reason: str, now: float) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO dead_letters (id, body, published, failed_at, attempts, reason)"
-            " SELECT id, body, published, ?, attempts, ? FROM messages WHERE id = ?",
+            "INSERT OR REPLACE INTO dead_letters"
+            " (id, body, published, failed_at, attempts, lease, reason)"
+            " SELECT id, body, published, ?, attempts, lease, ? FROM messages WHERE id = ?",
             (now, reason, message_id),
         )
         db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
@@ -265,8 +272,10 @@ class SqliteQueue:
             moved = 0
             for message_id in ids:
                 cursor = db.execute(
-                    "INSERT INTO messages (id, body, published, visible_at)"
-                    " SELECT id, body, published, ? FROM dead_letters WHERE id = ?",
+                    # The lease counter carries on, so a delivery from before the dead-letter
+                    # can never settle the requeued message.
+                    "INSERT INTO messages (id, body, published, visible_at, lease)"
+                    " SELECT id, body, published, ?, lease FROM dead_letters WHERE id = ?",
                     (now, message_id),
                 )
                 if cursor.rowcount:

@@ -26,6 +26,9 @@ _ITEM_END = 0xFFFEE00D
 _SEQ_END = 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
 _MAX_DEPTH = 32
+# JPIP Referenced Deflate and JPIP HTJ2K Referenced Deflate: deflated datasets that pydicom's
+# UID.is_deflated does not flag.
+_DEFLATED_JPIP = frozenset({"1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"})
 
 WANTED = {
     0x00080016: "sop_class_uid",
@@ -47,7 +50,7 @@ class DatasetSummary:
     sop_instance_uid: str | None
     study_instance_uid: str | None
     series_instance_uid: str | None
-    length: int
+    length: int  # bytes of the file the dataset occupies
 
 
 class _Source:
@@ -58,6 +61,7 @@ class _Source:
         self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflated else None
         self._buffer = b""
         self._eof = False
+        self._raw = 0
         self.consumed = 0
         if self._inflater is None:
             start = fp.tell()
@@ -72,11 +76,22 @@ class _Source:
             if not chunk:
                 self._buffer += self._inflater.flush()
                 self._eof = True
+                if self._raw and not self._inflater.eof:
+                    raise MalformedDataset("deflated dataset is truncated")
                 break
+            self._raw += len(chunk)
             try:
                 self._buffer += self._inflater.decompress(chunk)
             except zlib.error as exc:
                 raise MalformedDataset(f"deflated dataset is corrupt: {exc}") from exc
+
+    @property
+    def file_bytes(self) -> int:
+        """Bytes of the file the dataset occupies (compressed bytes, when deflated)."""
+        if self._inflater is None:
+            return self.consumed
+        self._fill(1 << 62)  # read to the end of the stream
+        return self._raw - len(self._inflater.unused_data)
 
     def at_end(self) -> bool:
         if self._inflater is None:
@@ -210,7 +225,7 @@ def scan_dataset(fp: BinaryIO, transfer_syntax: str) -> DatasetSummary:
     """Walk the dataset that starts at fp's position, encoded in transfer_syntax."""
     uid = UID(transfer_syntax)
     known = uid.is_transfer_syntax
-    deflated = uid.is_deflated if known else False
+    deflated = (uid.is_deflated if known else False) or uid in _DEFLATED_JPIP
     explicit = not uid.is_implicit_VR if known else True
     little = uid.is_little_endian if known else True
     source = _Source(fp, deflated)
@@ -227,7 +242,7 @@ def scan_dataset(fp: BinaryIO, transfer_syntax: str) -> DatasetSummary:
         found.get("sop_instance_uid"),
         found.get("study_instance_uid"),
         found.get("series_instance_uid"),
-        source.consumed,
+        source.file_bytes,
     )
 
 

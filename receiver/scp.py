@@ -64,26 +64,33 @@ class _PolicyACSE(ACSE):
             evt.trigger(self.assoc, evt.EVT_REJECTED, {})
             self.assoc.kill()
             return
-        self._prefer_requestor_order(primitive)
         super()._negotiate_as_acceptor()
 
-    def _prefer_requestor_order(self, primitive: Any) -> None:
-        """Accept the transfer syntax the PACS lists first, not the first one we list.
+    def send_accept(self) -> None:
+        """Accept, per presentation context, the transfer syntax the PACS lists first.
 
-        pynetdicom picks by the acceptor's order; we support every syntax, so following the
-        requestor's order means the instance arrives as the PACS holds it (a JPEG 2000 image
-        offered as [J2K, Explicit VR LE] stays J2K) and we never ask for a conversion.
+        pynetdicom picks by the acceptor's order and keeps one order per SOP class, so two
+        contexts for CT (one offered [Explicit, Implicit], one [Implicit]) would both get the
+        same pick. We support every syntax for every context, so each context instead gets
+        the requestor's first choice: the instance arrives as the PACS holds it and we never
+        ask for a conversion.
         """
-        proposed: dict[str, list[str]] = {}
-        for rq in primitive.presentation_context_definition_list:
-            proposed.setdefault(str(rq.abstract_syntax), [str(t) for t in rq.transfer_syntax])
-        for cx in self.assoc.acceptor.supported_contexts:
-            order = proposed.get(str(cx.abstract_syntax))
-            if not order:
-                continue
-            supported = [str(t) for t in cx.transfer_syntax]
-            first = [t for t in order if t in supported]
-            cx.transfer_syntax = first + [t for t in supported if t not in first]
+        primitive = self.requestor.primitive
+        assert primitive is not None  # set before negotiation starts
+        requested = {
+            rq.context_id: [str(t) for t in rq.transfer_syntax]
+            for rq in primitive.presentation_context_definition_list
+        }
+        supported = {
+            str(cx.abstract_syntax): {str(t) for t in cx.transfer_syntax}
+            for cx in self.acceptor.supported_contexts
+        }
+        for cx in self.assoc.accepted_contexts:
+            ours = supported.get(str(cx.abstract_syntax), set())
+            choice = next((t for t in requested.get(cx.context_id, []) if t in ours), None)
+            if choice is not None and choice != str(cx.transfer_syntax[0]):
+                cx.transfer_syntax = [choice]
+        super().send_accept()
 
 
 def _request_handler(config: ReceiverConfig) -> type[RequestHandler]:
@@ -140,7 +147,10 @@ class Receiver:
             config=config,
         )
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="dimse-server", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="dimse-server",
+            daemon=True,
         )
 
     @property

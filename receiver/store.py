@@ -112,13 +112,15 @@ class StoreService:
                 staged = Path(staged_name)
                 with os.fdopen(fd, "wb") as dest:
                     source.seek(offset)
-                    size, crc = write_part10(dest, meta, source, summary.length)
+                    length = os.fstat(source.fileno()).st_size - offset
+                    size, crc = write_part10(dest, meta, source, length)
                 key = object_key(study, series, request.sop_instance_uid)
                 stored = self._objects.put(key, staged, size, crc)
             except OSError as exc:
                 log.error(
-                    "object store write failed",
-                    extra={"sop_instance_uid": request.sop_instance_uid, "error": str(exc)},
+                    "object store write failed: %s",
+                    exc,
+                    extra={"sop_instance_uid": request.sop_instance_uid},
                 )
                 if "staged" in locals():
                     staged.unlink(missing_ok=True)
@@ -146,8 +148,9 @@ class StoreService:
             message_id = self._publisher.publish(encode(message), message.attributes)
         except Exception as exc:
             log.error(
-                "queue publish failed",
-                extra={"sop_instance_uid": request.sop_instance_uid, "error": str(exc)},
+                "queue publish failed: %s",
+                exc,
+                extra={"sop_instance_uid": request.sop_instance_uid},
             )
             # The object stays: a retry from the PACS supersedes it, reconciliation finds it.
             return StoreResult(Status.QUEUE_UNAVAILABLE, "Queue unavailable; retry later")

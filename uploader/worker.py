@@ -65,8 +65,8 @@ class QueueWorkers:
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stopping.set()
+        self._queue.wake()
         for thread in self._threads:
-            self._queue.wait(0)  # nudge sleepers
             thread.join(timeout)
 
     def _run(self) -> None:

@@ -34,9 +34,7 @@ def held_store(fake_dicomweb: FakeDicomWeb) -> FakeDicomWeb:
 
 
 @pytest.fixture
-def receiver(
-    pipelines: Callable[..., LocalPipeline], held_store: FakeDicomWeb
-) -> LocalPipeline:
+def receiver(pipelines: Callable[..., LocalPipeline], held_store: FakeDicomWeb) -> LocalPipeline:
     return pipelines(held_store.url, upload_workers=1, min_backoff=60.0, max_backoff=60.0)
 
 
@@ -163,7 +161,9 @@ def _uid(value: str) -> bytes:
     return raw + b"\x00" * (len(raw) % 2)
 
 
-def _minimal(sop: str, study: str | None, series: str | None, dataset_sop: str | None = None) -> bytes:
+def _minimal(
+    sop: str, study: str | None, series: str | None, dataset_sop: str | None = None
+) -> bytes:
     out = _element(0x00080016, b"UI", _uid(CTImageStorage))
     out += _element(0x00080018, b"UI", _uid(dataset_sop or sop))
     if study:
@@ -174,13 +174,18 @@ def _minimal(sop: str, study: str | None, series: str | None, dataset_sop: str |
 
 
 BAD_INPUTS = {
-    "non-dicom-bytes": (lambda sop: b"this is not a DICOM dataset at all, just text\n" * 20, 0xC000),
+    "non-dicom-bytes": (
+        lambda sop: b"this is not a DICOM dataset at all, just text\n" * 20,
+        0xC000,
+    ),
     "truncated": (
-        lambda sop: _minimal(sop, generate_uid(), generate_uid())
-        + struct.pack("<HH", 0x7FE0, 0x0010)
-        + b"OW\x00\x00"
-        + struct.pack("<L", 10000)
-        + b"\x00" * 100,
+        lambda sop: (
+            _minimal(sop, generate_uid(), generate_uid())
+            + struct.pack("<HH", 0x7FE0, 0x0010)
+            + b"OW\x00\x00"
+            + struct.pack("<L", 10000)
+            + b"\x00" * 100
+        ),
         0xC000,
     ),
     "sop-instance-differs": (
@@ -212,7 +217,9 @@ def test_valid_raw_dataset_is_accepted(
     receiver: LocalPipeline, tmp_path: Path, chunked_send: None
 ) -> None:
     sop = generate_uid()
-    status = _store_file(receiver, raw_instance(tmp_path, sop, _minimal(sop, generate_uid(), generate_uid())))
+    status = _store_file(
+        receiver, raw_instance(tmp_path, sop, _minimal(sop, generate_uid(), generate_uid()))
+    )
     assert status.Status == 0x0000
     assert queued(receiver) == 1
 

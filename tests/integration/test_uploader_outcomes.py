@@ -1,0 +1,265 @@
+"""The uploader's outcome table against a scripted DICOMweb server, one test per row.
+
+Each row stores a real Part-10 object in a spool, runs the upload service over real HTTP,
+and checks the outcome and what the server received.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import google_crc32c
+import pydicom
+import pytest
+from support.datasets import ct_dataset
+from support.fake_dicomweb import FakeDicomWeb, Recorded, Reply, failed, referenced
+from support.net import free_port
+
+from dicom_ingest.message import InstanceMessage
+from dicom_ingest.objectstore import SpoolObjectStore
+from receiver.part10 import crc32c_b64, file_meta_bytes
+from uploader.dicomweb import HttpDicomWebClient, make_session
+from uploader.outcome import Action
+from uploader.service import BatchLimits, UploadService
+
+
+def put_instance(store: SpoolObjectStore, ds: pydicom.Dataset) -> InstanceMessage:
+    from pydicom.filebase import DicomBytesIO
+
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    pydicom.filewriter.write_dataset(buffer, ds)
+    data = file_meta_bytes(ds.SOPClassUID, ds.SOPInstanceUID, "1.2.840.10008.1.2.1", "TESTSCU")
+    data += buffer.getvalue()
+    staged = store.staging_dir() / f"{ds.SOPInstanceUID}.part"
+    staged.write_bytes(data)
+    crc = crc32c_b64(int.from_bytes(google_crc32c.Checksum(data).digest(), "big"))
+    key = f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+    stored = store.put(key, staged, len(data), crc)
+    return InstanceMessage(
+        uri=stored.uri,
+        generation=stored.generation,
+        size=stored.size,
+        crc32c=stored.crc32c,
+        sop_class_uid=str(ds.SOPClassUID),
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        study_instance_uid=str(ds.StudyInstanceUID),
+        series_instance_uid=str(ds.SeriesInstanceUID),
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        calling_ae="TESTSCU",
+        called_ae="IMPORTADAPTER",
+        received_at="2026-01-01T00:00:00.000+00:00",
+    )
+
+
+def service(
+    store: SpoolObjectStore,
+    address: str,
+    conflict: str = "fail",
+    limits: BatchLimits | None = None,
+    timeout: float = 5.0,
+) -> UploadService:
+    client = HttpDicomWebClient(address, make_session("none"), timeout=(2.0, timeout))
+    return UploadService(store, client, conflict=conflict, limits=limits or BatchLimits())
+
+
+def sequence(*replies: Callable[[Recorded], Reply]) -> Callable[[Recorded], Reply]:
+    """Answer each request with the next responder; the last one repeats."""
+    counter = itertools.count()
+    items = list(replies)
+
+    def respond(request: Recorded) -> Reply:
+        return items[min(next(counter), len(items) - 1)](request)
+
+    return respond
+
+
+def ok(request: Recorded) -> Reply:
+    return Reply(200, referenced(request.sop_uids))
+
+
+def status(code: int, body: object = None) -> Callable[[Recorded], Reply]:
+    return lambda request: Reply(code, body)
+
+
+def failing(code: int, http: int = 200) -> Callable[[Recorded], Reply]:
+    return lambda request: Reply(http, failed(request.sop_uids, code))
+
+
+@dataclass(frozen=True)
+class Row:
+    responder: Callable[[Recorded], Reply]
+    action: Action
+    posts: int = 1
+    deletes: int = 0
+    conflict: str = "fail"
+    reason: str = ""
+
+
+ROWS = {
+    "200-referenced": Row(ok, Action.DONE),
+    "200-empty-body": Row(status(200), Action.DONE),
+    "200-failed-out-of-resources": Row(failing(0xA700), Action.RETRY, reason="out of resources"),
+    "202-failed-cannot-understand": Row(
+        failing(0xC000, 202), Action.DEAD, reason="cannot understand"
+    ),
+    "200-failed-sop-class-mismatch": Row(failing(0xA900), Action.DEAD, reason="does not match"),
+    "202-not-mentioned": Row(status(202, {}), Action.RETRY, reason="without a result"),
+    "409-fail": Row(failing(0x0110, 409), Action.DEAD, reason="conflict"),
+    "409-skip": Row(failing(0x0110, 409), Action.SKIPPED, conflict="skip"),
+    "409-overwrite": Row(
+        sequence(failing(0x0110, 409), status(200), ok),
+        Action.DONE,
+        posts=2,
+        deletes=1,
+        conflict="overwrite",
+    ),
+    "408": Row(status(408, "request timeout"), Action.RETRY, reason="HTTP 408"),
+    "429": Row(status(429, "quota exceeded"), Action.RETRY, reason="quota exceeded"),
+    "500": Row(status(500, "boom"), Action.RETRY, reason="HTTP 500"),
+    "503": Row(status(503, "unavailable"), Action.RETRY, reason="HTTP 503"),
+    "400": Row(status(400, "bad multipart"), Action.DEAD, reason="bad multipart"),
+    "401": Row(status(401, "no credentials"), Action.DEAD, reason="HTTP 401"),
+    "403": Row(
+        status(403, "forbidden: dicomStores.storeInstances"), Action.DEAD, reason="forbidden"
+    ),
+    "413": Row(status(413, "too large"), Action.DEAD, reason="HTTP 413"),
+    "415": Row(status(415, "unsupported media"), Action.DEAD, reason="HTTP 415"),
+}
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+def test_outcome_row(name: str, tmp_path: Path, fake_dicomweb: FakeDicomWeb) -> None:
+    row = ROWS[name]
+    fake_dicomweb.responder = row.responder
+    store = SpoolObjectStore(tmp_path)
+    message = put_instance(store, ct_dataset())
+    [outcome] = service(store, fake_dicomweb.url, conflict=row.conflict).process([message])
+    assert outcome.action is row.action, outcome
+    assert row.reason in outcome.reason
+    assert len(fake_dicomweb.posts()) == row.posts
+    deletes = [r for r in fake_dicomweb.requests if r.method == "DELETE"]
+    assert len(deletes) == row.deletes
+    if deletes:
+        assert deletes[0].path.endswith(
+            f"/studies/{message.study_instance_uid}/series/{message.series_instance_uid}"
+            f"/instances/{message.sop_instance_uid}"
+        )
+
+
+def test_connection_refused_is_retried(tmp_path: Path) -> None:
+    store = SpoolObjectStore(tmp_path)
+    message = put_instance(store, ct_dataset())
+    [outcome] = service(store, f"http://127.0.0.1:{free_port()}/dicomWeb").process([message])
+    assert outcome.action is Action.RETRY
+    assert "ConnectionError" in outcome.reason
+
+
+def test_timeout_is_retried(tmp_path: Path, fake_dicomweb: FakeDicomWeb) -> None:
+    fake_dicomweb.responder = lambda request: Reply(200, referenced(request.sop_uids), delay=1.0)
+    store = SpoolObjectStore(tmp_path)
+    message = put_instance(store, ct_dataset())
+    [outcome] = service(store, fake_dicomweb.url, timeout=0.2).process([message])
+    assert outcome.action is Action.RETRY
+    assert "Timeout" in outcome.reason
+
+
+def test_sends_the_stored_bytes_unchanged(tmp_path: Path, fake_dicomweb: FakeDicomWeb) -> None:
+    store = SpoolObjectStore(tmp_path)
+    message = put_instance(store, ct_dataset())
+    with store.open(message.uri, message.generation) as handle:
+        stored = handle.read()
+    [outcome] = service(store, fake_dicomweb.url).process([message])
+    assert outcome.action is Action.DONE
+    [post] = fake_dicomweb.posts()
+    assert post.path == "/dicomWeb/studies"
+    assert post.headers["Content-Type"].startswith('multipart/related; type="application/dicom"')
+    assert post.headers["Accept"] == "application/dicom+json"
+    assert stored in post.body  # the part is the object, byte for byte
+    assert int(post.headers["Content-Length"]) == len(post.body)
+
+
+def test_batches_one_study_and_reads_per_instance_outcomes(
+    tmp_path: Path, fake_dicomweb: FakeDicomWeb
+) -> None:
+    store = SpoolObjectStore(tmp_path)
+    study = pydicom.uid.generate_uid()
+    messages = [put_instance(store, ct_dataset(study=study, seed=n)) for n in range(5)]
+    other = put_instance(store, ct_dataset(seed=9))
+    refused = messages[1].sop_instance_uid
+    busy = messages[3].sop_instance_uid
+
+    def partial(request: Recorded) -> Reply:
+        good = [u for u in request.sop_uids if u not in (refused, busy)]
+        body = failed([refused], 0xC000, stored=good)
+        body["00081198"]["Value"] += failed([busy], 0xA700)["00081198"]["Value"]
+        return Reply(202, body)
+
+    fake_dicomweb.responder = partial
+    outcomes = service(store, fake_dicomweb.url, limits=BatchLimits(4, 1 << 30)).process(
+        [*messages, other]
+    )
+    posts = fake_dicomweb.posts()
+    assert sorted(len(p.instances) for p in posts) == [1, 1, 4]
+    for post in posts:  # never two studies in one request
+        assert len({str(ds.StudyInstanceUID) for ds in post.instances}) == 1
+    actions = [o.action for o in outcomes]
+    assert actions == [
+        Action.DONE,
+        Action.DEAD,
+        Action.DONE,
+        Action.RETRY,
+        Action.DONE,
+        Action.DONE,
+    ]
+
+
+def test_batch_conflict_without_details_is_split(
+    tmp_path: Path, fake_dicomweb: FakeDicomWeb
+) -> None:
+    store = SpoolObjectStore(tmp_path)
+    study = pydicom.uid.generate_uid()
+    messages = [put_instance(store, ct_dataset(study=study, seed=n)) for n in range(3)]
+    conflicting = messages[2].sop_instance_uid
+
+    def respond(request: Recorded) -> Reply:
+        if conflicting in request.sop_uids:
+            return Reply(409, "an instance already exists")
+        return Reply(200, referenced(request.sop_uids))
+
+    fake_dicomweb.responder = respond
+    outcomes = service(store, fake_dicomweb.url).process(messages)
+    assert [o.action for o in outcomes] == [Action.DONE, Action.DONE, Action.DEAD]
+    assert "conflict" in outcomes[2].reason
+    assert [len(p.instances) for p in fake_dicomweb.posts()] == [3, 1, 1, 1]
+
+
+def test_superseded_version_is_acknowledged_not_uploaded(
+    tmp_path: Path, fake_dicomweb: FakeDicomWeb
+) -> None:
+    store = SpoolObjectStore(tmp_path)
+    ds = ct_dataset(seed=1)
+    first = put_instance(store, ds)
+    ds.PixelData = ct_dataset(seed=2).PixelData
+    second = put_instance(store, ds)
+    assert int(second.generation) > int(first.generation)
+    outcomes = service(store, fake_dicomweb.url).process([first])
+    assert outcomes[0].action is Action.SUPERSEDED
+    assert fake_dicomweb.posts() == []
+    outcomes = service(store, fake_dicomweb.url).process([second])
+    assert outcomes[0].action is Action.DONE
+    [post] = fake_dicomweb.posts()
+    assert post.instances[0].PixelData == ds.PixelData
+
+
+def test_missing_object_is_dead_lettered(tmp_path: Path, fake_dicomweb: FakeDicomWeb) -> None:
+    store = SpoolObjectStore(tmp_path)
+    message = put_instance(store, ct_dataset())
+    assert store.delete(message.uri, message.generation)
+    [outcome] = service(store, fake_dicomweb.url).process([message])
+    assert outcome.action is Action.DEAD
+    assert "missing" in outcome.reason
+    assert fake_dicomweb.posts() == []

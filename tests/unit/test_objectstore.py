@@ -1,0 +1,175 @@
+"""The spool object store: versioned objects under a directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dicom_ingest.objectstore import (
+    ObjectMissing,
+    ObjectStoreError,
+    ObjectSuperseded,
+    SpoolObjectStore,
+    StoredObject,
+)
+
+KEY = "1.2.3/1.2.3.4/1.2.3.4.5.dcm"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SpoolObjectStore:
+    return SpoolObjectStore(tmp_path / "spool")
+
+
+def stage(store: SpoolObjectStore, data: bytes, name: str = "staged.part") -> Path:
+    path = store.staging_dir() / name
+    path.write_bytes(data)
+    return path
+
+
+def put(store: SpoolObjectStore, data: bytes, key: str = KEY) -> StoredObject:
+    return store.put(key, stage(store, data), len(data), "crc==")
+
+
+def read(store: SpoolObjectStore, stored: StoredObject) -> bytes:
+    with store.open(stored.uri, stored.generation) as handle:
+        return handle.read()
+
+
+def test_layout(tmp_path: Path) -> None:
+    store = SpoolObjectStore(tmp_path / "spool")
+    assert store.root == (tmp_path / "spool" / "objects").resolve()
+    assert store.staging_dir() == (tmp_path / "spool" / "incoming").resolve()
+    assert store.root.is_dir()
+    assert store.staging_dir().is_dir()
+
+
+def test_put_then_open_returns_exact_bytes(store: SpoolObjectStore) -> None:
+    data = bytes(range(256)) * 40 + b"\x00\r\n"
+    staged = stage(store, data)
+    stored = store.put(KEY, staged, len(data), "AAAAAA==")
+    assert not staged.exists()  # consumed
+    assert stored.uri == store.uri_for(KEY)
+    assert stored.uri.startswith("file://")
+    assert stored.generation.isdigit()
+    assert (stored.size, stored.crc32c) == (len(data), "AAAAAA==")
+    assert read(store, stored) == data
+
+
+def test_second_put_supersedes_the_first(store: SpoolObjectStore) -> None:
+    first = put(store, b"version one")
+    second = put(store, b"version two")
+    assert second.uri == first.uri
+    assert int(second.generation) > int(first.generation)
+    assert read(store, second) == b"version two"
+    with pytest.raises(ObjectSuperseded):
+        store.open(first.uri, first.generation)
+    # Only the current version stays on disk.
+    files = list((store.root / "1.2.3" / "1.2.3.4").iterdir())
+    assert [f.name for f in files] == [f"1.2.3.4.5@{second.generation}.dcm"]
+
+
+def test_generations_increase_across_many_puts(store: SpoolObjectStore) -> None:
+    generations = [int(put(store, f"v{n}".encode()).generation) for n in range(20)]
+    assert generations == sorted(set(generations))
+
+
+def test_other_keys_are_independent(store: SpoolObjectStore) -> None:
+    a = put(store, b"a", "1.2.3/1.2.3.4/1.2.3.4.5.dcm")
+    b = put(store, b"b", "1.2.3/1.2.3.4/1.2.3.4.50.dcm")  # a longer SOP UID with a common prefix
+    assert read(store, a) == b"a"
+    assert read(store, b) == b"b"
+
+
+def test_open_unknown_key_is_missing(store: SpoolObjectStore) -> None:
+    with pytest.raises(ObjectMissing):
+        store.open(store.uri_for("9.9/9.9.9/9.9.9.9.dcm"), "1")
+
+
+def test_open_unknown_newer_generation_is_missing(store: SpoolObjectStore) -> None:
+    stored = put(store, b"x")
+    with pytest.raises(ObjectMissing):
+        store.open(stored.uri, str(int(stored.generation) + 1))
+
+
+def test_missing_and_superseded_are_object_store_errors() -> None:
+    assert issubclass(ObjectMissing, ObjectStoreError)
+    assert issubclass(ObjectSuperseded, ObjectStoreError)
+
+
+def test_delete_only_the_current_generation(store: SpoolObjectStore) -> None:
+    first = put(store, b"one")
+    second = put(store, b"two")
+    assert store.delete(first.uri, first.generation) is False
+    assert read(store, second) == b"two"
+    assert store.delete(second.uri, second.generation) is True
+    with pytest.raises(ObjectMissing):
+        store.open(second.uri, second.generation)
+    assert store.delete(second.uri, second.generation) is False
+
+
+def test_delete_unknown_object(store: SpoolObjectStore) -> None:
+    assert store.delete(store.uri_for("9.9/9.9.9/9.9.9.9.dcm"), "5") is False
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "file:///etc/passwd",
+        "file:///tmp/elsewhere/1.2.3.dcm",
+        "gs://bucket/1.2.3/1.2.3.4/1.2.3.4.5.dcm",
+        "https://example.com/1.dcm",
+    ],
+)
+def test_uri_outside_the_spool_is_refused(store: SpoolObjectStore, uri: str) -> None:
+    with pytest.raises(ObjectStoreError):
+        store.open(uri, "1")
+    with pytest.raises(ObjectStoreError):
+        store.delete(uri, "1")
+
+
+def test_uri_escaping_the_spool_with_dot_dot_is_refused(store: SpoolObjectStore) -> None:
+    escaping = store.root.as_uri() + "/../incoming/secret.dcm"
+    with pytest.raises(ObjectStoreError, match="outside"):
+        store.open(escaping, "1")
+
+
+def test_spool_root_itself_is_refused(store: SpoolObjectStore) -> None:
+    with pytest.raises(ObjectStoreError):
+        store.open(store.root.as_uri(), "1")
+
+
+@pytest.mark.parametrize("key", ["../escape.dcm", "a/../../escape.dcm", "/etc/x.dcm"])
+def test_put_refuses_keys_escaping_the_spool(store: SpoolObjectStore, key: str) -> None:
+    staged = stage(store, b"x")
+    with pytest.raises(ObjectStoreError):
+        store.put(key, staged, 1, "crc==")
+    assert staged.exists()
+
+
+def test_clear_staging_removes_files(store: SpoolObjectStore) -> None:
+    for n in range(3):
+        stage(store, b"left over", f"leftover{n}.part")
+    (store.staging_dir() / "a-directory").mkdir()
+    assert store.clear_staging() == 3
+    assert [p.name for p in store.staging_dir().iterdir()] == ["a-directory"]
+    assert store.clear_staging() == 0
+
+
+def test_clear_staging_leaves_stored_objects(store: SpoolObjectStore) -> None:
+    stored = put(store, b"kept")
+    stage(store, b"junk")
+    assert store.clear_staging() == 1
+    assert read(store, stored) == b"kept"
+
+
+def test_a_new_store_on_the_same_spool_sees_objects(tmp_path: Path) -> None:
+    first = SpoolObjectStore(tmp_path / "spool")
+    stored = put(first, b"persisted")
+    second = SpoolObjectStore(tmp_path / "spool")
+    assert read(second, stored) == b"persisted"
+    newer = put(second, b"newer")
+    assert int(newer.generation) > int(stored.generation)
+    with pytest.raises(ObjectSuperseded):
+        first.open(stored.uri, stored.generation)

@@ -1,0 +1,355 @@
+"""The durable SQLite queue: leases, redelivery, retries, dead letters and durability."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dicom_ingest.queue import Delivery, SqliteQueue
+
+TINY_LEASE = 0.05  # for leases that only need to expire
+SHORT_LEASE = 0.25  # for leases whose invisibility is asserted right after the pull
+LONG_LEASE = 60.0
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Iterator[SqliteQueue]:
+    q = SqliteQueue(tmp_path / "queue.db", max_attempts=5)
+    yield q
+    q.close()
+
+
+def pull_within(
+    q: SqliteQueue, max_messages: int = 10, lease: float = LONG_LEASE, timeout: float = 5.0
+) -> list[Delivery]:
+    """Pull until something is delivered or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = q.pull(max_messages, lease)
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.005)
+
+
+def wait_for(predicate: object, timeout: float = 5.0) -> bool:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return bool(predicate())
+
+
+def test_max_attempts_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_attempts"):
+        SqliteQueue(tmp_path / "q.db", max_attempts=0)
+
+
+def test_publish_pull_ack(queue: SqliteQueue) -> None:
+    message_id = queue.publish(b"hello", {"a": "b"})
+    [delivery] = queue.pull(10, LONG_LEASE)
+    assert delivery.message_id == message_id
+    assert delivery.body == b"hello"
+    assert delivery.attempt == 1
+    assert queue.ack(delivery) is True
+    assert queue.pull(10, LONG_LEASE) == []
+    assert queue.ack(delivery) is False  # already gone
+    stats = queue.stats()
+    assert (stats.pending, stats.in_flight, stats.retrying, stats.dead) == (0, 0, 0, 0)
+    assert stats.oldest_pending_age is None
+
+
+def test_publish_returns_distinct_ids(queue: SqliteQueue) -> None:
+    ids = [queue.publish(f"m{n}".encode()) for n in range(5)]
+    assert len(set(ids)) == 5
+
+
+def test_pull_respects_max_messages_and_order(queue: SqliteQueue) -> None:
+    bodies = [f"message-{n}".encode() for n in range(5)]
+    for body in bodies:
+        queue.publish(body)
+    first = queue.pull(2, LONG_LEASE)
+    assert [d.body for d in first] == bodies[:2]
+    rest = queue.pull(10, LONG_LEASE)
+    assert [d.body for d in rest] == bodies[2:]
+    assert queue.pull(10, LONG_LEASE) == []
+
+
+def test_leased_message_is_invisible_then_redelivered(queue: SqliteQueue) -> None:
+    queue.publish(b"x")
+    [first] = queue.pull(1, SHORT_LEASE)
+    assert queue.pull(1, LONG_LEASE) == []
+    assert queue.stats().in_flight == 1
+    [second] = pull_within(queue, 1)
+    assert second.message_id == first.message_id
+    assert second.body == b"x"
+    assert second.attempt == 2
+    assert second.lease != first.lease
+    assert queue.ack(first) is False  # the stale lease cannot settle the message
+    assert queue.retry(first, 0, "stale") is False
+    assert queue.dead_letter(first, "stale") is False
+    assert queue.ack(second) is True
+
+
+def test_retry_with_delay_hides_then_shows_again(queue: SqliteQueue) -> None:
+    queue.publish(b"x")
+    [first] = queue.pull(1, LONG_LEASE)
+    assert queue.retry(first, SHORT_LEASE, "server busy") is True
+    assert queue.pull(1, LONG_LEASE) == []
+    stats = queue.stats()
+    assert (stats.pending, stats.in_flight, stats.retrying) == (0, 0, 1)
+    visible_in = queue.next_visible_in()
+    assert visible_in is not None
+    assert 0.0 <= visible_in <= SHORT_LEASE
+    [second] = pull_within(queue, 1)
+    assert second.attempt == 2
+    assert queue.ack(second) is True
+    assert queue.next_visible_in() is None
+
+
+def test_retry_reason_is_recorded_for_the_dead_letter(tmp_path: Path) -> None:
+    q = SqliteQueue(tmp_path / "q.db", max_attempts=2)
+    try:
+        q.publish(b"x")
+        [first] = q.pull(1, LONG_LEASE)
+        assert q.retry(first, 0, "HTTP 503: try later") is True
+        [second] = pull_within(q, 1, lease=TINY_LEASE)
+        assert second.attempt == 2
+        # The second lease simply runs out; the next pull finds no attempts left.
+        assert wait_for(lambda: q.pull(1, LONG_LEASE) == [] and q.stats().dead == 1)
+        [dead] = q.dead_letters()
+        assert dead.message_id == first.message_id
+        assert dead.body == b"x"
+        assert dead.attempts == 2
+        assert "gave up after 2 delivery attempts" in dead.reason
+        assert "HTTP 503: try later" in dead.reason
+    finally:
+        q.close()
+
+
+def test_retry_after_max_attempts_dead_letters_with_last_reason(tmp_path: Path) -> None:
+    q = SqliteQueue(tmp_path / "q.db", max_attempts=3)
+    try:
+        message_id = q.publish(b"x")
+        for attempt in (1, 2, 3):
+            [delivery] = pull_within(q, 1)
+            assert delivery.attempt == attempt
+            assert q.retry(delivery, 0, f"failure {attempt}") is True
+        assert q.pull(10, LONG_LEASE) == []
+        [dead] = q.dead_letters()
+        assert dead.message_id == message_id
+        assert dead.attempts == 3
+        assert "failure 3" in dead.reason
+        assert "failure 2" not in dead.reason
+        stats = q.stats()
+        assert (stats.pending, stats.in_flight, stats.retrying, stats.dead) == (0, 0, 0, 1)
+    finally:
+        q.close()
+
+
+def test_dead_letter_directly(queue: SqliteQueue) -> None:
+    message_id = queue.publish(b"poison")
+    [delivery] = queue.pull(1, LONG_LEASE)
+    assert queue.dead_letter(delivery, "undecodable message") is True
+    assert queue.dead_letter(delivery, "again") is False
+    assert queue.ack(delivery) is False
+    [dead] = queue.dead_letters()
+    assert (dead.message_id, dead.body, dead.attempts, dead.reason) == (
+        message_id,
+        b"poison",
+        1,
+        "undecodable message",
+    )
+    assert dead.failed_at > 0
+    assert queue.pull(10, LONG_LEASE) == []
+
+
+def _kill(queue: SqliteQueue, body: bytes) -> str:
+    message_id = queue.publish(body)
+    [delivery] = queue.pull(1, LONG_LEASE)
+    assert delivery.message_id == message_id
+    assert queue.dead_letter(delivery, f"killed {body!r}")
+    return message_id
+
+
+def test_requeue_all(queue: SqliteQueue) -> None:
+    ids = [_kill(queue, b"a"), _kill(queue, b"b")]
+    assert queue.stats().dead == 2
+    assert queue.requeue() == 2
+    assert queue.dead_letters() == []
+    deliveries = queue.pull(10, LONG_LEASE)
+    assert sorted(d.message_id for d in deliveries) == sorted(ids)
+    assert {d.body for d in deliveries} == {b"a", b"b"}
+    assert all(d.attempt == 1 for d in deliveries)
+    assert queue.requeue() == 0
+
+
+def test_requeue_selected_ids(queue: SqliteQueue) -> None:
+    first = _kill(queue, b"a")
+    second = _kill(queue, b"b")
+    assert queue.requeue([second, "999999"]) == 1
+    assert [d.message_id for d in queue.dead_letters()] == [first]
+    [delivery] = queue.pull(10, LONG_LEASE)
+    assert (delivery.message_id, delivery.body, delivery.attempt) == (second, b"b", 1)
+    stats = queue.stats()
+    assert (stats.in_flight, stats.dead) == (1, 1)
+
+
+def test_delivery_from_before_a_requeue_is_stale(tmp_path: Path) -> None:
+    """A lease is a fencing token: one handed out before a dead-letter/requeue cycle must not
+    settle the delivery handed out after it."""
+    q = SqliteQueue(tmp_path / "q.db", max_attempts=1)
+    try:
+        q.publish(b"x")
+        [old] = q.pull(1, TINY_LEASE)
+        # The slow holder of `old` loses its lease; the next pull dead-letters the message.
+        assert wait_for(lambda: q.pull(1, LONG_LEASE) == [] and q.stats().dead == 1)
+        assert q.requeue() == 1
+        [new] = q.pull(1, LONG_LEASE)
+        assert new.message_id == old.message_id
+        assert q.dead_letter(old, "stale verdict") is False
+        assert q.ack(new) is True
+    finally:
+        q.close()
+
+
+def test_stats_counts_each_state(queue: SqliteQueue) -> None:
+    for body in (b"a", b"b", b"c", b"d", b"e"):
+        queue.publish(body)
+    [in_flight] = queue.pull(1, LONG_LEASE)
+    assert in_flight.body == b"a"
+    [retrying] = queue.pull(1, LONG_LEASE)
+    assert queue.retry(retrying, LONG_LEASE, "later")
+    [dead] = queue.pull(1, LONG_LEASE)
+    assert queue.dead_letter(dead, "bad")
+    stats = queue.stats()
+    assert (stats.pending, stats.in_flight, stats.retrying, stats.dead) == (2, 1, 1, 1)
+    assert stats.oldest_pending_age is not None
+    assert stats.oldest_pending_age >= 0.0
+
+
+def test_expired_lease_counts_as_retrying(queue: SqliteQueue) -> None:
+    queue.publish(b"x")
+    queue.pull(1, TINY_LEASE)
+    assert wait_for(lambda: queue.stats().in_flight == 0)
+    stats = queue.stats()
+    assert (stats.pending, stats.in_flight, stats.retrying) == (0, 0, 1)
+
+
+def test_release_leases(queue: SqliteQueue) -> None:
+    queue.publish(b"a")
+    queue.publish(b"b")
+    leased = queue.pull(10, LONG_LEASE)
+    assert len(leased) == 2
+    assert queue.pull(10, LONG_LEASE) == []
+    assert queue.release_leases() == 2
+    assert queue.release_leases() == 0
+    again = queue.pull(10, LONG_LEASE)
+    assert sorted(d.body for d in again) == [b"a", b"b"]
+    assert all(d.attempt == 2 for d in again)
+    assert queue.ack(leased[0]) is False
+
+
+def test_committed_publishes_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    q = SqliteQueue(path)
+    ids = [q.publish(f"m{n}".encode()) for n in range(3)]
+    [leased] = q.pull(1, LONG_LEASE)
+    q.close()
+
+    reopened = SqliteQueue(path)
+    try:
+        stats = reopened.stats()
+        assert (stats.pending, stats.in_flight) == (2, 1)
+        assert reopened.release_leases() == 1
+        deliveries = reopened.pull(10, LONG_LEASE)
+        assert sorted((d.message_id, d.body, d.attempt) for d in deliveries) == [
+            (leased.message_id, b"m0", 2),
+            (ids[1], b"m1", 1),
+            (ids[2], b"m2", 1),
+        ]
+    finally:
+        reopened.close()
+
+
+def test_dead_letters_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    q = SqliteQueue(path)
+    message_id = _kill(q, b"z")
+    q.close()
+    reopened = SqliteQueue(path)
+    try:
+        assert [d.message_id for d in reopened.dead_letters()] == [message_id]
+    finally:
+        reopened.close()
+
+
+def test_wait_returns_on_publish(queue: SqliteQueue) -> None:
+    woke = threading.Event()
+
+    def sleeper() -> None:
+        queue.wait(10.0)
+        woke.set()
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5.0
+        while not woke.is_set() and time.monotonic() < deadline:
+            queue.publish(b"wake up")
+            woke.wait(0.05)
+        assert woke.is_set()
+    finally:
+        thread.join(10.0)
+
+
+def test_concurrent_publishers_each_message_pulled_once(queue: SqliteQueue) -> None:
+    threads_count, per_thread = 4, 200
+    published: list[list[str]] = [[] for _ in range(threads_count)]
+    errors: list[BaseException] = []
+
+    def publisher(n: int) -> None:
+        try:
+            for i in range(per_thread):
+                published[n].append(queue.publish(f"{n}:{i}".encode()))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publisher, args=(n,)) for n in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60.0)
+    assert not errors
+    all_ids = [i for ids in published for i in ids]
+    assert len(set(all_ids)) == threads_count * per_thread
+
+    pulled: list[Delivery] = []
+    lock = threading.Lock()
+
+    def puller() -> None:
+        while True:
+            got = queue.pull(25, LONG_LEASE)
+            if not got:
+                return
+            with lock:
+                pulled.extend(got)
+
+    pullers = [threading.Thread(target=puller) for _ in range(4)]
+    for thread in pullers:
+        thread.start()
+    for thread in pullers:
+        thread.join(60.0)
+
+    assert len(pulled) == threads_count * per_thread
+    assert sorted(d.message_id for d in pulled) == sorted(all_ids)
+    assert {d.body for d in pulled} == {
+        f"{n}:{i}".encode() for n in range(threads_count) for i in range(per_thread)
+    }
+    assert all(d.attempt == 1 for d in pulled)
+    assert queue.stats().in_flight == threads_count * per_thread
