@@ -73,9 +73,11 @@ def _fsync_dir(path: Path) -> None:
 class SpoolObjectStore:
     """Objects as files under ``<spool>/objects``, one file per generation.
 
-    A version lives at ``objects/<study>/<series>/<sop>@<generation>.dcm``; the object URI is
-    ``file://<spool>/objects/<study>/<series>/<sop>.dcm``. Older versions are removed when a
-    newer one is written.
+    A version lives at ``objects/<study>/<series>/<sop>@<generation>.dcm``; the symbolic link
+    ``<sop>.dcm`` names the current one and is the object's URI
+    (``file://<spool>/objects/<study>/<series>/<sop>.dcm``). Finding the current generation is
+    one ``readlink``, however many instances the series holds. A new version is written,
+    the link is switched atomically with ``rename``, then the old version is removed.
     """
 
     def __init__(self, spool_dir: Path) -> None:
@@ -109,68 +111,76 @@ class SpoolObjectStore:
         parsed = urlparse(uri)
         if parsed.scheme != "file":
             raise ObjectStoreError(f"not a spool object URI: {uri}")
-        path = Path(unquote(parsed.path)).resolve()
+        path = Path(os.path.normpath(unquote(parsed.path)))
         if self._root not in path.parents:
             raise ObjectStoreError(f"object URI outside the spool: {uri}")
         return path
 
     @staticmethod
-    def _versions(logical: Path) -> dict[int, Path]:
-        stem = logical.stem
-        found: dict[int, Path] = {}
-        if not logical.parent.is_dir():
-            return found
-        for candidate in logical.parent.glob(f"{stem}@*.dcm"):
-            gen = candidate.name[len(stem) + 1 : -len(".dcm")]
-            if gen.isascii() and gen.isdigit():
-                found[int(gen)] = candidate
-        return found
+    def _version_path(logical: Path, generation: int | str) -> Path:
+        return logical.with_name(f"{logical.stem}@{generation}.dcm")
+
+    @staticmethod
+    def _current(logical: Path) -> int | None:
+        """The current generation of an object, or None when it does not exist."""
+        try:
+            target = os.readlink(logical)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        generation = target[target.rfind("@") + 1 : -len(".dcm")]
+        if not (generation.isascii() and generation.isdigit()):
+            raise ObjectStoreError(f"unexpected link target for {logical.name}")
+        return int(generation)
 
     def put(self, key: str, staged: Path, size: int, crc32c: str) -> StoredObject:
-        logical = self._root / key
-        if self._root not in logical.resolve().parents:
+        logical = Path(os.path.normpath(self._root / key))
+        if self._root not in logical.parents:
             raise ObjectStoreError("object key escapes the spool")
         with open(staged, "rb+") as handle:
             os.fsync(handle.fileno())
-        created = not logical.parent.is_dir()
-        logical.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            existing = self._versions(logical)
-            generation = max(
-                [time.time_ns(), self._last_generation + 1, *(g + 1 for g in existing)]
-            )
+        with self._lock:  # also orders directory creation against delete's clean-up
+            created = not logical.parent.is_dir()
+            logical.parent.mkdir(parents=True, exist_ok=True)
+            previous = self._current(logical)
+            generation = max(time.time_ns(), self._last_generation + 1, (previous or 0) + 1)
             self._last_generation = generation
-            target = logical.with_name(f"{logical.stem}@{generation}.dcm")
+            target = self._version_path(logical, generation)
             os.rename(staged, target)
+            link = logical.with_name(f".{logical.name}.{generation}.link")
+            os.symlink(target.name, link)
+            os.rename(link, logical)
         _fsync_dir(logical.parent)
         if created:
             _fsync_dir(logical.parent.parent)
             _fsync_dir(logical.parent.parent.parent)
-        for old in existing.values():
-            old.unlink(missing_ok=True)
+        if previous is not None:
+            self._version_path(logical, previous).unlink(missing_ok=True)
         return StoredObject(self.uri_for(key), str(generation), size, crc32c)
 
     def open(self, uri: str, generation: str) -> BinaryIO:
         logical = self._path_for(uri)
-        versions = self._versions(logical)
-        wanted = int(generation)
-        newer = [g for g in versions if g > wanted]
-        if newer:
-            raise ObjectSuperseded(f"generation {generation} superseded by {max(newer)}")
-        path = versions.get(wanted)
-        if path is None:
+        current = self._current(logical)
+        if current is None:
             raise ObjectMissing(f"no object at {uri} generation {generation}")
+        if current != int(generation):
+            if current > int(generation):
+                raise ObjectSuperseded(f"generation {generation} superseded by {current}")
+            raise ObjectMissing(f"no generation {generation} at {uri} (current {current})")
         try:
-            return open(path, "rb")
-        except FileNotFoundError as exc:  # replaced between listing and opening
+            return open(self._version_path(logical, generation), "rb")
+        except FileNotFoundError as exc:  # replaced between reading the link and opening
             raise ObjectSuperseded(f"generation {generation} was replaced") from exc
 
     def delete(self, uri: str, generation: str) -> bool:
         logical = self._path_for(uri)
         with self._lock:
-            versions = self._versions(logical)
-            wanted = int(generation)
-            if wanted not in versions or any(g > wanted for g in versions):
+            if self._current(logical) != int(generation):
                 return False
-            versions[wanted].unlink(missing_ok=True)
+            logical.unlink()
+            self._version_path(logical, generation).unlink(missing_ok=True)
+            for directory in (logical.parent, logical.parent.parent):
+                try:
+                    directory.rmdir()  # only when empty: a finished series, then study
+                except OSError:
+                    break
         return True

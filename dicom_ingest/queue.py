@@ -119,10 +119,16 @@ class SqliteQueue:
             self._db.close()
 
     def release_leases(self) -> int:
-        """Make every leased message visible now; for a process that owns the queue at start."""
+        """Make every message visible now: leased ones and those waiting out a retry delay.
+
+        For the process that owns the queue at start-up: a restart usually follows a fix (a
+        corrected address, a store back online), so waiting out old delays helps nobody.
+        """
+        now = time.time()
         with self._lock, self._transaction() as db:
             cursor = db.execute(
-                "UPDATE messages SET visible_at = ?, leased = 0 WHERE leased = 1", (time.time(),)
+                "UPDATE messages SET visible_at = ?, leased = 0 WHERE leased = 1 OR visible_at > ?",
+                (now, now),
             )
             return cursor.rowcount
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 from typing import BinaryIO
 
 import google_crc32c
@@ -46,7 +45,7 @@ def crc32c_b64(value: int) -> str:
 def write_part10(dest: BinaryIO, meta: bytes, source: BinaryIO, length: int) -> tuple[int, str]:
     """Write meta, then copy length dataset bytes from source; return (size, crc32c).
 
-    The destination is flushed and fsynced before returning.
+    The destination is flushed; making it durable is the object store's job (``put``).
     """
     checksum = google_crc32c.Checksum()
     dest.write(meta)
@@ -60,5 +59,4 @@ def write_part10(dest: BinaryIO, meta: bytes, source: BinaryIO, length: int) -> 
         checksum.update(chunk)
         remaining -= len(chunk)
     dest.flush()
-    os.fsync(dest.fileno())
     return len(meta) + length, crc32c_b64(int.from_bytes(checksum.digest(), "big"))

@@ -19,9 +19,9 @@ FLAGS = (
     Flag("batch_max_instances", "instances of one study per STOW-RS request", 16, int),
     Flag("batch_max_bytes", "bytes per STOW-RS request", 64 << 20, int),
     Flag("http_timeout", "seconds to wait for the DICOM store to answer", 300.0, float),
-    Flag("max_attempts", "delivery attempts before a message is dead-lettered", 10, int),
+    Flag("max_attempts", "delivery attempts before a message is dead-lettered", 100, int),
     Flag("min_backoff", "first retry delay in seconds", 1.0, float),
-    Flag("max_backoff", "longest retry delay in seconds", 600.0, float),
+    Flag("max_backoff", "longest retry delay in seconds", 300.0, float),
     Flag("keep_uploaded", "keep objects in the spool after upload", False, parse_bool),
 )
 
@@ -36,9 +36,11 @@ class UploaderConfig:
     batch_max_instances: int = 16
     batch_max_bytes: int = 64 << 20
     http_timeout: float = 300.0
-    max_attempts: int = 10
+    # About eight hours of a DICOM store outage before transient failures dead-letter;
+    # permanent failures dead-letter at once.
+    max_attempts: int = 100
     min_backoff: float = 1.0
-    max_backoff: float = 600.0
+    max_backoff: float = 300.0
     keep_uploaded: bool = False
 
     def __post_init__(self) -> None:

@@ -52,7 +52,7 @@ def queued(pipeline: LocalPipeline) -> int:
 
 
 def stored_objects(pipeline: LocalPipeline) -> list[Path]:
-    return sorted(p for p in pipeline.objects.root.rglob("*.dcm") if p.is_file())
+    return sorted(p for p in pipeline.objects.root.rglob("*@*.dcm") if p.is_file())
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import requests
 
@@ -23,6 +24,7 @@ class Orthanc:
     http_port: int
     dicom_port: int
     aet: str
+    log: BinaryIO
 
     @property
     def url(self) -> str:
@@ -47,6 +49,7 @@ class Orthanc:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self.log.close()
 
 
 def start_orthanc(workdir: Path, aet: str = "ORTHANC") -> Orthanc:
@@ -74,7 +77,7 @@ def start_orthanc(workdir: Path, aet: str = "ORTHANC") -> Orthanc:
     log = open(workdir / "orthanc.log", "wb")  # noqa: SIM115 - lives as long as the process
     env = {**os.environ, "TCP_NODELAY": "1"}
     process = subprocess.Popen([ORTHANC, str(config_path)], stdout=log, stderr=log, env=env)
-    orthanc = Orthanc(process, http_port, dicom_port, aet)
+    orthanc = Orthanc(process, http_port, dicom_port, aet, log)
 
     def ready() -> bool:
         if process.poll() is not None:

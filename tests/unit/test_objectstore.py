@@ -65,9 +65,19 @@ def test_second_put_supersedes_the_first(store: SpoolObjectStore) -> None:
     assert read(store, second) == b"version two"
     with pytest.raises(ObjectSuperseded):
         store.open(first.uri, first.generation)
-    # Only the current version stays on disk.
-    files = list((store.root / "1.2.3" / "1.2.3.4").iterdir())
-    assert [f.name for f in files] == [f"1.2.3.4.5@{second.generation}.dcm"]
+    # Only the current version stays on disk, named by the object's link.
+    files = sorted(f.name for f in (store.root / "1.2.3" / "1.2.3.4").iterdir())
+    assert files == ["1.2.3.4.5.dcm", f"1.2.3.4.5@{second.generation}.dcm"]
+    link = store.root / "1.2.3" / "1.2.3.4" / "1.2.3.4.5.dcm"
+    assert link.is_symlink() and link.read_bytes() == b"version two"
+
+
+def test_delete_removes_emptied_series_and_study_directories(store: SpoolObjectStore) -> None:
+    stored = put(store, b"only one")
+    assert store.delete(stored.uri, stored.generation)
+    assert list(store.root.iterdir()) == []
+    with pytest.raises(ObjectMissing):
+        store.open(stored.uri, stored.generation)
 
 
 def test_generations_increase_across_many_puts(store: SpoolObjectStore) -> None:

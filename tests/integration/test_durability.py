@@ -1,0 +1,180 @@
+"""What the PACS was told is true: kill -9 at any point loses no acknowledged instance.
+
+These tests run ``dicom-ingest local`` as a real process and stop it the hard way.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage
+from support.datasets import ct_dataset
+from support.fake_dicomweb import FakeDicomWeb, Reply
+from support.net import free_port, port_open, wait_until
+from support.orthanc import Orthanc
+from support.process import IngestProcess
+
+
+@pytest.fixture
+def processes() -> Iterator[list[IngestProcess]]:
+    started: list[IngestProcess] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+def start(processes: list[IngestProcess], spool: Path, dicomweb: str, *extra: str) -> IngestProcess:
+    process = IngestProcess(spool, dicomweb, *extra)
+    processes.append(process)
+    return process.wait_ready()
+
+
+def study_instances(orthanc: Orthanc, study: str) -> set[str]:
+    response = requests.get(f"{orthanc.dicomweb}/studies/{study}/instances", timeout=10)
+    if response.status_code != 200 or not response.content.strip():
+        return set()
+    return {item["00080018"]["Value"][0] for item in response.json()}
+
+
+def scu() -> AE:
+    ae = AE(ae_title="PACS")
+    ae.add_requested_context(CTImageStorage)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    return ae
+
+
+def unreachable() -> str:
+    return f"http://127.0.0.1:{free_port()}/dicom-web"
+
+
+# pynetdicom's SCU leaves its socket to the garbage collector when the peer vanishes.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_kill_9_mid_association_loses_no_acknowledged_instance(
+    orthanc: Orthanc, tmp_path: Path, processes: list[IngestProcess]
+) -> None:
+    spool = tmp_path / "spool"
+    # The first process cannot reach the DICOM store, so everything it accepts is queued.
+    first = start(processes, spool, unreachable(), "--min_backoff", "30", "--max_backoff", "30")
+    study = generate_uid()
+    acknowledged: list[str] = []
+    assoc = scu().associate("127.0.0.1", first.port, ae_title="IMPORTADAPTER")
+    assert assoc.is_established
+    killer = threading.Timer(0.0, first.kill)
+    for n in range(400):
+        ds = ct_dataset(study=study, seed=n, rows=128, columns=128)
+        if n == 25:
+            killer.start()  # kill -9 while the PACS is still sending
+        try:
+            status = assoc.send_c_store(ds)
+        except Exception:
+            break
+        if not assoc.is_established or "Status" not in status:
+            break
+        if status.Status == 0x0000:
+            acknowledged.append(str(ds.SOPInstanceUID))
+    killer.join()
+    assoc.abort()
+    assert first.process.returncode == -9
+    assert 25 <= len(acknowledged) < 400, len(acknowledged)
+
+    second = start(processes, spool, orthanc.dicomweb)
+    try:
+        wait_until(
+            lambda: set(acknowledged) <= study_instances(orthanc, study), 60, "acknowledged uploads"
+        )
+    except TimeoutError:
+        missing = set(acknowledged) - study_instances(orthanc, study)
+        raise AssertionError(
+            f"{len(missing)} of {len(acknowledged)} missing:\n{second.output()[-3000:]}"
+        )
+    assert second.terminate() == 0
+
+
+def test_sigterm_finishes_the_association_in_flight_then_exits_0(
+    tmp_path: Path, processes: list[IngestProcess], fake_dicomweb: FakeDicomWeb
+) -> None:
+    process = start(processes, tmp_path / "spool", fake_dicomweb.url)
+    assoc = scu().associate("127.0.0.1", process.port, ae_title="IMPORTADAPTER")
+    assert assoc.is_established
+    assert assoc.send_c_store(ct_dataset(seed=1)).Status == 0x0000
+
+    process.process.send_signal(15)
+    wait_until(lambda: not port_open(process.port), 10, "listener closed")
+    # The association already open is allowed to finish its work.
+    for seed in range(2, 6):
+        assert assoc.send_c_store(ct_dataset(seed=seed)).Status == 0x0000
+    assoc.release()
+    assert process.process.wait(30) == 0
+    assert "association released: 5 stored" in process.output()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dicom_ingest.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_dead_letters_are_shown_and_can_be_requeued(
+    tmp_path: Path, processes: list[IngestProcess], fake_dicomweb: FakeDicomWeb
+) -> None:
+    fake_dicomweb.responder = lambda request: Reply(400, "Invalid multipart body")
+    spool = tmp_path / "spool"
+    process = start(processes, spool, fake_dicomweb.url)
+    assoc = scu().associate("127.0.0.1", process.port, ae_title="IMPORTADAPTER")
+    datasets = [ct_dataset(seed=n) for n in range(3)]
+    for ds in datasets:
+        assert assoc.send_c_store(ds).Status == 0x0000
+    assoc.release()
+
+    def dead_count() -> int:
+        result = run_cli("status", "--spool_dir", str(spool), "--json")
+        assert result.returncode == 0, result.stderr
+        return int(json.loads(result.stdout)["dead"])
+
+    wait_until(lambda: dead_count() == 3, 30, "three dead letters")
+    report = json.loads(run_cli("status", "--spool_dir", str(spool), "--json").stdout)
+    assert {d["sop_instance_uid"] for d in report["dead_letters"]} == {
+        str(ds.SOPInstanceUID) for ds in datasets
+    }
+    assert all("HTTP 400: Invalid multipart body" in d["reason"] for d in report["dead_letters"])
+    text = run_cli("status", "--spool_dir", str(spool)).stdout
+    assert "dead        3" in text and "Invalid multipart body" in text
+    assert "Synthetic" not in text and "SYNTH-0001" not in text  # no patient name or id
+    # Neither in the logs.
+    assert "Synthetic" not in process.output() and "SYNTH-0001" not in process.output()
+
+    fake_dicomweb.responder = lambda request: Reply(200, None)
+    result = run_cli("requeue", "--spool_dir", str(spool), "--all")
+    assert result.returncode == 0 and "requeued 3" in result.stdout
+    assert dead_count() == 0
+
+    def settled() -> bool:
+        report = json.loads(run_cli("status", "--spool_dir", str(spool), "--json").stdout)
+        return report["pending"] + report["in_flight"] + report["retrying"] + report["dead"] == 0
+
+    wait_until(settled, 30, "requeued messages uploaded")
+    uploaded = {uid for post in fake_dicomweb.posts() for uid in post.sop_uids}
+    assert uploaded == {str(ds.SOPInstanceUID) for ds in datasets}
+    assert process.terminate() == 0
+
+
+def test_cli_reports_bad_configuration_readably(tmp_path: Path) -> None:
+    result = run_cli("local", "--spool_dir", str(tmp_path), "--dicomweb_address", "ftp://x")
+    assert result.returncode == 2
+    assert "--dicomweb_address must be an http(s) URL" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("status", "--spool_dir", str(tmp_path / "nowhere"))
+    assert result.returncode == 2 and "no queue at" in result.stderr

@@ -1,0 +1,80 @@
+"""``dicom-ingest local`` as a real process: started, awaited, signalled, killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from .net import free_port, wait_until
+
+
+class IngestProcess:
+    def __init__(self, spool: Path, dicomweb: str, *extra: str) -> None:
+        self.port = free_port()
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        command = [
+            sys.executable,
+            "-m",
+            "dicom_ingest.cli",
+            "local",
+            "--spool_dir",
+            str(spool),
+            "--dimse-port",  # the kebab-case spelling works too
+            str(self.port),
+            "--dimse_bind",
+            "127.0.0.1",
+            "--dicomweb_address",
+            dicomweb,
+            *extra,
+        ]
+        env = {
+            **os.environ,
+            "DICOM_INGEST_MIN_BACKOFF": "0.05",
+            "DICOM_INGEST_MAX_BACKOFF": "0.2",
+            "DICOM_INGEST_LOG_FORMAT": "json",
+        }
+        self.process = subprocess.Popen(
+            command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._lock:
+                self.lines.append(line)
+
+    def output(self) -> str:
+        with self._lock:
+            return "".join(self.lines)
+
+    def wait_ready(self, timeout: float = 30.0) -> IngestProcess:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dicom-ingest exited early:\n{self.output()}")
+            return "ready: accepting associations" in self.output()
+
+        wait_until(ready, timeout, "dicom-ingest ready")
+        return self
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._reader.join(5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
