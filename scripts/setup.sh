@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what dicom-ingest needs on a Debian machine: DCMTK and Orthanc with its DICOMweb
+# plugin (system packages), and a Python virtual environment in .venv with the project.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for package in dcmtk orthanc orthanc-dicomweb curl; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  echo "installing system packages: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
