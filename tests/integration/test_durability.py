@@ -95,7 +95,7 @@ def test_kill_9_mid_association_loses_no_acknowledged_instance(
         missing = set(acknowledged) - study_instances(orthanc, study)
         raise AssertionError(
             f"{len(missing)} of {len(acknowledged)} missing:\n{second.output()[-3000:]}"
-        )
+        ) from None
     assert second.terminate() == 0
 
 
