@@ -20,5 +20,10 @@ fi
 if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+pip_log=.venv/pip-install.log
+if ! { .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip &&
+       .venv/bin/python -m pip install --disable-pip-version-check -e '.[test]'; } >"$pip_log" 2>&1; then
+  cat "$pip_log" >&2
+  echo "pip install failed (log above, also in $pip_log)" >&2
+  exit 1
+fi
