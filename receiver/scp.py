@@ -13,6 +13,8 @@ from typing import Any
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.acse import ACSE
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import register_uid
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from .config import ReceiverConfig
@@ -36,9 +38,17 @@ VERIFICATION = "1.2.840.10008.1.1"
 
 
 def storage_sop_classes(extra: tuple[str, ...] = ()) -> list[str]:
-    """Every standard storage SOP class, then the configured private ones."""
+    """Every standard storage SOP class, then the configured private ones.
+
+    Private ones are registered with pynetdicom's Storage Service Class (a process-wide
+    registry; registering the same UID again is harmless), else it would not route their
+    C-STORE requests to our handler.
+    """
     uids = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
-    return uids + [uid for uid in extra if uid not in uids]
+    private = [uid for uid in extra if uid not in uids]
+    for uid in private:
+        register_uid(uid, "DicomIngestStorage_" + uid.replace(".", "_"), StorageServiceClass)
+    return uids + private
 
 
 class _PolicyACSE(ACSE):

@@ -254,3 +254,29 @@ def test_abort_mid_transfer_enqueues_nothing(
     wait_until(lambda: list(staging.iterdir()) == [], 10, "partial file removed")
     assert queued(receiver) == 0
     assert stored_objects(receiver) == []
+
+
+PRIVATE_SOP_CLASS = "1.2.826.0.1.3680043.9.9999.1"
+
+
+@pytest.mark.parametrize("configured", [True, False], ids=["configured", "not-configured"])
+def test_private_sop_class_only_by_configuration(
+    pipelines: Callable[..., LocalPipeline], held_store: FakeDicomWeb, configured: bool
+) -> None:
+    extra = (PRIVATE_SOP_CLASS,) if configured else ()
+    pipeline = pipelines(held_store.url, extra_sop_classes=extra)
+    ds = ct_dataset()
+    ds.SOPClassUID = PRIVATE_SOP_CLASS
+    ds.file_meta.MediaStorageSOPClassUID = PRIVATE_SOP_CLASS
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(PRIVATE_SOP_CLASS, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", pipeline.receiver.port, ae_title="IMPORTADAPTER")
+    if configured:
+        assert assoc.is_established
+        assert assoc.send_c_store(ds).Status == 0x0000
+        assoc.release()
+        assert queued(pipeline) == 1
+    else:
+        # The only context offered is refused, so no association is made.
+        assert not assoc.is_established
+        assert queued(pipeline) == 0
