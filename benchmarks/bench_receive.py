@@ -235,7 +235,7 @@ def receiver(
             argv = [DICOM_INGEST, "status", "--spool_dir", str(spool), "--json"]
             status = json.loads(subprocess.run(argv, capture_output=True, check=True).stdout)
             queued = sum(int(status[k]) for k in ("pending", "in_flight", "retrying", "dead"))
-            objects = sum(1 for _ in (spool / "objects").rglob("*.dcm"))
+            objects = sum(1 for _ in (spool / "objects").rglob("*@*.dcm"))  # versions, not links
             if queued != objects or status["dead"]:
                 print(
                     f"  ! dicom-ingest: {queued} queued, {objects} objects, {status['dead']} dead"

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from google.auth.exceptions import GoogleAuthError
 
 from receiver.config import FLAGS as RECEIVER_FLAGS
 from receiver.config import ReceiverConfig
@@ -140,7 +143,11 @@ def _run_status(namespace: argparse.Namespace) -> int:
 
 def _run_requeue(namespace: argparse.Namespace) -> int:
     queue = _open_queue(_spool(namespace))
-    moved = queue.requeue(None if namespace.all else namespace.ids)
+    ids = None if namespace.all else namespace.ids
+    if ids is not None and not all(i.isascii() and i.isdigit() for i in ids):
+        queue.close()
+        raise ConfigError("--ids takes message ids as shown by `dicom-ingest status`")
+    moved = queue.requeue(ids)
     queue.close()
     print(f"requeued {moved} message(s)")
     return 0
@@ -156,6 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_requeue(namespace)
     except ConfigError as exc:
         print(f"dicom-ingest: error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        print(f"dicom-ingest: error: the queue database cannot be used: {exc}", file=sys.stderr)
+        return 2
+    except GoogleAuthError as exc:
+        print(f"dicom-ingest: error: Google credentials: {exc}", file=sys.stderr)
         return 2
 
 

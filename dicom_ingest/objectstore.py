@@ -37,16 +37,26 @@ class StoredObject:
     generation: str
     size: int
     crc32c: str
+    previous: str | None = None  # the generation this one replaced, kept until commit
 
 
 class ObjectStore(Protocol):
     """Where the receiver puts instances and the uploader reads them."""
 
     def put(self, key: str, staged: Path, size: int, crc32c: str) -> StoredObject:
-        """Store the staged file under key as a new generation; durable on return.
+        """Store the staged file under key as a new, current generation; durable on return.
 
-        The staged file is consumed (moved or deleted) on success.
+        The staged file is consumed on success. The generation it replaces stays readable
+        until ``commit`` (its message may still need it) or comes back on ``rollback``.
         """
+        ...
+
+    def commit(self, stored: StoredObject) -> None:
+        """The new generation's message is committed: drop the generation it replaced."""
+        ...
+
+    def rollback(self, stored: StoredObject) -> None:
+        """The new generation's message was not committed: undo ``put``."""
         ...
 
     def staging_dir(self) -> Path:
@@ -85,6 +95,7 @@ class SpoolObjectStore:
         self._staging = (spool_dir / "incoming").resolve()
         self._root.mkdir(parents=True, exist_ok=True)
         self._staging.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(self._root.parent)
         self._lock = threading.Lock()
         self._last_generation = 0
 
@@ -138,24 +149,53 @@ class SpoolObjectStore:
             raise ObjectStoreError("object key escapes the spool")
         with open(staged, "rb+") as handle:
             os.fsync(handle.fileno())
-        with self._lock:  # also orders directory creation against delete's clean-up
-            created = not logical.parent.is_dir()
-            logical.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            # Directories are created and made durable under the lock, so no other thread can
+            # answer a PACS for an object in a directory that a power cut could still lose.
+            missing = [d for d in (logical.parent.parent, logical.parent) if not d.is_dir()]
+            for directory in missing:
+                directory.mkdir(exist_ok=True)
+                _fsync_dir(directory.parent)
             previous = self._current(logical)
             generation = max(time.time_ns(), self._last_generation + 1, (previous or 0) + 1)
             self._last_generation = generation
             target = self._version_path(logical, generation)
             os.rename(staged, target)
-            link = logical.with_name(f".{logical.name}.{generation}.link")
-            os.symlink(target.name, link)
-            os.rename(link, logical)
-        _fsync_dir(logical.parent)
-        if created:
-            _fsync_dir(logical.parent.parent)
-            _fsync_dir(logical.parent.parent.parent)
-        if previous is not None:
-            self._version_path(logical, previous).unlink(missing_ok=True)
-        return StoredObject(self.uri_for(key), str(generation), size, crc32c)
+            self._point(logical, generation)
+            _fsync_dir(logical.parent)
+        return StoredObject(
+            self.uri_for(key),
+            str(generation),
+            size,
+            crc32c,
+            None if previous is None else str(previous),
+        )
+
+    def _point(self, logical: Path, generation: int | str) -> None:
+        """Atomically make generation the current version (caller holds the lock)."""
+        link = logical.with_name(f".{logical.name}.{generation}.link")
+        link.unlink(missing_ok=True)
+        os.symlink(self._version_path(logical, generation).name, link)
+        os.rename(link, logical)
+
+    def commit(self, stored: StoredObject) -> None:
+        if stored.previous is not None:
+            logical = self._path_for(stored.uri)
+            self._version_path(logical, stored.previous).unlink(missing_ok=True)
+
+    def rollback(self, stored: StoredObject) -> None:
+        logical = self._path_for(stored.uri)
+        with self._lock:
+            if self._current(logical) == int(stored.generation):
+                restorable = stored.previous is not None and (
+                    self._version_path(logical, stored.previous).exists()
+                )
+                if restorable:
+                    self._point(logical, str(stored.previous))
+                else:
+                    logical.unlink(missing_ok=True)
+                _fsync_dir(logical.parent)
+            self._version_path(logical, stored.generation).unlink(missing_ok=True)
 
     def open(self, uri: str, generation: str) -> BinaryIO:
         logical = self._path_for(uri)

@@ -221,6 +221,15 @@ class SqliteQueue:
             self._wakeup.notify_all()
             return True
 
+    def extend(self, delivery: Delivery, lease_seconds: float) -> bool:
+        """Push the lease's end out while the delivery is still being worked on."""
+        with self._lock, self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE messages SET visible_at = ? WHERE id = ? AND lease = ? AND leased = 1",
+                (time.time() + lease_seconds, int(delivery.message_id), delivery.lease),
+            )
+            return cursor.rowcount == 1
+
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
         with self._lock, self._transaction() as db:
             row = db.execute(

@@ -26,6 +26,7 @@ _ITEM_END = 0xFFFEE00D
 _SEQ_END = 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
 _MAX_DEPTH = 32
+_STEP = 1 << 20
 # JPIP Referenced Deflate and JPIP HTJ2K Referenced Deflate: deflated datasets that pydicom's
 # UID.is_deflated does not flag.
 _DEFLATED_JPIP = frozenset({"1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"})
@@ -54,12 +55,18 @@ class DatasetSummary:
 
 
 class _Source:
-    """Exact reads and skips over a file, or over an inflating stream of one."""
+    """Exact reads and skips over a file, or over an inflating stream of one.
+
+    Inflation is bounded: at most ``_STEP`` bytes of output are produced per call, and the
+    buffer is compacted as it is consumed, so a highly compressed dataset (a mostly empty
+    multi-frame image) costs time linear in its size and memory of a few MiB.
+    """
 
     def __init__(self, fp: BinaryIO, deflated: bool) -> None:
         self._fp = fp
         self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflated else None
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._pos = 0
         self._eof = False
         self._raw = 0
         self.consumed = 0
@@ -69,19 +76,31 @@ class _Source:
             self._remaining = fp.tell() - start
             fp.seek(start)
 
+    def _available(self) -> int:
+        return len(self._buffer) - self._pos
+
     def _fill(self, n: int) -> None:
-        assert self._inflater is not None
-        while len(self._buffer) < n and not self._eof:
-            chunk = self._fp.read(1 << 20)
-            if not chunk:
-                self._buffer += self._inflater.flush()
+        inflater = self._inflater
+        assert inflater is not None
+        while self._available() < n and not self._eof:
+            if self._pos >= _STEP:
+                del self._buffer[: self._pos]
+                self._pos = 0
+            if inflater.eof:
                 self._eof = True
-                if self._raw and not self._inflater.eof:
-                    raise MalformedDataset("deflated dataset is truncated")
                 break
-            self._raw += len(chunk)
+            data = inflater.unconsumed_tail
+            if not data:
+                data = self._fp.read(_STEP)
+                if not data:
+                    self._buffer += inflater.flush()
+                    self._eof = True
+                    if self._raw and not inflater.eof:
+                        raise MalformedDataset("deflated dataset is truncated")
+                    break
+                self._raw += len(data)
             try:
-                self._buffer += self._inflater.decompress(chunk)
+                self._buffer += inflater.decompress(data, _STEP)
             except zlib.error as exc:
                 raise MalformedDataset(f"deflated dataset is corrupt: {exc}") from exc
 
@@ -90,28 +109,33 @@ class _Source:
         """Bytes of the file the dataset occupies (compressed bytes, when deflated)."""
         if self._inflater is None:
             return self.consumed
-        self._fill(1 << 62)  # read to the end of the stream
         return self._raw - len(self._inflater.unused_data)
 
     def at_end(self) -> bool:
         if self._inflater is None:
             return self._remaining == 0
         self._fill(1)
-        return not self._buffer
+        return self._available() == 0
+
+    def _take(self, n: int) -> memoryview:
+        self._fill(n)
+        if self._available() < n:
+            raise MalformedDataset("dataset is truncated")
+        view = memoryview(self._buffer)[self._pos : self._pos + n]
+        self._pos += n
+        self.consumed += n
+        return view
 
     def read(self, n: int) -> bytes:
-        if self._inflater is None:
-            if n > self._remaining:
-                raise MalformedDataset("dataset is truncated")
-            data = self._fp.read(n)
-            if len(data) != n:
-                raise MalformedDataset("dataset is truncated")
-            self._remaining -= n
-        else:
-            self._fill(n)
-            if len(self._buffer) < n:
-                raise MalformedDataset("dataset is truncated")
-            data, self._buffer = self._buffer[:n], self._buffer[n:]
+        if self._inflater is not None:
+            with self._take(n) as view:
+                return bytes(view)
+        if n > self._remaining:
+            raise MalformedDataset("dataset is truncated")
+        data = self._fp.read(n)
+        if len(data) != n:
+            raise MalformedDataset("dataset is truncated")
+        self._remaining -= n
         self.consumed += n
         return data
 
@@ -124,8 +148,8 @@ class _Source:
             self.consumed += n
             return
         while n:
-            step = min(n, 1 << 20)
-            self.read(step)
+            step = min(n, _STEP)
+            self._take(step).release()
             n -= step
 
 
@@ -252,6 +276,13 @@ def part10_dataset_offset(fp: BinaryIO) -> int:
     head = fp.read(132)
     if len(head) != 132 or head[128:] != b"DICM":
         raise MalformedDataset("not a Part-10 file")
+    # The group length, when present, ends the meta: a dataset may itself start with group
+    # 0002 elements (a sender's mistake) and those belong to the dataset as received.
+    first = fp.read(12)
+    if len(first) == 12 and first[:6] == b"\x02\x00\x00\x00UL" and first[6:8] == b"\x04\x00":
+        (group_length,) = struct.unpack("<L", first[8:])
+        return 132 + 12 + int(group_length)
+    fp.seek(132)
     while True:
         raw = fp.read(8)
         if len(raw) < 8:

@@ -106,15 +106,14 @@ class StoreService:
                 request.transfer_syntax_uid,
                 request.calling_ae,
             )
-            staging = self._objects.staging_dir()
+            key = object_key(study, series, request.sop_instance_uid)
+            fd, staged_name = tempfile.mkstemp(dir=self._objects.staging_dir(), suffix=".part")
+            staged = Path(staged_name)
             try:
-                fd, staged_name = tempfile.mkstemp(dir=staging, suffix=".part")
-                staged = Path(staged_name)
                 with os.fdopen(fd, "wb") as dest:
                     source.seek(offset)
                     length = os.fstat(source.fileno()).st_size - offset
                     size, crc = write_part10(dest, meta, source, length)
-                key = object_key(study, series, request.sop_instance_uid)
                 stored = self._objects.put(key, staged, size, crc)
             except OSError as exc:
                 log.error(
@@ -122,9 +121,9 @@ class StoreService:
                     exc,
                     extra={"sop_instance_uid": request.sop_instance_uid},
                 )
-                if "staged" in locals():
-                    staged.unlink(missing_ok=True)
                 return StoreResult(Status.STORAGE_UNAVAILABLE, "Storage unavailable; retry later")
+            finally:
+                staged.unlink(missing_ok=True)  # put moved it away on success
 
         try:
             message = InstanceMessage(
@@ -141,29 +140,33 @@ class StoreService:
                 called_ae=request.called_ae,
                 received_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
             )
-        except MessageError as exc:
-            self._objects.delete(stored.uri, stored.generation)
-            return StoreResult(Status.DATASET_MISMATCH, f"Invalid identifiers: {exc}"[:64])
-        try:
             message_id = self._publisher.publish(encode(message), message.attributes)
+        except MessageError as exc:
+            self._objects.rollback(stored)
+            return StoreResult(Status.DATASET_MISMATCH, f"Invalid identifiers: {exc}")
         except Exception as exc:
             log.error(
                 "queue publish failed: %s",
                 exc,
                 extra={"sop_instance_uid": request.sop_instance_uid},
             )
-            # The object stays: a retry from the PACS supersedes it, reconciliation finds it.
+            # Put the previous version back: its message (if any) must still find its bytes.
+            self._objects.rollback(stored)
             return StoreResult(Status.QUEUE_UNAVAILABLE, "Queue unavailable; retry later")
+        self._objects.commit(stored)
         return StoreResult(Status.SUCCESS, size=stored.size, message_id=message_id)
 
 
 def _mismatch(request: StoreRequest, sop_class: str | None, sop_instance: str | None) -> str | None:
-    if not sop_instance:
-        return "Dataset lacks SOP Instance UID"
+    problem = _missing(sop_instance, "SOP Instance UID")
+    if problem is not None:
+        return problem
     if sop_instance != request.sop_instance_uid:
         return "SOP Instance UID differs from the request"
     if sop_class and sop_class != request.sop_class_uid:
         return "SOP Class UID differs from the request"
+    if not is_valid_uid(request.sop_class_uid):
+        return "Request has an invalid SOP Class UID"
     return None
 
 

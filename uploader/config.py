@@ -61,8 +61,8 @@ class UploaderConfig:
 
     @property
     def lease_seconds(self) -> float:
-        """A delivery lease outlives the longest request it may need, with margin."""
-        return self.http_timeout * 3 + 60
+        """A delivery's lease; workers extend it every third of it while they upload."""
+        return 120.0
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> UploaderConfig:

@@ -33,7 +33,9 @@ def make_session(auth: str, bearer_token: str | None = None) -> requests.Session
         from google.auth.transport.requests import AuthorizedSession
 
         credentials, _ = google.auth.default(scopes=[CLOUD_SCOPE])
-        session: requests.Session = AuthorizedSession(credentials)
+        # Tokens are refreshed before they expire. No refresh-and-resend on 401: the resend
+        # would reuse the request body, which is a stream that has already been consumed.
+        session: requests.Session = AuthorizedSession(credentials, refresh_status_codes=())
         return session
     session = requests.Session()
     if auth == "bearer":

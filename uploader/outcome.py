@@ -122,10 +122,10 @@ def classify(
             outcomes[uid] = failed[uid]
         elif uid in stored:
             outcomes[uid] = Outcome(Action.DONE)
-        elif http_status == 200:
-            # 200 means every instance was stored (PS3.18 Table 10.5.3-1).
-            outcomes[uid] = Outcome(Action.DONE)
         elif 200 <= http_status < 300:
+            # PS3.18 says a 200 means every instance was stored, but a 2xx that does not name
+            # the instance may come from something else at that address (a proxy, a login
+            # page). Only a ReferencedSOPSequence entry counts as stored.
             outcomes[uid] = Outcome(
                 Action.RETRY, f"HTTP {http_status} without a result for this instance"
             )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import requests
+from google.auth.exceptions import GoogleAuthError
 
 from dicom_ingest.message import InstanceMessage
 from dicom_ingest.objectstore import (
@@ -62,14 +63,21 @@ class UploadService:
         for batch in self._batches(list(enumerate(messages))):
             outcomes.update(self._upload_batch(batch))
         for index, message in enumerate(messages):
-            outcome = outcomes[index]
-            if outcome.action is Action.DONE and self._delete_uploaded:
-                try:
-                    self._objects.delete(message.uri, message.generation)
-                except (OSError, ObjectStoreError):
-                    log.warning("could not delete uploaded object", extra=_ids(message))
-            _log_outcome(message, outcome)
+            _log_outcome(message, outcomes[index])
         return [outcomes[i] for i in range(len(messages))]
+
+    def finish(self, message: InstanceMessage, outcome: Outcome) -> None:
+        """After the message is acknowledged: drop its object if it is no longer needed.
+
+        Called only once the acknowledgement is durable, so a crash in between leaves an
+        object behind rather than a message whose object is gone.
+        """
+        if not self._delete_uploaded or outcome.action not in (Action.DONE, Action.SKIPPED):
+            return
+        try:
+            self._objects.delete(message.uri, message.generation)
+        except (OSError, ObjectStoreError):
+            log.warning("could not delete uploaded object", extra=_ids(message))
 
     def _batches(
         self, items: list[tuple[int, InstanceMessage]]
@@ -139,7 +147,7 @@ class UploadService:
     ) -> dict[str, Outcome]:
         try:
             response = self._client.stow(study, parts)
-        except requests.RequestException as exc:
+        except (requests.RequestException, GoogleAuthError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
             return {uid: Outcome(Action.RETRY, reason) for uid in uids}
         except OSError as exc:
@@ -167,7 +175,7 @@ class UploadService:
             status = self._client.delete_instance(
                 message.study_instance_uid, message.series_instance_uid, message.sop_instance_uid
             )
-        except requests.RequestException as exc:
+        except (requests.RequestException, GoogleAuthError) as exc:
             return Outcome(Action.RETRY, f"overwrite: delete failed: {exc}")
         if status not in (200, 202, 204, 404):
             if status in (408, 429) or status >= 500:

@@ -28,14 +28,37 @@ class Backoff:
         return (rng or random).uniform(ceiling / 2, ceiling)
 
 
-def settle(queue: SqliteQueue, delivery: Delivery, outcome: Outcome, backoff: Backoff) -> None:
-    """Apply one outcome to the queue: ack, retry later or dead-letter."""
+def settle(queue: SqliteQueue, delivery: Delivery, outcome: Outcome, backoff: Backoff) -> bool:
+    """Apply one outcome to the queue: ack, retry later or dead-letter; False if lease lost."""
     if outcome.action in (Action.DONE, Action.SUPERSEDED, Action.SKIPPED):
-        queue.ack(delivery)
-    elif outcome.action is Action.RETRY:
-        queue.retry(delivery, backoff.delay(delivery.attempt), outcome.reason)
-    else:
-        queue.dead_letter(delivery, outcome.reason or outcome.action.value)
+        return queue.ack(delivery)
+    if outcome.action is Action.RETRY:
+        return queue.retry(delivery, backoff.delay(delivery.attempt), outcome.reason)
+    return queue.dead_letter(delivery, outcome.reason or outcome.action.value)
+
+
+class _Heartbeat:
+    """Extends the leases of a batch while it is being uploaded (large or slow uploads)."""
+
+    def __init__(self, queue: SqliteQueue, deliveries: list[Delivery], lease: float) -> None:
+        self._queue = queue
+        self._deliveries = deliveries
+        self._lease = lease
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        while not self._done.wait(self._lease / 3):
+            for delivery in self._deliveries:
+                self._queue.extend(delivery, self._lease)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 class QueueWorkers:
@@ -91,8 +114,18 @@ class QueueWorkers:
             except MessageError as exc:
                 log.error("undecodable message", extra={"message_id": delivery.message_id})
                 self._queue.dead_letter(delivery, f"undecodable message: {exc}")
-        if decoded:
-            outcomes = self._service.process([message for _, message in decoded])
-            for (delivery, _), outcome in zip(decoded, outcomes, strict=True):
-                settle(self._queue, delivery, outcome, self._backoff)
+        if not decoded:
+            return True
+        messages = [message for _, message in decoded]
+        try:
+            with _Heartbeat(self._queue, [d for d, _ in decoded], self._lease):
+                outcomes = self._service.process(messages)
+        except Exception as exc:  # a defect, not a per-message outcome: retry, with a reason
+            log.exception("upload batch failed unexpectedly")
+            outcomes = [Outcome(Action.RETRY, f"{type(exc).__name__}: {exc}")] * len(messages)
+        for (delivery, message), outcome in zip(decoded, outcomes, strict=True):
+            if settle(self._queue, delivery, outcome, self._backoff):
+                self._service.finish(message, outcome)
+            else:
+                log.warning("lease lost before settling", extra={"message_id": delivery.message_id})
         return True

@@ -101,7 +101,8 @@ class Row:
 
 ROWS = {
     "200-referenced": Row(ok, Action.DONE),
-    "200-empty-body": Row(status(200), Action.DONE),
+    "200-unconfirmed": Row(status(200), Action.RETRY, reason="without a result"),
+    "200-html-login-page": Row(status(200, "<html>Sign in</html>"), Action.RETRY),
     "200-failed-out-of-resources": Row(failing(0xA700), Action.RETRY, reason="out of resources"),
     "202-failed-cannot-understand": Row(
         failing(0xC000, 202), Action.DEAD, reason="cannot understand"

@@ -289,7 +289,7 @@ def test_uploader_config_from_flags_and_env() -> None:
     assert config.upload_workers == 2
     assert config.keep_uploaded is True
     assert config.min_backoff == 1.0
-    assert config.lease_seconds == config.http_timeout * 3 + 60
+    assert config.lease_seconds == 120.0
 
 
 def test_uploader_address_is_required() -> None:

@@ -29,7 +29,46 @@ def stage(store: SpoolObjectStore, data: bytes, name: str = "staged.part") -> Pa
 
 
 def put(store: SpoolObjectStore, data: bytes, key: str = KEY) -> StoredObject:
-    return store.put(key, stage(store, data), len(data), "crc==")
+    """Put and commit, as the receiver does once the message is in the queue."""
+    stored = store.put(key, stage(store, data), len(data), "crc==")
+    store.commit(stored)
+    return stored
+
+
+def test_previous_generation_stays_until_commit(store: SpoolObjectStore) -> None:
+    first = put(store, b"version one")
+    second = store.put(KEY, stage(store, b"version two"), 11, "crc==")
+    assert second.previous == first.generation
+    with pytest.raises(ObjectSuperseded):
+        store.open(first.uri, first.generation)
+    assert (store.root / "1.2.3" / "1.2.3.4" / f"1.2.3.4.5@{first.generation}.dcm").exists()
+    store.commit(second)
+    assert not (store.root / "1.2.3" / "1.2.3.4" / f"1.2.3.4.5@{first.generation}.dcm").exists()
+
+
+def test_rollback_restores_the_previous_generation(store: SpoolObjectStore) -> None:
+    first = put(store, b"version one")
+    second = store.put(KEY, stage(store, b"version two"), 11, "crc==")
+    store.rollback(second)
+    assert read(store, first) == b"version one"  # the first message still finds its bytes
+    with pytest.raises(ObjectMissing):
+        store.open(second.uri, second.generation)
+
+
+def test_rollback_of_a_first_version_removes_the_object(store: SpoolObjectStore) -> None:
+    only = store.put(KEY, stage(store, b"only"), 4, "crc==")
+    store.rollback(only)
+    with pytest.raises(ObjectMissing):
+        store.open(only.uri, only.generation)
+    assert not (store.root / KEY).is_symlink()
+
+
+def test_rollback_leaves_a_newer_concurrent_version_alone(store: SpoolObjectStore) -> None:
+    put(store, b"version one")
+    second = store.put(KEY, stage(store, b"version two"), 11, "crc==")
+    third = store.put(KEY, stage(store, b"version three"), 13, "crc==")
+    store.rollback(second)
+    assert read(store, third) == b"version three"
 
 
 def read(store: SpoolObjectStore, stored: StoredObject) -> bytes:

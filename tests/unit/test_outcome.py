@@ -70,8 +70,8 @@ class Case:
 
 CASES = {
     "200-referenced": Case(200, body(stored=(UID_A,)), {UID_A: Action.DONE}),
-    "200-empty-body": Case(200, None, {UID_A: Action.DONE}),
-    "200-empty-dict": Case(200, {}, {UID_A: Action.DONE}),
+    "200-empty-body-unconfirmed": Case(200, None, {UID_A: Action.RETRY}),
+    "200-empty-dict-unconfirmed": Case(200, {}, {UID_A: Action.RETRY}),
     "200-failed-A700-out-of-resources": Case(
         200,
         body(failures=((UID_A, 0xA700),)),
