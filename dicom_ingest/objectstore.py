@@ -162,7 +162,7 @@ class SpoolObjectStore:
             target = self._version_path(logical, generation)
             os.rename(staged, target)
             self._point(logical, generation)
-            _fsync_dir(logical.parent)
+        _fsync_dir(logical.parent)  # outside the lock: concurrent associations overlap here
         return StoredObject(
             self.uri_for(key),
             str(generation),

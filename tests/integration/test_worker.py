@@ -1,0 +1,73 @@
+"""Embedded upload workers over the SQLite queue: leases, acknowledgement order, clean-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from support.datasets import ct_dataset
+from support.fake_dicomweb import FakeDicomWeb, Reply, referenced
+from support.net import wait_until
+from support.spool import put_instance
+
+from dicom_ingest.message import encode
+from dicom_ingest.objectstore import SpoolObjectStore
+from dicom_ingest.queue import SqliteQueue
+from uploader.dicomweb import HttpDicomWebClient, make_session
+from uploader.service import UploadService
+from uploader.worker import Backoff, QueueWorkers
+
+
+def workers(
+    tmp_path: Path, address: str, lease: float, count: int = 2, delete_uploaded: bool = True
+) -> tuple[SqliteQueue, SpoolObjectStore, QueueWorkers]:
+    store = SpoolObjectStore(tmp_path / "spool")
+    queue = SqliteQueue(tmp_path / "queue.sqlite3", max_attempts=5)
+    client = HttpDicomWebClient(address, make_session("none"), timeout=(2.0, 10.0))
+    service = UploadService(store, client, delete_uploaded=delete_uploaded)
+    pool = QueueWorkers(
+        queue, service, workers=count, batch=4, lease_seconds=lease, backoff=Backoff(0.05, 0.1)
+    )
+    return queue, store, pool
+
+
+def test_slow_upload_keeps_its_lease_and_is_sent_once(
+    tmp_path: Path, fake_dicomweb: FakeDicomWeb
+) -> None:
+    """An upload that outlasts the lease is not handed to a second worker meanwhile."""
+    fake_dicomweb.responder = lambda r: Reply(200, referenced(r.sop_uids), delay=1.2)
+    queue, store, pool = workers(tmp_path, fake_dicomweb.url, lease=0.3)
+    message = put_instance(store, ct_dataset())
+    queue.publish(encode(message))
+    pool.start()
+    try:
+        wait_until(lambda: queue.stats().pending + queue.stats().in_flight == 0, 20, "upload")
+    finally:
+        pool.stop()
+    assert len(fake_dicomweb.posts()) == 1
+    assert queue.stats().dead == 0
+
+
+def test_object_is_removed_only_after_the_acknowledgement(
+    tmp_path: Path, fake_dicomweb: FakeDicomWeb
+) -> None:
+    queue, store, pool = workers(tmp_path, fake_dicomweb.url, lease=30.0, count=1)
+    message = put_instance(store, ct_dataset())
+    queue.publish(encode(message))
+    order: list[str] = []
+    real_ack, real_delete = queue.ack, store.delete
+    queue.ack = lambda d: order.append("ack") or real_ack(d)  # type: ignore[method-assign]
+    store.delete = lambda u, g: order.append("delete") or real_delete(u, g)  # type: ignore[method-assign]
+    assert pool.work_once()
+    assert order == ["ack", "delete"]
+    assert not (store.root / message.study_instance_uid).exists()
+
+
+def test_failed_uploads_keep_their_objects(tmp_path: Path, fake_dicomweb: FakeDicomWeb) -> None:
+    fake_dicomweb.responder = lambda r: Reply(400, "rejected")
+    queue, store, pool = workers(tmp_path, fake_dicomweb.url, lease=30.0, count=1)
+    message = put_instance(store, ct_dataset())
+    queue.publish(encode(message))
+    assert pool.work_once()
+    assert queue.stats().dead == 1
+    with store.open(message.uri, message.generation) as handle:  # still there for a requeue
+        assert handle.read()
