@@ -169,8 +169,8 @@ class Receiver:
 
     def start(self) -> None:
         self._thread.start()
-        log.info(
-            "receiver ready",
+        log.debug(
+            "listening",
             extra={"ae_title": self.config.dimse_aet, "port": self.port},
         )
 

@@ -233,3 +233,18 @@ def test_missing_object_is_dead_lettered(tmp_path: Path, fake_dicomweb: FakeDico
     assert outcome.action is Action.DEAD
     assert "missing" in outcome.reason
     assert fake_dicomweb.posts() == []
+
+
+def test_bearer_token_is_sent_and_not_logged(
+    tmp_path: Path, fake_dicomweb: FakeDicomWeb, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SpoolObjectStore(tmp_path)
+    message = put_instance(store, ct_dataset())
+    client = HttpDicomWebClient(
+        fake_dicomweb.url, make_session("bearer", "s3cret-token"), timeout=(2.0, 5.0)
+    )
+    [outcome] = UploadService(store, client).process([message])
+    assert outcome.action is Action.DONE
+    [post] = fake_dicomweb.posts()
+    assert post.headers["Authorization"] == "Bearer s3cret-token"
+    assert "s3cret-token" not in caplog.text
