@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     group = requeue.add_mutually_exclusive_group(required=True)
     group.add_argument("--all", action="store_true", help="every dead letter")
     group.add_argument("--ids", nargs="+", metavar="ID", help="these message ids")
+    rec = sub.add_parser(
+        "reconcile", help="enqueue a message for every spooled object that has none"
+    )
+    add_flags(rec, (SPOOL_FLAG, RECEIVER_FLAGS[0]))
     return parser
 
 
@@ -153,6 +157,25 @@ def _run_requeue(namespace: argparse.Namespace) -> int:
     return 0
 
 
+def _run_reconcile(namespace: argparse.Namespace) -> int:
+    from receiver.reconcile import reconcile
+
+    from .objectstore import SpoolObjectStore
+
+    spool = _spool(namespace)
+    queue = _open_queue(spool)
+    called_ae = resolve((RECEIVER_FLAGS[0],), namespace)["dimse_aet"]
+    try:
+        report = reconcile(SpoolObjectStore(spool), queue, called_ae)
+    finally:
+        queue.close()
+    print(
+        f"{report.objects} object(s) in the spool; {report.enqueued} had no message and were"
+        f" enqueued; {report.unusable} could not be read"
+    )
+    return 1 if report.unusable else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     namespace = _parser().parse_args(argv)
     try:
@@ -160,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_local(namespace)
         if namespace.command == "status":
             return _run_status(namespace)
+        if namespace.command == "reconcile":
+            return _run_reconcile(namespace)
         return _run_requeue(namespace)
     except ConfigError as exc:
         print(f"dicom-ingest: error: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ from types import FrameType
 from pynetdicom import _config as pynetdicom_config
 
 from receiver.config import ReceiverConfig
+from receiver.reconcile import reconcile
 from receiver.scp import Receiver
 from receiver.store import StoreService
 from uploader.config import UploaderConfig
@@ -59,6 +60,13 @@ class LocalPipeline:
         released = self.queue.release_leases()
         if released:
             log.info("resuming %d deliveries interrupted by an earlier stop", released)
+        report = reconcile(self.objects, self.queue, config.receiver.dimse_aet, prune=True)
+        if report.enqueued or report.unusable or report.pruned:
+            log.warning(
+                "spool reconciled: %d objects had no message and were enqueued",
+                report.enqueued,
+                extra={"unusable": report.unusable, "pruned": report.pruned},
+            )
         self.receiver = Receiver(config.receiver, StoreService(self.objects, self.queue))
         client = HttpDicomWebClient(
             up.dicomweb_address,

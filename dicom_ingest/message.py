@@ -81,6 +81,8 @@ class InstanceMessage:
             "schema_version": str(self.schema_version),
             "study_instance_uid": self.study_instance_uid,
             "sop_instance_uid": self.sop_instance_uid,
+            "object_uri": self.uri,
+            "object_generation": self.generation,
         }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -224,3 +225,50 @@ class SpoolObjectStore:
                 except OSError:
                     break
         return True
+
+    def current_objects(self) -> Iterator[tuple[StoredObject, Path]]:
+        """Every object's current version (size known, checksum not computed: empty)."""
+        for directory, _, names in os.walk(self._root):
+            for name in names:
+                if "@" in name or not name.endswith(".dcm"):
+                    continue
+                logical = Path(directory) / name
+                generation = self._current(logical)
+                if generation is None:
+                    continue
+                version = self._version_path(logical, generation)
+                try:
+                    size = version.stat().st_size
+                except FileNotFoundError:
+                    continue
+                key = str(logical.relative_to(self._root))
+                yield StoredObject(self.uri_for(key), str(generation), size, ""), version
+
+    def prune(self) -> int:
+        """Remove what a crash can leave behind: unlinked versions, dangling or temporary links.
+
+        Only for a process that owns the spool and before it accepts associations: a version
+        being written right now is also unlinked for a moment.
+        """
+        removed = 0
+        for directory, _, names in os.walk(self._root):
+            folder = Path(directory)
+            current: dict[str, int | None] = {}
+            for name in names:
+                path = folder / name
+                if name.startswith(".") and name.endswith(".link"):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+                elif "@" not in name and name.endswith(".dcm"):
+                    current[path.stem] = self._current(path)
+                    if not path.exists():  # a link to a version that is gone
+                        path.unlink(missing_ok=True)
+                        removed += 1
+            for name in names:
+                stem, at, rest = name.partition("@")
+                if not at or not rest.endswith(".dcm"):
+                    continue
+                if str(current.get(stem)) != rest[: -len(".dcm")]:
+                    (folder / name).unlink(missing_ok=True)
+                    removed += 1
+        return removed

@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts    INTEGER NOT NULL DEFAULT 0,
     lease       INTEGER NOT NULL DEFAULT 0,
     leased      INTEGER NOT NULL DEFAULT 0,
-    last_error  TEXT
+    last_error  TEXT,
+    object_key  TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_visible ON messages (visible_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -36,9 +37,26 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     failed_at   REAL    NOT NULL,
     attempts    INTEGER NOT NULL,
     lease       INTEGER NOT NULL DEFAULT 0,
-    reason      TEXT    NOT NULL
+    reason      TEXT    NOT NULL,
+    object_key  TEXT
 );
 """
+# Columns added after the first release of the schema: (table, column, declaration).
+_ADDED_COLUMNS = (
+    ("messages", "object_key", "TEXT"),
+    ("dead_letters", "lease", "INTEGER NOT NULL DEFAULT 0"),
+    ("dead_letters", "object_key", "TEXT"),
+)
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS messages_object ON messages (object_key);
+CREATE INDEX IF NOT EXISTS dead_letters_object ON dead_letters (object_key);
+"""
+
+
+def object_key(attributes: dict[str, str]) -> str | None:
+    """The object version a message points at, from its attributes (for reconciliation)."""
+    uri, generation = attributes.get("object_uri"), attributes.get("object_generation")
+    return f"{uri}#{generation}" if uri and generation else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +114,15 @@ class SqliteQueue:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+        self._db.executescript(_INDEXES)
         self._closed = False
+
+    def _migrate(self) -> None:
+        for table, column, declaration in _ADDED_COLUMNS:
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     @property
     def max_attempts(self) -> int:
@@ -134,10 +160,12 @@ class SqliteQueue:
 
     def publish(self, body: bytes, attributes: dict[str, str] | None = None) -> str:
         now = time.time()
+        key = object_key(attributes or {})
         with self._lock, self._transaction() as db:
             cursor = db.execute(
-                "INSERT INTO messages (body, published, visible_at) VALUES (?, ?, ?)",
-                (body, now, now),
+                "INSERT INTO messages (body, published, visible_at, object_key)"
+                " VALUES (?, ?, ?, ?)",
+                (body, now, now, key),
             )
             message_id = str(cursor.lastrowid)
             self._wakeup.notify_all()
@@ -173,6 +201,16 @@ class SqliteQueue:
         with self._lock:
             if not self._closed:
                 self._wakeup.wait(timeout)
+
+    def has_object(self, key: str) -> bool:
+        """Whether any message, live or dead-lettered, points at this object version."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE object_key = ?)"
+                " OR EXISTS (SELECT 1 FROM dead_letters WHERE object_key = ?)",
+                (key, key),
+            ).fetchone()
+        return bool(row[0])
 
     def wake(self) -> None:
         """Wake every thread blocked in ``wait``."""
@@ -245,8 +283,9 @@ class SqliteQueue:
     def _move_to_dead(db: sqlite3.Connection, message_id: int, reason: str, now: float) -> None:
         db.execute(
             "INSERT OR REPLACE INTO dead_letters"
-            " (id, body, published, failed_at, attempts, lease, reason)"
-            " SELECT id, body, published, ?, attempts, lease, ? FROM messages WHERE id = ?",
+            " (id, body, published, failed_at, attempts, lease, reason, object_key)"
+            " SELECT id, body, published, ?, attempts, lease, ?, object_key"
+            " FROM messages WHERE id = ?",
             (now, reason, message_id),
         )
         db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
@@ -289,8 +328,9 @@ class SqliteQueue:
                 cursor = db.execute(
                     # The lease counter carries on, so a delivery from before the dead-letter
                     # can never settle the requeued message.
-                    "INSERT INTO messages (id, body, published, visible_at, lease)"
-                    " SELECT id, body, published, ?, lease FROM dead_letters WHERE id = ?",
+                    "INSERT INTO messages (id, body, published, visible_at, lease, object_key)"
+                    " SELECT id, body, published, ?, lease, object_key"
+                    " FROM dead_letters WHERE id = ?",
                     (now, message_id),
                 )
                 if cursor.rowcount:

@@ -60,3 +60,11 @@ def write_part10(dest: BinaryIO, meta: bytes, source: BinaryIO, length: int) -> 
         remaining -= len(chunk)
     dest.flush()
     return len(meta) + length, crc32c_b64(int.from_bytes(checksum.digest(), "big"))
+
+
+def stream_crc32c(source: BinaryIO) -> str:
+    """The CRC32C of everything left in source, read in bounded chunks."""
+    checksum = google_crc32c.Checksum()
+    while chunk := source.read(_CHUNK):
+        checksum.update(chunk)
+    return crc32c_b64(int.from_bytes(checksum.digest(), "big"))

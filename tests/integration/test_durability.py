@@ -183,3 +183,29 @@ def test_cli_reports_bad_configuration_readably(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     result = run_cli("status", "--spool_dir", str(tmp_path / "nowhere"))
     assert result.returncode == 2 and "no queue at" in result.stderr
+
+
+def test_lost_queue_database_is_rebuilt_from_the_spool(
+    orthanc: Orthanc, tmp_path: Path, processes: list[IngestProcess]
+) -> None:
+    """Objects are the source of truth: with the queue gone, a restart re-enqueues them all."""
+    spool = tmp_path / "spool"
+    first = start(processes, spool, unreachable(), "--min_backoff", "30", "--max_backoff", "30")
+    study = generate_uid()
+    assoc = scu().associate("127.0.0.1", first.port, ae_title="IMPORTADAPTER")
+    sent = []
+    for n in range(10):
+        ds = ct_dataset(study=study, seed=n)
+        assert assoc.send_c_store(ds).Status == 0x0000
+        sent.append(str(ds.SOPInstanceUID))
+    assoc.release()
+    assert first.terminate() == 0
+    for path in spool.glob("queue.sqlite3*"):
+        path.unlink()
+
+    second = start(processes, spool, orthanc.dicomweb)
+    wait_until(lambda: set(sent) <= study_instances(orthanc, study), 60, "uploads")
+    assert "spool reconciled: 10 objects had no message" in second.output()
+    assert second.terminate() == 0
+    result = run_cli("reconcile", "--spool_dir", str(spool))
+    assert result.returncode == 0 and "0 had no message" in result.stdout

@@ -90,6 +90,8 @@ def test_attributes_carry_only_routing_fields() -> None:
         "schema_version": str(SCHEMA_VERSION),
         "study_instance_uid": "1.2.3",
         "sop_instance_uid": "1.2.3.4.5",
+        "object_uri": message.uri,
+        "object_generation": message.generation,
     }
 
 

@@ -1,0 +1,94 @@
+"""Reconciliation: every stored object has a message, even if the queue lost or never got it.
+
+A power cut after an object is durable but before its message is, a deleted or damaged queue
+database, or a publish that failed: each leaves an object without a message. Reconciliation
+walks the spool and rebuilds the message of every current object that no message names,
+entirely from the object itself (file meta, the dataset's UIDs, size, checksum, time).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydicom.filereader import read_file_meta_info
+
+from dicom_ingest.message import InstanceMessage, MessageError, encode
+from dicom_ingest.objectstore import SpoolObjectStore, StoredObject
+from dicom_ingest.queue import SqliteQueue, object_key
+
+from .dataset_scan import MalformedDataset, part10_dataset_offset, scan_dataset
+from .part10 import stream_crc32c
+
+log = logging.getLogger(__name__)
+
+
+class UnusableObject(ValueError):
+    """A stored object from which no message can be rebuilt."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    objects: int
+    enqueued: int
+    unusable: int
+    pruned: int
+
+
+def rebuild_message(stored: StoredObject, path: Path, called_ae: str) -> InstanceMessage:
+    """The message the receiver would have published for this object."""
+    try:
+        meta = read_file_meta_info(path)
+        syntax = str(meta.TransferSyntaxUID)
+        with open(path, "rb") as handle:
+            handle.seek(part10_dataset_offset(handle))
+            summary = scan_dataset(handle, syntax)
+            handle.seek(0)
+            crc32c = stream_crc32c(handle)
+        received = datetime.fromtimestamp(os.stat(path).st_mtime, UTC)
+        return InstanceMessage(
+            uri=stored.uri,
+            generation=stored.generation,
+            size=stored.size,
+            crc32c=crc32c,
+            sop_class_uid=str(meta.MediaStorageSOPClassUID),
+            sop_instance_uid=str(meta.MediaStorageSOPInstanceUID),
+            study_instance_uid=str(summary.study_instance_uid or ""),
+            series_instance_uid=str(summary.series_instance_uid or ""),
+            transfer_syntax_uid=syntax,
+            calling_ae=str(meta.get("SourceApplicationEntityTitle", "")).strip(),
+            called_ae=called_ae,
+            received_at=received.isoformat(timespec="milliseconds"),
+        )
+    except (OSError, MalformedDataset, MessageError, AttributeError, ValueError) as exc:
+        raise UnusableObject(str(exc)) from exc
+
+
+def reconcile(
+    objects: SpoolObjectStore, queue: SqliteQueue, called_ae: str, prune: bool = False
+) -> ReconcileReport:
+    """Enqueue a rebuilt message for each current object that no message points at."""
+    pruned = objects.prune() if prune else 0
+    seen = enqueued = unusable = 0
+    for stored, path in objects.current_objects():
+        seen += 1
+        message_attributes = {"object_uri": stored.uri, "object_generation": stored.generation}
+        key = object_key(message_attributes)
+        if key is None or queue.has_object(key):
+            continue
+        try:
+            message = rebuild_message(stored, path, called_ae)
+        except UnusableObject as exc:
+            unusable += 1
+            log.error("cannot rebuild a message for %s: %s", stored.uri, exc)
+            continue
+        message_id = queue.publish(encode(message), message.attributes)
+        enqueued += 1
+        log.info(
+            "re-enqueued an object that had no message",
+            extra={"sop_instance_uid": message.sop_instance_uid, "message_id": message_id},
+        )
+    return ReconcileReport(seen, enqueued, unusable, pruned)
