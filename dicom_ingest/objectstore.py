@@ -60,8 +60,8 @@ class ObjectStore(Protocol):
         """The new generation's message was not committed: undo ``put``."""
         ...
 
-    def staging_dir(self) -> Path:
-        """A directory where the receiver may stage files for ``put``."""
+    def reserve(self, key: str) -> Path:
+        """A local path where the caller writes a new version of key before ``put``."""
         ...
 
     def open(self, uri: str, generation: str) -> BinaryIO:
@@ -144,24 +144,56 @@ class SpoolObjectStore:
             raise ObjectStoreError(f"unexpected link target for {logical.name}")
         return int(generation)
 
-    def put(self, key: str, staged: Path, size: int, crc32c: str) -> StoredObject:
+    def _logical(self, key: str) -> Path:
         logical = Path(os.path.normpath(self._root / key))
-        if self._root not in logical.parents:
+        if self._root not in logical.parents or not logical.name.endswith(".dcm"):
             raise ObjectStoreError("object key escapes the spool")
+        return logical
+
+    def _ensure_directories(self, logical: Path) -> None:
+        """Create the object's directories durably (caller holds the lock), so no thread can
+        answer a PACS for an object in a directory that a power cut could still lose."""
+        for directory in (logical.parent.parent, logical.parent):
+            if not directory.is_dir():
+                directory.mkdir(exist_ok=True)
+                _fsync_dir(directory.parent)
+
+    def _next_generation(self, previous: int | None) -> int:
+        generation = max(time.time_ns(), self._last_generation + 1, (previous or 0) + 1)
+        self._last_generation = generation
+        return generation
+
+    def reserve(self, key: str) -> Path:
+        """The path of a new version of key, in its final directory: writing it there and
+        handing it to ``put`` saves a file creation and a rename per instance. A reserved
+        version that never reaches ``put`` is removed by the caller, or by ``prune``."""
+        logical = self._logical(key)
+        with self._lock:
+            self._ensure_directories(logical)
+            generation = self._next_generation(self._current(logical))
+        return self._version_path(logical, generation)
+
+    def put(self, key: str, staged: Path, size: int, crc32c: str) -> StoredObject:
+        logical = self._logical(key)
         with open(staged, "rb+") as handle:
             os.fsync(handle.fileno())
         with self._lock:
-            # Directories are created and made durable under the lock, so no other thread can
-            # answer a PACS for an object in a directory that a power cut could still lose.
-            missing = [d for d in (logical.parent.parent, logical.parent) if not d.is_dir()]
-            for directory in missing:
-                directory.mkdir(exist_ok=True)
-                _fsync_dir(directory.parent)
+            self._ensure_directories(logical)
             previous = self._current(logical)
-            generation = max(time.time_ns(), self._last_generation + 1, (previous or 0) + 1)
-            self._last_generation = generation
-            target = self._version_path(logical, generation)
-            os.rename(staged, target)
+            stem, at, rest = staged.name.partition("@")
+            reserved = (
+                staged.parent == logical.parent
+                and stem == logical.stem
+                and at == "@"
+                and rest.endswith(".dcm")
+                and rest[: -len(".dcm")].isdigit()
+            )
+            generation = int(rest[: -len(".dcm")]) if reserved else 0
+            if not reserved or (previous is not None and generation <= previous):
+                # Written elsewhere, or overtaken by a later reservation of the same key:
+                # this version becomes the newest under a fresh generation.
+                generation = self._next_generation(previous)
+                os.rename(staged, self._version_path(logical, generation))
             self._point(logical, generation)
         _fsync_dir(logical.parent)  # outside the lock: concurrent associations overlap here
         return StoredObject(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -107,10 +106,10 @@ class StoreService:
                 request.calling_ae,
             )
             key = object_key(study, series, request.sop_instance_uid)
-            fd, staged_name = tempfile.mkstemp(dir=self._objects.staging_dir(), suffix=".part")
-            staged = Path(staged_name)
+            staged: Path | None = None
             try:
-                with os.fdopen(fd, "wb") as dest:
+                staged = self._objects.reserve(key)
+                with open(staged, "xb") as dest:
                     source.seek(offset)
                     length = os.fstat(source.fileno()).st_size - offset
                     size, crc = write_part10(dest, meta, source, length)
@@ -121,9 +120,9 @@ class StoreService:
                     exc,
                     extra={"sop_instance_uid": request.sop_instance_uid},
                 )
+                if staged is not None:
+                    staged.unlink(missing_ok=True)
                 return StoreResult(Status.STORAGE_UNAVAILABLE, "Storage unavailable; retry later")
-            finally:
-                staged.unlink(missing_ok=True)  # put moved it away on success
 
         try:
             message = InstanceMessage(

@@ -222,3 +222,32 @@ def test_a_new_store_on_the_same_spool_sees_objects(tmp_path: Path) -> None:
     assert int(newer.generation) > int(stored.generation)
     with pytest.raises(ObjectSuperseded):
         first.open(stored.uri, stored.generation)
+
+
+def test_reserved_version_is_written_in_place(store: SpoolObjectStore) -> None:
+    path = store.reserve(KEY)
+    assert path.parent == store.root / "1.2.3" / "1.2.3.4"
+    path.write_bytes(b"written in place")
+    stored = store.put(KEY, path, 16, "crc==")
+    assert path.name == f"1.2.3.4.5@{stored.generation}.dcm"
+    assert read(store, stored) == b"written in place"
+
+
+def test_overtaken_reservation_becomes_the_newest(store: SpoolObjectStore) -> None:
+    slow, fast = store.reserve(KEY), store.reserve(KEY)
+    fast.write_bytes(b"fast")
+    slow.write_bytes(b"slow")
+    first = store.put(KEY, fast, 4, "crc==")
+    second = store.put(KEY, slow, 4, "crc==")
+    assert int(second.generation) > int(first.generation)
+    assert second.previous == first.generation
+    assert read(store, second) == b"slow"
+    with pytest.raises(ObjectSuperseded):
+        store.open(first.uri, first.generation)
+
+
+def test_prune_removes_an_abandoned_reservation(store: SpoolObjectStore) -> None:
+    kept = put(store, b"kept")
+    store.reserve(KEY).write_bytes(b"half written before a crash")
+    assert store.prune() == 1
+    assert read(store, kept) == b"kept"

@@ -130,3 +130,37 @@ def test_write_part10_raises_when_the_source_is_short(tmp_path: Path) -> None:
     data = dataset_bytes()
     with open(tmp_path / "out.dcm", "wb") as dest, pytest.raises(OSError, match="shrank"):
         write_part10(dest, meta, io.BytesIO(data), len(data) + 10)
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "sop", "syntax", "ae"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", "1.2.840.10008.1.2.1", "PACS"),
+        ("1.2.840.10008.5.1.4.1.1.7", "1.2.3.45", "1.2.840.10008.1.2", "ODDAE"),
+        ("1.2.840.10008.5.1.4.1.1.77.1.6", "2.25.1", "1.2.840.10008.1.2.4.201", ""),
+    ],
+)
+def test_meta_is_byte_identical_to_pydicoms_encoding(
+    sop_class: str, sop: str, syntax: str, ae: str
+) -> None:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import UID
+
+    from receiver.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop)
+    meta.TransferSyntaxUID = UID(syntax)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    if ae:
+        meta.SourceApplicationEntityTitle = ae
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+    assert file_meta_bytes(sop_class, sop, syntax, ae) == buffer.getvalue()
