@@ -2,8 +2,8 @@
 
 Each workload is sent by DCMTK ``storescu`` over one association (Explicit VR Little Endian)
 to a freshly started receiver; the wall time of ``storescu`` is the figure. dicom-ingest's
-uploader points at a closed port, so it measures the receiver alone: durable write (fsync)
-plus queue commit. See benchmarks/README.md.
+uploader points at a DICOM store that never answers, so one upload waits all run long and the
+receiver alone is measured: durable write (fsync) plus queue commit. See benchmarks/README.md.
 
     /work/venv/bin/python benchmarks/bench_receive.py [--workdir DIR] [--skip-large]
 """
@@ -77,6 +77,10 @@ class Run:
 
 
 # --- workloads -------------------------------------------------------------------------------
+
+
+# Listening sockets kept open for the whole run (see run_target).
+SILENT_STORES: list[socket.socket] = []
 
 
 def _header(w: Workload, study: str, series: str, number: int) -> Dataset:
@@ -223,11 +227,17 @@ def receiver(
 
     else:
         spool = run_dir / "spool"
+        # A DICOM store that accepts the connection and never answers: the one upload worker
+        # waits on its first request for the whole run, so only the receiver is measured.
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        SILENT_STORES.append(silent)
         argv = [
             DICOM_INGEST, "local", "--spool_dir", str(spool), "--dimse_port", str(port),
             "--dimse_bind", "127.0.0.1", "--log_format", "json", "--upload_workers", "1",
-            "--dicomweb_address", f"http://127.0.0.1:{free_port()}/dicom-web",  # closed port
-            "--min_backoff", "600", "--max_backoff", "600",
+            "--batch_max_instances", "1", "--http_timeout", "3600",
+            "--dicomweb_address", f"http://127.0.0.1:{silent.getsockname()[1]}/dicom-web",
         ]  # fmt: skip
         argv += [] if max_pdu is None else ["--max_pdu", str(max_pdu)]
 
