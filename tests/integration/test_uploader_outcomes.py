@@ -7,6 +7,7 @@ and checks the outcome and what the server received.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,3 +249,82 @@ def test_bearer_token_is_sent_and_not_logged(
     [post] = fake_dicomweb.posts()
     assert post.headers["Authorization"] == "Bearer s3cret-token"
     assert "s3cret-token" not in caplog.text
+
+
+def service_account(tmp_path: Path, base: str) -> Path:
+    """A service-account key file whose token endpoint is the fake server (a fresh RSA key)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    path = tmp_path / "adc.json"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "test-project",
+                "private_key_id": "test-key",
+                "private_key": pem,
+                "client_email": "uploader@test-project.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": f"{base}/token",
+            }
+        )
+    )
+    return path
+
+
+def test_application_default_credentials_through_google_auth(
+    tmp_path: Path, fake_dicomweb: FakeDicomWeb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--auth adc: google-auth finds the credentials, gets a token, and signs each request.
+
+    The token endpoint is the fake server too, so the whole OAuth refresh runs offline.
+    """
+    base = fake_dicomweb.url.removesuffix("/dicomWeb")
+
+    def respond(request: Recorded) -> Reply:
+        if request.path == "/token":
+            return Reply(200, {"access_token": "ya29.test-token", "expires_in": 3600})
+        return Reply(200, referenced(request.sop_uids))
+
+    fake_dicomweb.responder = respond
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(service_account(tmp_path, base)))
+    store = SpoolObjectStore(tmp_path / "spool")
+    message = put_instance(store, ct_dataset())
+    client = HttpDicomWebClient(fake_dicomweb.url, make_session("adc"), timeout=(2.0, 5.0))
+    [outcome] = UploadService(store, client).process([message])
+    assert outcome.action is Action.DONE
+    token_request, post = fake_dicomweb.posts()
+    assert token_request.path == "/token"
+    headers = {k.lower(): v for k, v in post.headers.items()}
+    assert headers["authorization"] == "Bearer ya29.test-token"
+    assert post.sop_uids == [message.sop_instance_uid]
+
+
+def test_unauthorized_is_not_resent_with_an_empty_body(
+    tmp_path: Path, fake_dicomweb: FakeDicomWeb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 401 is an outcome (dead letter with the reason), not a refresh-and-resend that would
+    send the already consumed stream again."""
+    base = fake_dicomweb.url.removesuffix("/dicomWeb")
+
+    def respond(request: Recorded) -> Reply:
+        if request.path == "/token":
+            return Reply(200, {"access_token": "ya29.revoked", "expires_in": 3600})
+        return Reply(401, "Request had invalid authentication credentials.")
+
+    fake_dicomweb.responder = respond
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(service_account(tmp_path, base)))
+    store = SpoolObjectStore(tmp_path / "spool")
+    message = put_instance(store, ct_dataset())
+    client = HttpDicomWebClient(fake_dicomweb.url, make_session("adc"), timeout=(2.0, 5.0))
+    [outcome] = UploadService(store, client).process([message])
+    assert outcome.action is Action.DEAD
+    assert "invalid authentication credentials" in outcome.reason
+    assert len(fake_dicomweb.posts()) == 2  # one token request, one STOW-RS; no resend
