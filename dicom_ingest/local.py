@@ -87,6 +87,8 @@ class LocalPipeline:
             batch=up.batch_max_instances,
             lease_seconds=up.lease_seconds,
             backoff=Backoff(up.min_backoff, up.max_backoff),
+            # Kept objects must not look unsent to the next start-up's reconciliation.
+            remember_settled=up.keep_uploaded,
         )
         self._stopped = False
 

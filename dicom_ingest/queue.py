@@ -48,6 +48,10 @@ _ADDED_COLUMNS = (
     ("dead_letters", "object_key", "TEXT"),
 )
 _INDEXES = """
+CREATE TABLE IF NOT EXISTS settled (
+    object_key  TEXT PRIMARY KEY,
+    settled_at  REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS messages_object ON messages (object_key);
 CREATE INDEX IF NOT EXISTS dead_letters_object ON dead_letters (object_key);
 """
@@ -203,12 +207,13 @@ class SqliteQueue:
                 self._wakeup.wait(timeout)
 
     def has_object(self, key: str) -> bool:
-        """Whether any message, live or dead-lettered, points at this object version."""
+        """Whether a message (live, dead-lettered or settled) points at this object version."""
         with self._lock:
             row = self._db.execute(
                 "SELECT EXISTS (SELECT 1 FROM messages WHERE object_key = ?)"
-                " OR EXISTS (SELECT 1 FROM dead_letters WHERE object_key = ?)",
-                (key, key),
+                " OR EXISTS (SELECT 1 FROM dead_letters WHERE object_key = ?)"
+                " OR EXISTS (SELECT 1 FROM settled WHERE object_key = ?)",
+                (key, key, key),
             ).fetchone()
         return bool(row[0])
 
@@ -225,9 +230,20 @@ class SqliteQueue:
             return None
         return max(0.0, float(row[0]) - time.time())
 
-    def ack(self, delivery: Delivery) -> bool:
-        """Remove the message; False when the lease was lost (another delivery holds it)."""
+    def ack(self, delivery: Delivery, remember: bool = False) -> bool:
+        """Remove the message; False when the lease was lost (another delivery holds it).
+
+        With remember, its object version is recorded as settled, so reconciliation does not
+        enqueue it again while the object stays in the spool (``--keep_uploaded``).
+        """
         with self._lock, self._transaction() as db:
+            if remember:
+                db.execute(
+                    "INSERT OR IGNORE INTO settled (object_key, settled_at)"
+                    " SELECT object_key, ? FROM messages"
+                    " WHERE id = ? AND lease = ? AND object_key IS NOT NULL",
+                    (time.time(), int(delivery.message_id), delivery.lease),
+                )
             cursor = db.execute(
                 "DELETE FROM messages WHERE id = ? AND lease = ?",
                 (int(delivery.message_id), delivery.lease),

@@ -28,10 +28,16 @@ class Backoff:
         return (rng or random).uniform(ceiling / 2, ceiling)
 
 
-def settle(queue: SqliteQueue, delivery: Delivery, outcome: Outcome, backoff: Backoff) -> bool:
+def settle(
+    queue: SqliteQueue,
+    delivery: Delivery,
+    outcome: Outcome,
+    backoff: Backoff,
+    remember: bool = False,
+) -> bool:
     """Apply one outcome to the queue: ack, retry later or dead-letter; False if lease lost."""
     if outcome.action in (Action.DONE, Action.SUPERSEDED, Action.SKIPPED):
-        return queue.ack(delivery)
+        return queue.ack(delivery, remember=remember)
     if outcome.action is Action.RETRY:
         return queue.retry(delivery, backoff.delay(delivery.attempt), outcome.reason)
     return queue.dead_letter(delivery, outcome.reason or outcome.action.value)
@@ -70,7 +76,9 @@ class QueueWorkers:
         batch: int = 16,
         lease_seconds: float = 900.0,
         backoff: Backoff = Backoff(),
+        remember_settled: bool = False,
     ) -> None:
+        self._remember = remember_settled
         self._queue = queue
         self._service = service
         self._batch = batch
@@ -124,7 +132,7 @@ class QueueWorkers:
             log.exception("upload batch failed unexpectedly")
             outcomes = [Outcome(Action.RETRY, f"{type(exc).__name__}: {exc}")] * len(messages)
         for (delivery, message), outcome in zip(decoded, outcomes, strict=True):
-            if settle(self._queue, delivery, outcome, self._backoff):
+            if settle(self._queue, delivery, outcome, self._backoff, self._remember):
                 self._service.finish(message, outcome)
             else:
                 log.warning("lease lost before settling", extra={"message_id": delivery.message_id})

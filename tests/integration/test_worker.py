@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage
 from support.datasets import ct_dataset
 from support.fake_dicomweb import FakeDicomWeb, Reply, referenced
 from support.net import wait_until
 from support.spool import put_instance
 
+from dicom_ingest.local import LocalPipeline
 from dicom_ingest.message import encode
 from dicom_ingest.objectstore import SpoolObjectStore
 from dicom_ingest.queue import SqliteQueue
@@ -55,7 +59,7 @@ def test_object_is_removed_only_after_the_acknowledgement(
     queue.publish(encode(message))
     order: list[str] = []
     real_ack, real_delete = queue.ack, store.delete
-    queue.ack = lambda d: order.append("ack") or real_ack(d)  # type: ignore[method-assign]
+    queue.ack = lambda d, remember=False: order.append("ack") or real_ack(d, remember)  # type: ignore[method-assign]
     store.delete = lambda u, g: order.append("delete") or real_delete(u, g)  # type: ignore[method-assign]
     assert pool.work_once()
     assert order == ["ack", "delete"]
@@ -71,3 +75,24 @@ def test_failed_uploads_keep_their_objects(tmp_path: Path, fake_dicomweb: FakeDi
     assert queue.stats().dead == 1
     with store.open(message.uri, message.generation) as handle:  # still there for a requeue
         assert handle.read()
+
+
+def test_kept_uploads_are_not_sent_again_after_a_restart(
+    tmp_path: Path, fake_dicomweb: FakeDicomWeb, pipelines: Callable[..., LocalPipeline]
+) -> None:
+    spool = tmp_path / "kept"
+    first = pipelines(fake_dicomweb.url, spool=spool, keep_uploaded=True)
+    assoc = AE(ae_title="PACS")
+    assoc.add_requested_context(CTImageStorage)
+    association = assoc.associate("127.0.0.1", first.receiver.port, ae_title="IMPORTADAPTER")
+    for seed in range(2):
+        assert association.send_c_store(ct_dataset(seed=seed)).Status == 0x0000
+    association.release()
+    wait_until(lambda: first.queue.stats().pending + first.queue.stats().in_flight == 0, 20, "up")
+    first.stop()
+    assert len(fake_dicomweb.posts()) >= 1
+    assert len(list((spool / "objects").rglob("*@*.dcm"))) == 2  # kept
+
+    second = pipelines(fake_dicomweb.url, spool=spool, keep_uploaded=True)
+    stats = second.queue.stats()
+    assert stats.pending + stats.in_flight + stats.retrying == 0  # nothing re-enqueued
