@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from dicom_ingest.flags import ConfigError, Flag, parse_list
@@ -81,7 +81,6 @@ class ReceiverConfig:
     network_timeout: float = 60.0
     extra_sop_classes: tuple[str, ...] = ()
     shutdown_grace: float = 30.0
-    run_loop_delay: float = field(default=0.0002, repr=False)
 
     def __post_init__(self) -> None:
         _check_ae(self.dimse_aet, "--dimse_aet")
