@@ -23,6 +23,7 @@ from .message import MessageError, decode
 from .queue import SqliteQueue
 
 QUEUE_FILE = "queue.sqlite3"
+RECONCILE_MIN_AGE = 60.0
 
 COMMON_FLAGS = (
     Flag("log_format", "log output", "text", choices=("text", "json")),
@@ -166,7 +167,8 @@ def _run_reconcile(namespace: argparse.Namespace) -> int:
     queue = _open_queue(spool)
     called_ae = resolve((RECEIVER_FLAGS[0],), namespace)["dimse_aet"]
     try:
-        report = reconcile(SpoolObjectStore(spool), queue, called_ae)
+        # The pipeline may be running: leave objects alone that are seconds old.
+        report = reconcile(SpoolObjectStore(spool), queue, called_ae, min_age=RECONCILE_MIN_AGE)
     finally:
         queue.close()
     print(

@@ -30,6 +30,10 @@ class ObjectSuperseded(ObjectStoreError):
     """The requested generation has been replaced by a newer one."""
 
 
+class ObjectBusy(ObjectStoreError):
+    """A newer generation is being stored; ask again later."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredObject:
     """A durably stored object version."""
@@ -139,10 +143,27 @@ class SpoolObjectStore:
             target = os.readlink(logical)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:  # EINVAL: a plain file where a link belongs
+            raise ObjectStoreError(f"{logical.name} is not an object link") from exc
         generation = target[target.rfind("@") + 1 : -len(".dcm")]
         if not (generation.isascii() and generation.isdigit()):
             raise ObjectStoreError(f"unexpected link target for {logical.name}")
         return int(generation)
+
+    @staticmethod
+    def _generations(logical: Path) -> list[int]:
+        """Every version of one object on disk, oldest first (a scan of its directory: only
+        on the rare paths, a resent instance or a failed store)."""
+        prefix = f"{logical.stem}@"
+        found = []
+        with os.scandir(logical.parent) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith(prefix) and name.endswith(".dcm"):
+                    generation = name[len(prefix) : -len(".dcm")]
+                    if generation.isascii() and generation.isdigit():
+                        found.append(int(generation))
+        return sorted(found)
 
     def _logical(self, key: str) -> Path:
         logical = Path(os.path.normpath(self._root / key))
@@ -168,10 +189,12 @@ class SpoolObjectStore:
         handing it to ``put`` saves a file creation and a rename per instance. A reserved
         version that never reaches ``put`` is removed by the caller, or by ``prune``."""
         logical = self._logical(key)
-        with self._lock:
+        with self._lock:  # created under the lock, so delete cannot remove its directory
             self._ensure_directories(logical)
             generation = self._next_generation(self._current(logical))
-        return self._version_path(logical, generation)
+            path = self._version_path(logical, generation)
+            path.touch(exist_ok=False)
+        return path
 
     def put(self, key: str, staged: Path, size: int, crc32c: str) -> StoredObject:
         logical = self._logical(key)
@@ -195,7 +218,13 @@ class SpoolObjectStore:
                 generation = self._next_generation(previous)
                 os.rename(staged, self._version_path(logical, generation))
             self._point(logical, generation)
-        _fsync_dir(logical.parent)  # outside the lock: concurrent associations overlap here
+        try:
+            _fsync_dir(logical.parent)  # outside the lock: concurrent associations overlap
+        except OSError:
+            with self._lock:  # not durable: undo the switch, so the caller may discard it
+                if self._current(logical) == generation:
+                    self._point_below(logical, generation)
+            raise
         return StoredObject(
             self.uri_for(key),
             str(generation),
@@ -211,24 +240,32 @@ class SpoolObjectStore:
         os.symlink(self._version_path(logical, generation).name, link)
         os.rename(link, logical)
 
+    def _point_below(self, logical: Path, generation: int) -> None:
+        """Make the newest version older than generation current, or remove the object's
+        link when there is none (caller holds the lock)."""
+        older = [g for g in self._generations(logical) if g < generation]
+        if older:
+            self._point(logical, older[-1])
+        else:
+            logical.unlink(missing_ok=True)
+
     def commit(self, stored: StoredObject) -> None:
-        if stored.previous is not None:
-            logical = self._path_for(stored.uri)
-            self._version_path(logical, stored.previous).unlink(missing_ok=True)
+        if stored.previous is None:
+            return  # a first version: nothing older to remove (the common case)
+        logical = self._path_for(stored.uri)
+        with self._lock:
+            for generation in self._generations(logical):
+                if generation < int(stored.generation):
+                    self._version_path(logical, generation).unlink(missing_ok=True)
 
     def rollback(self, stored: StoredObject) -> None:
         logical = self._path_for(stored.uri)
+        ours = int(stored.generation)
         with self._lock:
-            if self._current(logical) == int(stored.generation):
-                restorable = stored.previous is not None and (
-                    self._version_path(logical, stored.previous).exists()
-                )
-                if restorable:
-                    self._point(logical, str(stored.previous))
-                else:
-                    logical.unlink(missing_ok=True)
+            if self._current(logical) == ours:
+                self._point_below(logical, ours)
                 _fsync_dir(logical.parent)
-            self._version_path(logical, stored.generation).unlink(missing_ok=True)
+            self._version_path(logical, ours).unlink(missing_ok=True)
 
     def open(self, uri: str, generation: str) -> BinaryIO:
         logical = self._path_for(uri)
@@ -236,9 +273,13 @@ class SpoolObjectStore:
         if current is None:
             raise ObjectMissing(f"no object at {uri} generation {generation}")
         if current != int(generation):
-            if current > int(generation):
-                raise ObjectSuperseded(f"generation {generation} superseded by {current}")
-            raise ObjectMissing(f"no generation {generation} at {uri} (current {current})")
+            if current < int(generation):
+                raise ObjectMissing(f"no generation {generation} at {uri} (current {current})")
+            if self._version_path(logical, generation).exists():
+                # The newer version's message is not committed yet (commit removes older
+                # versions); if it fails, this one becomes current again.
+                raise ObjectBusy(f"generation {current} of {uri} is still being stored")
+            raise ObjectSuperseded(f"generation {generation} superseded by {current}")
         try:
             return open(self._version_path(logical, generation), "rb")
         except FileNotFoundError as exc:  # replaced between reading the link and opening
@@ -265,7 +306,10 @@ class SpoolObjectStore:
                 if "@" in name or not name.endswith(".dcm"):
                     continue
                 logical = Path(directory) / name
-                generation = self._current(logical)
+                try:
+                    generation = self._current(logical)
+                except ObjectStoreError:
+                    continue  # not one of ours
                 if generation is None:
                     continue
                 version = self._version_path(logical, generation)
@@ -277,7 +321,9 @@ class SpoolObjectStore:
                 yield StoredObject(self.uri_for(key), str(generation), size, ""), version
 
     def prune(self) -> int:
-        """Remove what a crash can leave behind: unlinked versions, dangling or temporary links.
+        """Remove what a crash can leave behind: versions that are not current (a reserved one
+        never stored, or an older one whose replacement's commit did not happen), dangling or
+        temporary links.
 
         Only for a process that owns the spool and before it accepts associations: a version
         being written right now is also unlinked for a moment.
@@ -292,7 +338,11 @@ class SpoolObjectStore:
                     path.unlink(missing_ok=True)
                     removed += 1
                 elif "@" not in name and name.endswith(".dcm"):
-                    current[path.stem] = self._current(path)
+                    try:
+                        current[path.stem] = self._current(path)
+                    except ObjectStoreError:
+                        current[path.stem] = None  # not one of ours: left alone
+                        continue
                     if not path.exists():  # a link to a version that is gone
                         path.unlink(missing_ok=True)
                         removed += 1

@@ -127,6 +127,14 @@ class SqliteQueue:
             columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             if column not in columns:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+                if column == "object_key":
+                    # Fill it from the message bodies, so reconciliation recognises them.
+                    fill = (  # table names come from _ADDED_COLUMNS, not from input
+                        f"UPDATE {table} SET object_key ="  # noqa: S608
+                        " json_extract(body, '$.uri') || '#' || json_extract(body, '$.generation')"
+                        " WHERE object_key IS NULL AND json_valid(body)"
+                    )
+                    self._db.execute(fill)
 
     @property
     def max_attempts(self) -> int:

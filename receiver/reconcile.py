@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
 
-from dicom_ingest.message import InstanceMessage, MessageError, encode
+from dicom_ingest.message import InstanceMessage, encode
 from dicom_ingest.objectstore import SpoolObjectStore, StoredObject
 from dicom_ingest.queue import SqliteQueue, object_key
 
-from .dataset_scan import MalformedDataset, part10_dataset_offset, scan_dataset
+from .dataset_scan import part10_dataset_offset, scan_dataset
 from .part10 import stream_crc32c
 
 log = logging.getLogger(__name__)
@@ -63,16 +64,26 @@ def rebuild_message(stored: StoredObject, path: Path, called_ae: str) -> Instanc
             called_ae=called_ae,
             received_at=received.isoformat(timespec="milliseconds"),
         )
-    except (OSError, MalformedDataset, MessageError, AttributeError, ValueError) as exc:
-        raise UnusableObject(str(exc)) from exc
+    except Exception as exc:  # any damage to one object must not stop the others
+        raise UnusableObject(f"{type(exc).__name__}: {exc}") from exc
 
 
 def reconcile(
-    objects: SpoolObjectStore, queue: SqliteQueue, called_ae: str, prune: bool = False
+    objects: SpoolObjectStore,
+    queue: SqliteQueue,
+    called_ae: str,
+    prune: bool = False,
+    min_age: float = 0.0,
 ) -> ReconcileReport:
-    """Enqueue a rebuilt message for each current object that no message points at."""
+    """Enqueue a rebuilt message for each current object that no message points at.
+
+    ``prune`` is for the process that owns the spool, before it accepts associations. While
+    a pipeline runs, pass ``min_age``: an object younger than that may be between its write
+    and its publish (or between its upload's acknowledgement and its removal).
+    """
     pruned = objects.prune() if prune else 0
     seen = enqueued = unusable = 0
+    now = time.time()
     for stored, path in objects.current_objects():
         seen += 1
         message_attributes = {"object_uri": stored.uri, "object_generation": stored.generation}
@@ -80,10 +91,17 @@ def reconcile(
         if key is None or queue.has_object(key):
             continue
         try:
+            if min_age and now - path.stat().st_mtime < min_age:
+                continue
+        except FileNotFoundError:
+            continue  # uploaded and removed meanwhile
+        try:
             message = rebuild_message(stored, path, called_ae)
         except UnusableObject as exc:
             unusable += 1
             log.error("cannot rebuild a message for %s: %s", stored.uri, exc)
+            continue
+        if queue.has_object(key):  # published while it was being read
             continue
         message_id = queue.publish(encode(message), message.attributes)
         enqueued += 1

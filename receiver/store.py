@@ -14,7 +14,7 @@ from enum import IntEnum
 from pathlib import Path
 
 from dicom_ingest.message import InstanceMessage, MessageError, encode, is_valid_uid
-from dicom_ingest.objectstore import ObjectStore
+from dicom_ingest.objectstore import ObjectStore, ObjectStoreError
 from dicom_ingest.queue import Publisher
 
 from .dataset_scan import MalformedDataset, part10_dataset_offset, scan_dataset
@@ -109,18 +109,18 @@ class StoreService:
             staged: Path | None = None
             try:
                 staged = self._objects.reserve(key)
-                with open(staged, "xb") as dest:
+                with open(staged, "wb") as dest:
                     source.seek(offset)
                     length = os.fstat(source.fileno()).st_size - offset
                     size, crc = write_part10(dest, meta, source, length)
                 stored = self._objects.put(key, staged, size, crc)
-            except OSError as exc:
+            except (OSError, ObjectStoreError) as exc:
                 log.error(
                     "object store write failed: %s",
                     exc,
                     extra={"sop_instance_uid": request.sop_instance_uid},
                 )
-                if staged is not None:
+                if staged is not None:  # never made current (put undoes itself on failure)
                     staged.unlink(missing_ok=True)
                 return StoreResult(Status.STORAGE_UNAVAILABLE, "Storage unavailable; retry later")
 

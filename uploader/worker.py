@@ -56,7 +56,12 @@ class _Heartbeat:
     def _run(self) -> None:
         while not self._done.wait(self._lease / 3):
             for delivery in self._deliveries:
-                self._queue.extend(delivery, self._lease)
+                try:
+                    self._queue.extend(delivery, self._lease)
+                except Exception:  # keep beating; a lost lease shows up at settle time
+                    log.warning(
+                        "could not extend a lease", extra={"message_id": delivery.message_id}
+                    )
 
     def __enter__(self) -> _Heartbeat:
         self._thread.start()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from dicom_ingest.objectstore import (
+    ObjectBusy,
     ObjectMissing,
     ObjectStoreError,
     ObjectSuperseded,
@@ -39,11 +40,15 @@ def test_previous_generation_stays_until_commit(store: SpoolObjectStore) -> None
     first = put(store, b"version one")
     second = store.put(KEY, stage(store, b"version two"), 11, "crc==")
     assert second.previous == first.generation
-    with pytest.raises(ObjectSuperseded):
+    # Until the new version's message is committed, the old one is busy, not superseded:
+    # if the commit fails, it becomes current again and its own message must still work.
+    with pytest.raises(ObjectBusy):
         store.open(first.uri, first.generation)
     assert (store.root / "1.2.3" / "1.2.3.4" / f"1.2.3.4.5@{first.generation}.dcm").exists()
     store.commit(second)
     assert not (store.root / "1.2.3" / "1.2.3.4" / f"1.2.3.4.5@{first.generation}.dcm").exists()
+    with pytest.raises(ObjectSuperseded):
+        store.open(first.uri, first.generation)
 
 
 def test_rollback_restores_the_previous_generation(store: SpoolObjectStore) -> None:
@@ -61,6 +66,32 @@ def test_rollback_of_a_first_version_removes_the_object(store: SpoolObjectStore)
     with pytest.raises(ObjectMissing):
         store.open(only.uri, only.generation)
     assert not (store.root / KEY).is_symlink()
+
+
+def test_two_failed_stores_restore_the_last_committed_version(store: SpoolObjectStore) -> None:
+    committed = put(store, b"committed")
+    a = store.put(KEY, stage(store, b"a"), 1, "crc==")
+    b = store.put(KEY, stage(store, b"b"), 1, "crc==")
+    store.rollback(a)  # a is no longer current: only its file goes
+    store.rollback(b)  # b is current: the newest older version left is the committed one
+    assert read(store, committed) == b"committed"
+
+
+def test_reserve_creates_the_file_so_delete_keeps_its_directory(store: SpoolObjectStore) -> None:
+    only = put(store, b"uploaded")
+    reserved = store.reserve("1.2.3/1.2.3.4/1.2.3.4.6.dcm")
+    assert reserved.exists()
+    assert store.delete(only.uri, only.generation)
+    assert reserved.parent.is_dir()  # not removed under the receiver's feet
+
+
+def test_plain_files_in_the_spool_are_not_objects(store: SpoolObjectStore) -> None:
+    kept = put(store, b"kept")
+    stray = store.root / "1.2.3" / "1.2.3.4" / "notes.dcm"
+    stray.write_bytes(b"somebody's file")
+    assert [s.uri for s, _ in store.current_objects()] == [kept.uri]
+    store.prune()
+    assert stray.exists()
 
 
 def test_rollback_leaves_a_newer_concurrent_version_alone(store: SpoolObjectStore) -> None:
@@ -238,7 +269,9 @@ def test_overtaken_reservation_becomes_the_newest(store: SpoolObjectStore) -> No
     fast.write_bytes(b"fast")
     slow.write_bytes(b"slow")
     first = store.put(KEY, fast, 4, "crc==")
+    store.commit(first)
     second = store.put(KEY, slow, 4, "crc==")
+    store.commit(second)
     assert int(second.generation) > int(first.generation)
     assert second.previous == first.generation
     assert read(store, second) == b"slow"
@@ -251,3 +284,21 @@ def test_prune_removes_an_abandoned_reservation(store: SpoolObjectStore) -> None
     store.reserve(KEY).write_bytes(b"half written before a crash")
     assert store.prune() == 1
     assert read(store, kept) == b"kept"
+
+
+def test_put_that_cannot_be_made_durable_leaves_the_previous_version_current(
+    store: SpoolObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dicom_ingest import objectstore
+
+    first = put(store, b"durable")
+    staged = stage(store, b"never durable")
+
+    def failing_fsync_dir(path: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(objectstore, "_fsync_dir", failing_fsync_dir)
+    with pytest.raises(OSError):
+        store.put(KEY, staged, 13, "crc==")
+    monkeypatch.undo()
+    assert read(store, first) == b"durable"

@@ -353,3 +353,38 @@ def test_concurrent_publishers_each_message_pulled_once(queue: SqliteQueue) -> N
     }
     assert all(d.attempt == 1 for d in pulled)
     assert queue.stats().in_flight == threads_count * per_thread
+
+
+def test_an_older_database_is_migrated_and_its_messages_recognised(tmp_path: Path) -> None:
+    """A queue file from before object keys: columns are added and filled from the bodies."""
+    import json
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL,
+            published REAL NOT NULL, visible_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            lease INTEGER NOT NULL DEFAULT 0, leased INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+        CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, body BLOB NOT NULL,
+            published REAL NOT NULL, failed_at REAL NOT NULL, attempts INTEGER NOT NULL,
+            reason TEXT NOT NULL);
+        """
+    )
+    live = json.dumps({"uri": "file:///s/objects/1/2/3.dcm", "generation": "7"})
+    dead = json.dumps({"uri": "file:///s/objects/1/2/4.dcm", "generation": "8"})
+    db.execute("INSERT INTO messages (body, published, visible_at) VALUES (?, 0, 0)", (live,))
+    db.execute(
+        "INSERT INTO dead_letters (id, body, published, failed_at, attempts, reason)"
+        " VALUES (9, ?, 0, 0, 3, 'x')",
+        (dead,),
+    )
+    db.commit()
+    db.close()
+    queue = SqliteQueue(path)
+    assert queue.has_object("file:///s/objects/1/2/3.dcm#7")
+    assert queue.has_object("file:///s/objects/1/2/4.dcm#8")
+    assert not queue.has_object("file:///s/objects/1/2/5.dcm#9")
+    assert queue.requeue() == 1  # the added lease column works too
+    queue.close()
