@@ -280,3 +280,13 @@ def test_private_sop_class_only_by_configuration(
         # The only context offered is refused, so no association is made.
         assert not assoc.is_established
         assert queued(pipeline) == 0
+
+
+def test_idle_association_is_closed_after_the_network_timeout(
+    pipelines: Callable[..., LocalPipeline], held_store: FakeDicomWeb
+) -> None:
+    pipeline = pipelines(held_store.url, network_timeout=0.5)
+    assoc = scu().associate("127.0.0.1", pipeline.receiver.port, ae_title="IMPORTADAPTER")
+    assert assoc.is_established
+    wait_until(lambda: pipeline.receiver.active_associations() == 0, 10, "idle timeout")
+    wait_until(lambda: not assoc.is_established, 10, "peer sees the end")
