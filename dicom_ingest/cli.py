@@ -20,9 +20,8 @@ from uploader.config import UploaderConfig
 from . import logs
 from .flags import ConfigError, Flag, add_flags, resolve
 from .message import MessageError, decode
-from .queue import SqliteQueue
+from .queue import QUEUE_FILE, SqliteQueue
 
-QUEUE_FILE = "queue.sqlite3"
 RECONCILE_MIN_AGE = 60.0
 
 COMMON_FLAGS = (

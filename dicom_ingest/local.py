@@ -22,11 +22,9 @@ from uploader.service import BatchLimits, UploadService
 from uploader.worker import Backoff, QueueWorkers
 
 from .objectstore import SpoolObjectStore
-from .queue import SqliteQueue
+from .queue import QUEUE_FILE, SqliteQueue
 
 log = logging.getLogger(__name__)
-
-QUEUE_FILE = "queue.sqlite3"  # the CLI's status and requeue open the same file
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,15 @@ class ObjectStore(Protocol):
         ...
 
 
+def _parse_version(name: str) -> tuple[str, int] | None:
+    """``<sop>@<generation>.dcm`` → (sop, generation); None for any other name."""
+    stem, at, rest = name.partition("@")
+    generation = rest[: -len(".dcm")]
+    if at and rest.endswith(".dcm") and generation.isascii() and generation.isdigit():
+        return stem, int(generation)
+    return None
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -145,25 +154,18 @@ class SpoolObjectStore:
             return None
         except OSError as exc:  # EINVAL: a plain file where a link belongs
             raise ObjectStoreError(f"{logical.name} is not an object link") from exc
-        generation = target[target.rfind("@") + 1 : -len(".dcm")]
-        if not (generation.isascii() and generation.isdigit()):
+        version = _parse_version(target)
+        if version is None:
             raise ObjectStoreError(f"unexpected link target for {logical.name}")
-        return int(generation)
+        return version[1]
 
     @staticmethod
     def _generations(logical: Path) -> list[int]:
         """Every version of one object on disk, oldest first (a scan of its directory: only
         on the rare paths, a resent instance or a failed store)."""
-        prefix = f"{logical.stem}@"
-        found = []
         with os.scandir(logical.parent) as entries:
-            for entry in entries:
-                name = entry.name
-                if name.startswith(prefix) and name.endswith(".dcm"):
-                    generation = name[len(prefix) : -len(".dcm")]
-                    if generation.isascii() and generation.isdigit():
-                        found.append(int(generation))
-        return sorted(found)
+            versions = [_parse_version(entry.name) for entry in entries]
+        return sorted(v[1] for v in versions if v is not None and v[0] == logical.stem)
 
     def _logical(self, key: str) -> Path:
         logical = Path(os.path.normpath(self._root / key))
@@ -203,15 +205,13 @@ class SpoolObjectStore:
         with self._lock:
             self._ensure_directories(logical)
             previous = self._current(logical)
-            stem, at, rest = staged.name.partition("@")
+            version = _parse_version(staged.name)
             reserved = (
-                staged.parent == logical.parent
-                and stem == logical.stem
-                and at == "@"
-                and rest.endswith(".dcm")
-                and rest[: -len(".dcm")].isdigit()
+                version is not None
+                and staged.parent == logical.parent
+                and version[0] == logical.stem
             )
-            generation = int(rest[: -len(".dcm")]) if reserved else 0
+            generation = version[1] if version is not None and reserved else 0
             if not reserved or (previous is not None and generation <= previous):
                 # Written elsewhere, or overtaken by a later reservation of the same key:
                 # this version becomes the newest under a fresh generation.
@@ -347,10 +347,8 @@ class SpoolObjectStore:
                         path.unlink(missing_ok=True)
                         removed += 1
             for name in names:
-                stem, at, rest = name.partition("@")
-                if not at or not rest.endswith(".dcm"):
-                    continue
-                if str(current.get(stem)) != rest[: -len(".dcm")]:
+                version = _parse_version(name)
+                if version is not None and current.get(version[0]) != version[1]:
                     (folder / name).unlink(missing_ok=True)
                     removed += 1
         return removed

@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     object_key  TEXT
 );
 """
+QUEUE_FILE = "queue.sqlite3"  # in the spool directory; the pipeline and the CLI share it
+
 # Columns added after the first release of the schema: (table, column, declaration).
 _ADDED_COLUMNS = (
     ("messages", "object_key", "TEXT"),

@@ -154,14 +154,18 @@ class UploadService:
             return {uid: Outcome(Action.RETRY, f"reading object: {exc}") for uid in uids}
         return classify(response.status, response.body, response.text, uids)
 
-    def _single(self, message: InstanceMessage) -> Outcome:
+    def _stow_one(self, message: InstanceMessage) -> Outcome:
+        """Open the message's object again and store it on its own."""
         with ExitStack() as stack:
             opened = self._open(message, stack)
             if isinstance(opened, Outcome):
                 return opened
-            outcome = self._stow(
+            return self._stow(
                 message.study_instance_uid, [(opened, message.size)], [message.sop_instance_uid]
             )[message.sop_instance_uid]
+
+    def _single(self, message: InstanceMessage) -> Outcome:
+        outcome = self._stow_one(message)
         if outcome.action is Action.CONFLICT:
             return self._resolve_conflict(message, outcome)
         return outcome
@@ -181,13 +185,7 @@ class UploadService:
             if status in (408, 429) or status >= 500:
                 return Outcome(Action.RETRY, f"overwrite: delete answered HTTP {status}")
             return Outcome(Action.DEAD, f"overwrite: delete answered HTTP {status}")
-        with ExitStack() as stack:
-            opened = self._open(message, stack)
-            if isinstance(opened, Outcome):
-                return opened
-            again = self._stow(
-                message.study_instance_uid, [(opened, message.size)], [message.sop_instance_uid]
-            )[message.sop_instance_uid]
+        again = self._stow_one(message)
         if again.action is Action.CONFLICT:
             return Outcome(Action.RETRY, f"overwrite: still conflicting: {again.reason}")
         return again

@@ -19,9 +19,10 @@ from support.fake_dicomweb import FakeDicomWeb, Recorded, Reply, failed, referen
 from support.net import free_port
 from support.spool import put_instance
 
+from dicom_ingest.message import InstanceMessage
 from dicom_ingest.objectstore import SpoolObjectStore
 from uploader.dicomweb import HttpDicomWebClient, make_session
-from uploader.outcome import Action
+from uploader.outcome import Action, Outcome
 from uploader.service import BatchLimits, UploadService
 
 
@@ -279,6 +280,30 @@ def service_account(tmp_path: Path, base: str) -> Path:
     return path
 
 
+def upload_with_adc(
+    tmp_path: Path,
+    fake_dicomweb: FakeDicomWeb,
+    monkeypatch: pytest.MonkeyPatch,
+    token: str,
+    store_reply: Callable[[Recorded], Reply],
+) -> tuple[InstanceMessage, Outcome]:
+    """Upload one instance with --auth adc; the fake server is token endpoint and store."""
+
+    def respond(request: Recorded) -> Reply:
+        if request.path == "/token":
+            return Reply(200, {"access_token": token, "expires_in": 3600})
+        return store_reply(request)
+
+    fake_dicomweb.responder = respond
+    base = fake_dicomweb.url.removesuffix("/dicomWeb")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(service_account(tmp_path, base)))
+    store = SpoolObjectStore(tmp_path / "spool")
+    message = put_instance(store, ct_dataset())
+    client = HttpDicomWebClient(fake_dicomweb.url, make_session("adc"), timeout=(2.0, 5.0))
+    [outcome] = UploadService(store, client).process([message])
+    return message, outcome
+
+
 def test_application_default_credentials_through_google_auth(
     tmp_path: Path, fake_dicomweb: FakeDicomWeb, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -286,19 +311,10 @@ def test_application_default_credentials_through_google_auth(
 
     The token endpoint is the fake server too, so the whole OAuth refresh runs offline.
     """
-    base = fake_dicomweb.url.removesuffix("/dicomWeb")
-
-    def respond(request: Recorded) -> Reply:
-        if request.path == "/token":
-            return Reply(200, {"access_token": "ya29.test-token", "expires_in": 3600})
-        return Reply(200, referenced(request.sop_uids))
-
-    fake_dicomweb.responder = respond
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(service_account(tmp_path, base)))
-    store = SpoolObjectStore(tmp_path / "spool")
-    message = put_instance(store, ct_dataset())
-    client = HttpDicomWebClient(fake_dicomweb.url, make_session("adc"), timeout=(2.0, 5.0))
-    [outcome] = UploadService(store, client).process([message])
+    message, outcome = upload_with_adc(
+        tmp_path, fake_dicomweb, monkeypatch, "ya29.test-token",
+        lambda request: Reply(200, referenced(request.sop_uids)),
+    )  # fmt: skip
     assert outcome.action is Action.DONE
     token_request, post = fake_dicomweb.posts()
     assert token_request.path == "/token"
@@ -312,19 +328,10 @@ def test_unauthorized_is_not_resent_with_an_empty_body(
 ) -> None:
     """A 401 is an outcome (dead letter with the reason), not a refresh-and-resend that would
     send the already consumed stream again."""
-    base = fake_dicomweb.url.removesuffix("/dicomWeb")
-
-    def respond(request: Recorded) -> Reply:
-        if request.path == "/token":
-            return Reply(200, {"access_token": "ya29.revoked", "expires_in": 3600})
-        return Reply(401, "Request had invalid authentication credentials.")
-
-    fake_dicomweb.responder = respond
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(service_account(tmp_path, base)))
-    store = SpoolObjectStore(tmp_path / "spool")
-    message = put_instance(store, ct_dataset())
-    client = HttpDicomWebClient(fake_dicomweb.url, make_session("adc"), timeout=(2.0, 5.0))
-    [outcome] = UploadService(store, client).process([message])
+    _, outcome = upload_with_adc(
+        tmp_path, fake_dicomweb, monkeypatch, "ya29.revoked",
+        lambda request: Reply(401, "Request had invalid authentication credentials."),
+    )  # fmt: skip
     assert outcome.action is Action.DEAD
     assert "invalid authentication credentials" in outcome.reason
     assert len(fake_dicomweb.posts()) == 2  # one token request, one STOW-RS; no resend
