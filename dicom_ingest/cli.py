@@ -1,34 +1,45 @@
-"""The ``dicom-ingest`` command: ``local`` runs the pipeline; ``status``, ``requeue`` manage it."""
+"""The ``dicom-ingest`` command.
+
+``local`` runs the embedded pipeline (``status``, ``requeue``, ``reconcile`` manage it);
+``receive`` runs the cloud receiver, ``work`` a pull uploader, ``replay`` brings Pub/Sub
+backlogs and orphaned bucket objects back into the pipeline.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import signal
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from google.api_core.exceptions import GoogleAPIError
 from google.auth.exceptions import GoogleAuthError
 
 from receiver.config import FLAGS as RECEIVER_FLAGS
 from receiver.config import ReceiverConfig
 from uploader.config import FLAGS as UPLOADER_FLAGS
-from uploader.config import UploaderConfig
+from uploader.config import PUBSUB_FLAGS, PubSubConfig, UploaderConfig
 
 from . import logs
-from .flags import ConfigError, Flag, add_flags, resolve
+from .cloud import FLAGS as CLOUD_RECEIVER_FLAGS
+from .flags import ConfigError, Flag, add_flags, resolve, with_defaults
 from .message import MessageError, decode
 from .queue import QUEUE_FILE, SqliteQueue
 
 RECONCILE_MIN_AGE = 60.0
 
-COMMON_FLAGS = (
-    Flag("log_format", "log output", "text", choices=("text", "json")),
-    Flag("verbose", "debug logging", False, lambda v: v.lower() in ("1", "true", "yes")),
-)
+COMMON_FLAGS = logs.FLAGS
 SPOOL_FLAG = Flag("spool_dir", "spool directory: objects, queue database, staging")
+SUBSCRIPTION_FLAG = Flag("subscription", "Pub/Sub subscription (projects/P/subscriptions/S)")
+# In the cloud a bucket lifecycle rule ages uploaded objects out unless told otherwise.
+CLOUD_UPLOADER_FLAGS = (*with_defaults(UPLOADER_FLAGS, keep_uploaded=True), *PUBSUB_FLAGS)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +66,46 @@ def _parser() -> argparse.ArgumentParser:
         "reconcile", help="enqueue a message for every spooled object that has none"
     )
     add_flags(rec, (SPOOL_FLAG, RECEIVER_FLAGS[0]))
+
+    receive = sub.add_parser(
+        "receive", help="run the receiver: C-STORE to Cloud Storage and Pub/Sub (GKE)"
+    )
+    add_flags(receive, (SPOOL_FLAG, *RECEIVER_FLAGS, *CLOUD_RECEIVER_FLAGS, *COMMON_FLAGS))
+
+    work = sub.add_parser(
+        "work", help="upload from a Pub/Sub subscription with streaming pull (backlogs, large)"
+    )
+    add_flags(work, (SUBSCRIPTION_FLAG, *CLOUD_UPLOADER_FLAGS, *COMMON_FLAGS))
+
+    replay = sub.add_parser("replay", help="bring Pub/Sub backlogs back: drain, seek, reconcile")
+    how = replay.add_subparsers(dest="replay_command", required=True)
+    drain = how.add_parser(
+        "drain", help="empty a subscription (e.g. dead letters) into the topic or the store"
+    )
+    add_flags(drain, (SUBSCRIPTION_FLAG,))
+    target = drain.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to_topic", "--to-topic", metavar="TOPIC", help="re-publish here")
+    target.add_argument(
+        "--upload", action="store_true", help="upload each instance now (uploader flags apply)"
+    )
+    target.add_argument("--dry_run", "--dry-run", action="store_true", help="list, change nothing")
+    drain.add_argument("--rate", type=float, default=0.0, help="messages per second (0: no limit)")
+    drain.add_argument("--limit", type=int, default=0, help="stop after this many (0: all)")
+    add_flags(drain, (*CLOUD_UPLOADER_FLAGS, *COMMON_FLAGS))
+
+    seek = how.add_parser("seek", help="redeliver what a subscription retained since a time")
+    add_flags(seek, (SUBSCRIPTION_FLAG,))
+    point = seek.add_mutually_exclusive_group(required=True)
+    point.add_argument("--time", help="e.g. 2026-11-24T10:00:00Z")
+    point.add_argument("--snapshot", help="projects/P/snapshots/NAME")
+
+    recb = how.add_parser(
+        "reconcile", help="publish messages for bucket objects the DICOM store lacks"
+    )
+    add_flags(recb, (CLOUD_RECEIVER_FLAGS[0], CLOUD_RECEIVER_FLAGS[1], CLOUD_RECEIVER_FLAGS[2]))
+    add_flags(recb, (RECEIVER_FLAGS[0], *UPLOADER_FLAGS[:3], *COMMON_FLAGS))
+    recb.add_argument("--newer_than", "--newer-than", help="only objects created since this time")
+    recb.add_argument("--dry_run", "--dry-run", action="store_true", help="list, publish nothing")
     return parser
 
 
@@ -177,16 +228,159 @@ def _run_reconcile(namespace: argparse.Namespace) -> int:
     return 1 if report.unusable else 0
 
 
+def _run_receive(namespace: argparse.Namespace) -> int:
+    from .cloud import CloudReceiver, CloudReceiverConfig
+
+    values = resolve((SPOOL_FLAG, *RECEIVER_FLAGS, *CLOUD_RECEIVER_FLAGS, *COMMON_FLAGS), namespace)
+    if not values["spool_dir"]:
+        raise ConfigError("--spool_dir is required (staging, and the spool with --ack_after=spool)")
+    logs.configure(values["log_format"], values["verbose"])
+    config = CloudReceiverConfig.from_values(
+        Path(values["spool_dir"]), ReceiverConfig.from_values(values), values
+    )
+    try:
+        receiver = CloudReceiver(config)
+    except OSError as exc:
+        raise ConfigError(f"cannot start: {exc}") from exc
+    return receiver.run()
+
+
+def _subscription(namespace: argparse.Namespace) -> str:
+    from .pubsub import check_subscription
+
+    return check_subscription(resolve((SUBSCRIPTION_FLAG,), namespace)["subscription"] or "")
+
+
+def _pubsub_handler(namespace: argparse.Namespace, dead_letters: bool = True) -> Any:
+    from uploader.wiring import build_pubsub_handler
+
+    values = resolve((*CLOUD_UPLOADER_FLAGS, *COMMON_FLAGS), namespace)
+    logs.configure(values["log_format"], values["verbose"])
+    pubsub = PubSubConfig.from_values(values)
+    if not dead_letters:  # replaying dead letters: a failure stays where it is
+        pubsub = dataclasses.replace(pubsub, dead_letter_topic=None)
+    return build_pubsub_handler(UploaderConfig.from_values(values), pubsub), values
+
+
+def _run_work(namespace: argparse.Namespace) -> int:
+    from google.cloud import pubsub_v1
+
+    from uploader.pull import PullWorker
+
+    subscription = _subscription(namespace)
+    handler, values = _pubsub_handler(namespace)
+    worker = PullWorker(
+        pubsub_v1.SubscriberClient(), subscription, handler, concurrency=values["upload_workers"]
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    worker.run(stop)
+    return 0
+
+
+def _run_replay(namespace: argparse.Namespace) -> int:
+    from google.cloud import pubsub_v1
+
+    from . import replay
+    from .pubsub import PubSubPublisher, check_topic, make_publisher_client
+
+    command = namespace.replay_command
+    if command == "reconcile":
+        return _run_bucket_reconcile(namespace)
+    subscription = _subscription(namespace)
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        if command == "seek":
+            when = None
+            if namespace.time:
+                try:
+                    when = replay.parse_time(namespace.time)
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from exc
+            replay.seek(subscriber, subscription, when, namespace.snapshot)
+            print(f"{subscription}: sought to {namespace.time or namespace.snapshot}")
+            return 0
+        action: replay.Action | None = None
+        if namespace.to_topic:
+            topic = check_topic(namespace.to_topic, "to_topic")
+            action = replay.republish_to(PubSubPublisher(make_publisher_client(), topic))
+        elif namespace.upload:
+            handler, _ = _pubsub_handler(namespace, dead_letters=False)
+            action = replay.upload_with(handler)
+        summary = replay.drain(
+            subscriber,
+            subscription,
+            action,
+            rate=namespace.rate,
+            limit=namespace.limit,
+            progress=replay.Progress(),
+        )
+    finally:
+        subscriber.close()
+    prefix = "dry run: " if action is None else ""
+    print(f"{prefix}{summary.line()}")
+    for reason, count in sorted(summary.reasons.items(), key=lambda kv: -kv[1]):
+        print(f"  {count} x {reason}")
+    return 1 if summary.failed else 0
+
+
+def _run_bucket_reconcile(namespace: argparse.Namespace) -> int:
+    from google.cloud import storage
+
+    from uploader.dicomweb import instance_uids, make_session
+
+    from . import replay
+    from .pubsub import PubSubPublisher, check_topic, make_publisher_client
+
+    flags = (*CLOUD_RECEIVER_FLAGS[:3], RECEIVER_FLAGS[0], *UPLOADER_FLAGS[:3], *COMMON_FLAGS)
+    values = resolve(flags, namespace)
+    logs.configure(values["log_format"], values["verbose"])
+    if not values["bucket"]:
+        raise ConfigError("--bucket is required")
+    address = values["dicomweb_address"]
+    if not address:
+        raise ConfigError("--dicomweb_address is required")
+    session = make_session(values["auth"], values["bearer_token"])
+    newer_than = None
+    if namespace.newer_than:
+        try:
+            newer_than = replay.parse_time(namespace.newer_than)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    publisher = None
+    if not namespace.dry_run:
+        publisher = PubSubPublisher(make_publisher_client(), check_topic(values["topic"] or ""))
+    report = replay.reconcile_bucket(
+        storage.Client(),
+        values["bucket"],
+        values["object_prefix"],
+        lambda study: instance_uids(session, address, study),
+        publisher,
+        called_ae=values["dimse_aet"],
+        newer_than=newer_than,
+    )
+    verb = "missing (dry run)" if publisher is None else "published"
+    print(
+        f"{report.objects} object(s); {report.present} in the DICOM store; {report.published}"
+        f" {verb}; {report.unusable} unreadable"
+    )
+    return 1 if report.unusable else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     namespace = _parser().parse_args(argv)
+    commands = {
+        "local": _run_local,
+        "status": _run_status,
+        "reconcile": _run_reconcile,
+        "requeue": _run_requeue,
+        "receive": _run_receive,
+        "work": _run_work,
+        "replay": _run_replay,
+    }
     try:
-        if namespace.command == "local":
-            return _run_local(namespace)
-        if namespace.command == "status":
-            return _run_status(namespace)
-        if namespace.command == "reconcile":
-            return _run_reconcile(namespace)
-        return _run_requeue(namespace)
+        return commands[namespace.command](namespace)
     except ConfigError as exc:
         print(f"dicom-ingest: error: {exc}", file=sys.stderr)
         return 2
@@ -195,6 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except GoogleAuthError as exc:
         print(f"dicom-ingest: error: Google credentials: {exc}", file=sys.stderr)
+        return 2
+    except GoogleAPIError as exc:
+        print(f"dicom-ingest: error: Google Cloud: {exc}", file=sys.stderr)
         return 2
 
 

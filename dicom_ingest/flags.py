@@ -7,6 +7,7 @@ the only module that reads the environment, and only when a parser is run from `
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -82,3 +83,14 @@ def resolve(
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
     return values
+
+
+def with_defaults(flags: Sequence[Flag], **defaults: Any) -> tuple[Flag, ...]:
+    """The same flags with other defaults, for a deployment whose sensible default differs."""
+    unknown = set(defaults) - {flag.name for flag in flags}
+    if unknown:
+        raise ValueError(f"no such flags: {sorted(unknown)}")
+    return tuple(
+        dataclasses.replace(flag, default=defaults[flag.name]) if flag.name in defaults else flag
+        for flag in flags
+    )

@@ -6,6 +6,7 @@ import logging
 import signal
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -42,29 +43,58 @@ def configure_pynetdicom(staging: Path) -> None:
     tempfile.tempdir = str(staging)
 
 
+def open_spool(
+    spool_dir: Path, called_ae: str, max_attempts: int
+) -> tuple[SpoolObjectStore, SqliteQueue]:
+    """The spool's objects and queue, made consistent after whatever stopped the last run.
+
+    Partial files are removed, interrupted deliveries released, and every object that has
+    no message (a crash between write and publish, a lost queue file) gets one.
+    """
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    objects = SpoolObjectStore(spool_dir)
+    leftovers = objects.clear_staging()
+    if leftovers:
+        log.info("removed %d partial files from an earlier run", leftovers)
+    configure_pynetdicom(objects.staging_dir())
+    queue = SqliteQueue(spool_dir / QUEUE_FILE, max_attempts=max_attempts)
+    released = queue.release_leases()
+    if released:
+        log.info("resuming %d deliveries interrupted by an earlier stop", released)
+    report = reconcile(objects, queue, called_ae, prune=True)
+    if report.enqueued or report.unusable or report.pruned:
+        log.warning(
+            "spool reconciled: %d objects had no message and were enqueued",
+            report.enqueued,
+            extra={"unusable": report.unusable, "pruned": report.pruned},
+        )
+    return objects, queue
+
+
+def run_until_signal(start: Callable[[], None], stop: Callable[[], object]) -> int:
+    """Start, wait for SIGTERM or SIGINT, stop; the exit status."""
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    start()
+    stopping.wait()
+    stop()
+    return 0
+
+
 class LocalPipeline:
     """Everything wired together; ``start`` then ``stop`` (also on SIGTERM via ``run``)."""
 
     def __init__(self, config: LocalConfig) -> None:
         self.config = config
-        config.spool_dir.mkdir(parents=True, exist_ok=True)
-        self.objects = SpoolObjectStore(config.spool_dir)
-        leftovers = self.objects.clear_staging()
-        if leftovers:
-            log.info("removed %d partial files from an earlier run", leftovers)
-        configure_pynetdicom(self.objects.staging_dir())
         up = config.uploader
-        self.queue = SqliteQueue(config.spool_dir / QUEUE_FILE, max_attempts=up.max_attempts)
-        released = self.queue.release_leases()
-        if released:
-            log.info("resuming %d deliveries interrupted by an earlier stop", released)
-        report = reconcile(self.objects, self.queue, config.receiver.dimse_aet, prune=True)
-        if report.enqueued or report.unusable or report.pruned:
-            log.warning(
-                "spool reconciled: %d objects had no message and were enqueued",
-                report.enqueued,
-                extra={"unusable": report.unusable, "pruned": report.pruned},
-            )
+        self.objects, self.queue = open_spool(
+            config.spool_dir, config.receiver.dimse_aet, up.max_attempts
+        )
         self.receiver = Receiver(config.receiver, StoreService(self.objects, self.queue))
         client = HttpDicomWebClient(
             up.dicomweb_address,
@@ -118,14 +148,4 @@ class LocalPipeline:
         return drained
 
     def run(self) -> int:
-        stop = threading.Event()
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        self.start()
-        stop.wait()
-        self.stop()
-        return 0
+        return run_until_signal(self.start, self.stop)

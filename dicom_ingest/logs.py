@@ -12,6 +12,13 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from .flags import Flag, parse_bool
+
+FLAGS = (
+    Flag("log_format", "log output", "text", choices=("text", "json")),
+    Flag("verbose", "debug logging", False, parse_bool),
+)
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 _SEVERITY = {

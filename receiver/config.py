@@ -30,6 +30,8 @@ FLAGS = (
 )
 
 AE_TITLE_MAX = 16
+# The calling AE title of the receiver's C-ECHO to itself (readiness), allowed from loopback.
+HEALTH_CHECK_AE = "DI-HEALTHCHECK"
 
 
 def _check_ae(value: str, what: str) -> str:
@@ -101,6 +103,8 @@ class ReceiverConfig:
         """True when the calling AE (from that address) may associate."""
         if not self.allowed_peers:
             return True
+        if calling_ae == HEALTH_CHECK_AE and address in ("127.0.0.1", "::1"):
+            return True  # the receiver's own readiness check
         return any(rule.matches(calling_ae, address) for rule in self.allowed_peers)
 
     @classmethod

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from .config import HEALTH_CHECK_AE
 from .store import Status, StoreRequest, StoreService
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,8 @@ def handle_conn_close(event: Any, associations: AssociationLog) -> None:
     else:
         outcome = "closed"
     level = logging.INFO if outcome == "released" and not stats.failed else logging.WARNING
+    if stats.calling_ae == HEALTH_CHECK_AE and outcome == "released":
+        level = logging.DEBUG  # the readiness probe, every few seconds
     log.log(
         level,
         "association %s: %d stored, %d failed, %d bytes",

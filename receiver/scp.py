@@ -224,6 +224,10 @@ class Receiver:
             extra={"ae_title": self.config.dimse_aet, "port": self.port},
         )
 
+    def serving(self) -> bool:
+        """True while the listener thread runs."""
+        return self._thread.is_alive()
+
     def active_associations(self) -> int:
         return len(self._server.active_associations)
 

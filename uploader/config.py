@@ -76,3 +76,57 @@ class UploaderConfig:
             f"UploaderConfig(dicomweb_address={self.dicomweb_address!r}, auth={self.auth!r},"
             f" bearer_token={token})"
         )
+
+
+PUBSUB_FLAGS = (
+    Flag(
+        "dead_letter_topic",
+        "topic for permanent failures, published with their reason (projects/P/topics/T);"
+        " without it they are left to the subscription's dead-letter policy",
+    ),
+    Flag(
+        "oversize_topic",
+        "topic for instances too large to upload within a push request; a pull worker"
+        " (dicom-ingest work) takes them from its subscription",
+    ),
+    Flag("push_max_bytes", "largest instance a push request uploads itself", 1 << 30, int),
+    Flag("push_audience", "verify push OIDC tokens for this audience (without Cloud Run IAM)"),
+    Flag("push_service_account", "the service account push tokens must be issued to"),
+    Flag(
+        "push_certs_url",
+        "where the token signing certificates are published",
+        "https://www.googleapis.com/oauth2/v1/certs",
+    ),
+    Flag("publish_timeout", "seconds to wait for Pub/Sub to accept a publish", 30.0, float),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PubSubConfig:
+    """What the uploader needs beyond ``UploaderConfig`` when Pub/Sub delivers the messages."""
+
+    dead_letter_topic: str | None = None
+    oversize_topic: str | None = None
+    push_max_bytes: int = 1 << 30
+    push_audience: str | None = None
+    push_service_account: str | None = None
+    push_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    publish_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        from dicom_ingest.pubsub import check_topic
+
+        if self.dead_letter_topic:
+            check_topic(self.dead_letter_topic, "dead_letter_topic")
+        if self.oversize_topic:
+            check_topic(self.oversize_topic, "oversize_topic")
+        if bool(self.push_audience) != bool(self.push_service_account):
+            raise ConfigError("--push_audience and --push_service_account go together")
+        if self.push_max_bytes < 1:
+            raise ConfigError("--push_max_bytes must be positive")
+        if self.publish_timeout <= 0:
+            raise ConfigError("--publish_timeout must be positive")
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> PubSubConfig:
+        return cls(**{k: values[k] for k in cls.__dataclass_fields__})

@@ -81,3 +81,38 @@ class HttpDicomWebClient:
             timeout=self._timeout,
         )
         return response.status_code
+
+
+class DicomWebError(Exception):
+    """A DICOMweb request answered with an unexpected status."""
+
+
+def instance_uids(
+    session: requests.Session,
+    address: str,
+    study_uid: str,
+    timeout: tuple[float, float] = (10.0, 120.0),
+    page: int = 1000,
+) -> set[str]:
+    """The SOP Instance UIDs the store holds in a study (QIDO-RS, paged)."""
+    found: set[str] = set()
+    offset = 0
+    while True:
+        response = session.get(
+            f"{address.rstrip('/')}/studies/{study_uid}/instances",
+            params={"includefield": "00080018", "limit": str(page), "offset": str(offset)},
+            headers={"Accept": "application/dicom+json"},
+            timeout=timeout,
+        )
+        if response.status_code in (204, 404):
+            return found
+        if response.status_code != 200:
+            raise DicomWebError(f"QIDO-RS answered HTTP {response.status_code}")
+        items = response.json() if response.text.strip() else []
+        for item in items:
+            value = item.get("00080018", {}).get("Value") or []
+            if value:
+                found.add(str(value[0]))
+        if len(items) < page:
+            return found
+        offset += len(items)

@@ -109,12 +109,12 @@ class UploadService:
             return Outcome(Action.DEAD, f"object missing: {exc}")
         except (OSError, ObjectStoreError) as exc:
             return Outcome(Action.RETRY, f"object store: {exc}")
-        try:
-            actual = os.fstat(handle.fileno()).st_size
-        except (OSError, AttributeError, ValueError):
-            actual = message.size
+        actual = _object_size(handle, message.size)
         if actual != message.size:
             return Outcome(Action.DEAD, f"object is {actual} bytes, message says {message.size}")
+        crc32c = getattr(handle, "crc32c", None)
+        if crc32c and crc32c != message.crc32c:
+            return Outcome(Action.DEAD, "object checksum differs from the message's")
         return handle
 
     def _upload_batch(self, batch: list[tuple[int, InstanceMessage]]) -> dict[int, Outcome]:
@@ -189,6 +189,17 @@ class UploadService:
         if again.action is Action.CONFLICT:
             return Outcome(Action.RETRY, f"overwrite: still conflicting: {again.reason}")
         return again
+
+
+def _object_size(handle: BinaryIO, default: int) -> int:
+    """The size a store reports for an open object (``size``), or its file's size."""
+    size = getattr(handle, "size", None)
+    if isinstance(size, int):
+        return size
+    try:
+        return os.fstat(handle.fileno()).st_size
+    except (OSError, AttributeError, ValueError):
+        return default
 
 
 def _ids(message: InstanceMessage) -> dict[str, str]:

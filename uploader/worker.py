@@ -6,14 +6,22 @@ import logging
 import random
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 from dicom_ingest.message import InstanceMessage, MessageError, decode
 from dicom_ingest.queue import Delivery, SqliteQueue
 
 from .outcome import Action, Outcome
-from .service import UploadService
 
 log = logging.getLogger(__name__)
+
+
+class BatchService(Protocol):
+    """What workers run per leased batch: the uploader, or the receiver's cloud shipper."""
+
+    def process(self, messages: list[InstanceMessage]) -> list[Outcome]: ...
+
+    def finish(self, message: InstanceMessage, outcome: Outcome) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +84,7 @@ class QueueWorkers:
     def __init__(
         self,
         queue: SqliteQueue,
-        service: UploadService,
+        service: BatchService,
         workers: int = 4,
         batch: int = 16,
         lease_seconds: float = 900.0,

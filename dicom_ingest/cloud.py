@@ -1,0 +1,199 @@
+"""The cloud receiver: C-STORE → Cloud Storage + Pub/Sub, with health endpoints.
+
+``--ack_after=store`` (default) answers the PACS after the object is in Cloud Storage and
+Pub/Sub accepted its message. ``--ack_after=spool`` answers after the instance and its
+local message are fsynced in the spool directory (a persistent volume), and ships them in
+the background (``receiver.shipper``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from receiver.config import ReceiverConfig
+from receiver.health import HealthServer, echo_check
+from receiver.scp import Receiver
+from receiver.shipper import ShipService
+from receiver.store import StoreService
+from uploader.worker import Backoff, QueueWorkers
+
+from .flags import ConfigError, Flag
+from .gcs import GcsObjectStore, make_storage_client
+from .local import configure_pynetdicom, open_spool, run_until_signal
+from .pubsub import PubSubPublisher, check_topic, make_publisher_client
+
+log = logging.getLogger(__name__)
+
+FLAGS = (
+    Flag("bucket", "Cloud Storage bucket for received instances"),
+    Flag(
+        "object_prefix",
+        "object name prefix: gs://BUCKET/PREFIX/<study>/<series>/<sop>.dcm",
+        "dicom",
+    ),
+    Flag("topic", "Pub/Sub topic for instance messages (projects/P/topics/T)"),
+    Flag(
+        "ack_after",
+        "answer the PACS once the instance is in Cloud Storage and Pub/Sub (store) or once it"
+        " is fsynced to the spool volume and shipped in the background (spool)",
+        "store",
+        choices=("store", "spool"),
+    ),
+    Flag("health_port", "HTTP port for /healthz and /readyz; 0 turns them off", 0, int),
+    Flag(
+        "storage_timeout", "seconds a Cloud Storage write may take, retries included", 60.0, float
+    ),
+    Flag("publish_timeout", "seconds Pub/Sub may take to accept a message", 30.0, float),
+    Flag("ship_workers", "background shippers with --ack_after=spool", 4, int),
+    Flag(
+        "dicomweb_address",
+        "accepted for compatibility with the DICOM adapter's manifests; the uploader uses it",
+    ),
+)
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+# Attempts before a spooled instance's shipping is dead-lettered locally: with the 60 s
+# longest backoff, days of Cloud Storage or Pub/Sub outage.
+SHIP_MAX_ATTEMPTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class CloudReceiverConfig:
+    spool_dir: Path
+    receiver: ReceiverConfig
+    bucket: str
+    topic: str
+    object_prefix: str = "dicom"
+    ack_after: str = "store"
+    health_port: int = 0
+    storage_timeout: float = 60.0
+    publish_timeout: float = 30.0
+    ship_workers: int = 4
+
+    def __post_init__(self) -> None:
+        if not _BUCKET.match(self.bucket or ""):
+            raise ConfigError("--bucket must be a Cloud Storage bucket name")
+        check_topic(self.topic)
+        prefix = self.object_prefix.strip("/")
+        if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+            raise ConfigError("--object_prefix must be a plain path such as dicom or site-a/dicom")
+        if not 0 <= self.health_port <= 65535:
+            raise ConfigError("--health_port must be a TCP port, or 0")
+        if self.storage_timeout <= 0 or self.publish_timeout <= 0:
+            raise ConfigError("--storage_timeout and --publish_timeout must be positive")
+        if self.ship_workers < 1:
+            raise ConfigError("--ship_workers must be at least 1")
+
+    @classmethod
+    def from_values(
+        cls, spool_dir: Path, receiver: ReceiverConfig, values: dict[str, Any]
+    ) -> CloudReceiverConfig:
+        if not values.get("bucket") or not values.get("topic"):
+            raise ConfigError("--bucket and --topic are required")
+        if values.get("dicomweb_address"):
+            log.info("--dicomweb_address is the uploader's setting; the receiver ignores it")
+        names = set(cls.__dataclass_fields__) - {"spool_dir", "receiver"}
+        return cls(spool_dir, receiver, **{k: values[k] for k in names})
+
+
+class CloudReceiver:
+    """The receiver process on GKE; ``run`` serves until SIGTERM, then drains."""
+
+    def __init__(
+        self,
+        config: CloudReceiverConfig,
+        storage_client: Any = None,
+        publisher_client: Any = None,
+    ) -> None:
+        self.config = config
+        config.spool_dir.mkdir(parents=True, exist_ok=True)
+        staging = config.spool_dir / "incoming"
+        staging.mkdir(parents=True, exist_ok=True)
+        pool = config.receiver.max_associations + config.ship_workers
+        self.cloud = GcsObjectStore(
+            storage_client or make_storage_client(pool),
+            config.bucket,
+            config.object_prefix,
+            staging,
+            timeout=config.storage_timeout,
+        )
+        self.publisher = PubSubPublisher(
+            publisher_client or make_publisher_client(config.publish_timeout),
+            config.topic,
+            config.publish_timeout,
+        )
+        self.workers: QueueWorkers | None = None
+        if config.ack_after == "spool":
+            spool, queue = open_spool(
+                config.spool_dir, config.receiver.dimse_aet, SHIP_MAX_ATTEMPTS
+            )
+            self.queue: Any = queue
+            store = StoreService(spool, queue)
+            self.workers = QueueWorkers(
+                queue,
+                ShipService(spool, self.cloud, self.publisher),
+                workers=config.ship_workers,
+                batch=1,
+                lease_seconds=120.0,
+                backoff=Backoff(0.5, 60.0),
+            )
+        else:
+            for leftover in staging.iterdir():
+                leftover.unlink(missing_ok=True)
+            configure_pynetdicom(staging)
+            self.queue = None
+            store = StoreService(self.cloud, self.publisher)
+        self.receiver = Receiver(config.receiver, store)
+        self.health: HealthServer | None = None
+        if config.health_port:
+            self.health = HealthServer(
+                config.health_port,
+                alive=self._alive,
+                ready=[echo_check(self.receiver.port, config.receiver.dimse_aet)],
+            )
+        self._stopped = False
+
+    def _alive(self) -> str | None:
+        return None if self.receiver.serving() else "the DIMSE listener has stopped"
+
+    def start(self) -> None:
+        if self.workers is not None:
+            self.workers.start()
+        self.receiver.start()
+        if self.health is not None:
+            self.health.start()
+        log.info(
+            "ready: accepting associations; try: dcmsend <address> %d -aec %s <files>",
+            self.receiver.port,
+            self.config.receiver.dimse_aet,
+            extra={
+                "ae_title": self.config.receiver.dimse_aet,
+                "port": self.receiver.port,
+                "bucket": self.config.bucket,
+                "topic": self.config.topic,
+                "ack_after": self.config.ack_after,
+            },
+        )
+
+    def stop(self) -> bool:
+        if self._stopped:
+            return True
+        self._stopped = True
+        log.info("stopping: no new associations; finishing those in flight")
+        drained = self.receiver.stop()
+        if self.workers is not None:
+            self.workers.stop()
+        if self.queue is not None:
+            self.queue.close()
+        if self.health is not None:
+            self.health.stop()
+        self.publisher.close()
+        log.info("stopped", extra={"associations_drained": drained})
+        return drained
+
+    def run(self) -> int:
+        return run_until_signal(self.start, self.stop)

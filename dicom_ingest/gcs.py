@@ -1,0 +1,212 @@
+"""The object store port on Cloud Storage: one object per instance, addressed by generation.
+
+An instance is written to ``gs://<bucket>/<prefix>/<study>/<series>/<sop>.dcm`` from the
+receiver's staged file, with a CRC32C the client checks against the one the server computed.
+The message names the generation that write created; a reader asks for exactly that
+generation and is told "superseded" when a newer receipt of the same instance replaced it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from google.api_core import exceptions as api_exceptions
+from google.api_core.retry import Retry
+from google.cloud import storage
+from requests.adapters import HTTPAdapter
+
+from .objectstore import ObjectMissing, ObjectStoreError, ObjectSuperseded, StoredObject
+
+log = logging.getLogger(__name__)
+
+# Uploads at or below this size go in one request; larger ones are resumable, in chunks.
+MULTIPART_LIMIT = 8 << 20
+CHUNK_SIZE = 16 << 20  # a multiple of 256 KiB, as resumable uploads require
+READ_CHUNK_SIZE = 8 << 20
+
+_TRANSIENT = (
+    api_exceptions.TooManyRequests,
+    api_exceptions.InternalServerError,
+    api_exceptions.BadGateway,
+    api_exceptions.ServiceUnavailable,
+    api_exceptions.GatewayTimeout,
+    ConnectionError,
+)
+
+
+def make_storage_client(pool_size: int = 32, project: str | None = None) -> storage.Client:
+    """One client per process. ``STORAGE_EMULATOR_HOST`` points it at an emulator."""
+    client = storage.Client(project=project)
+    # Concurrent associations share the client: give its connection pool room for all of them,
+    # so connections stay warm instead of being opened and discarded.
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    session: Any = client._http
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return client
+
+
+def parse_gs_uri(uri: str) -> tuple[str, str]:
+    """``gs://bucket/name`` → (bucket, name)."""
+    if not uri.startswith("gs://"):
+        raise ObjectMissing(f"not a Cloud Storage URI: {uri}")
+    bucket, _, name = uri[len("gs://") :].partition("/")
+    if not bucket or not name:
+        raise ObjectMissing(f"not a Cloud Storage object URI: {uri}")
+    return bucket, name
+
+
+class _BlobRaw(io.RawIOBase):
+    """Raw reads of one object generation; transport errors surface as ``OSError``."""
+
+    def __init__(self, blob: storage.Blob, chunk_size: int) -> None:
+        super().__init__()
+        self._reader = blob.open("rb", chunk_size=chunk_size)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        try:
+            data = self._reader.read(len(view))
+        except api_exceptions.NotFound as exc:
+            raise OSError(f"object generation disappeared while being read: {exc}") from exc
+        except api_exceptions.GoogleAPIError as exc:
+            raise OSError(f"Cloud Storage read failed: {exc}") from exc
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._reader.close()
+        super().close()
+
+
+class GcsReader(io.BufferedReader):
+    """A streamed read of one object generation, with the size and CRC32C the server holds."""
+
+    def __init__(self, blob: storage.Blob, chunk_size: int = READ_CHUNK_SIZE) -> None:
+        super().__init__(_BlobRaw(blob, chunk_size), buffer_size=1 << 20)
+        self.size = int(blob.size or 0)
+        self.crc32c = str(blob.crc32c or "")
+
+
+class GcsObjectStore:
+    """Instances as Cloud Storage objects; staging files on local disk before upload."""
+
+    def __init__(
+        self,
+        client: storage.Client,
+        bucket: str,
+        prefix: str,
+        staging: Path,  # local files written before upload (the receiver's side only)
+        timeout: float = 60.0,
+    ) -> None:
+        self._client = client
+        self._bucket = client.bucket(bucket)
+        self._bucket_name = bucket
+        self._prefix = prefix.strip("/")
+        self._staging = staging
+        self._staging.mkdir(parents=True, exist_ok=True)
+        self._timeout = timeout
+        self._retry = Retry(
+            predicate=lambda exc: isinstance(exc, _TRANSIENT), timeout=timeout, initial=0.1
+        )
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket_name
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    def name_for(self, key: str) -> str:
+        return f"{self._prefix}/{key}" if self._prefix else key
+
+    def uri_for(self, key: str) -> str:
+        return f"gs://{self._bucket_name}/{self.name_for(key)}"
+
+    def reserve(self, key: str) -> Path:
+        fd, path = tempfile.mkstemp(prefix="part10-", suffix=".dcm", dir=self._staging)
+        os.close(fd)
+        return Path(path)
+
+    def put(self, key: str, staged: Path, size: int, crc32c: str) -> StoredObject:
+        with open(staged, "rb") as source:
+            stored = self.upload(key, source, size, crc32c)
+        staged.unlink(missing_ok=True)
+        return stored
+
+    def upload(self, key: str, source: BinaryIO, size: int, crc32c: str) -> StoredObject:
+        """Upload ``size`` bytes from a seekable file as a new generation of the object."""
+        name = self.name_for(key)
+        blob = self._bucket.blob(name, chunk_size=CHUNK_SIZE if size > MULTIPART_LIMIT else None)
+        try:
+            # Each attempt creates a new generation at most; the message names the one this
+            # call reports, so a retried upload is harmless. The client compares the CRC32C
+            # it computes while sending with the one the server reports back.
+            blob.upload_from_file(
+                source,
+                size=size,
+                rewind=True,
+                content_type="application/dicom",
+                checksum="crc32c",
+                retry=self._retry,
+                timeout=self._timeout,
+            )
+        except Exception as exc:  # transport, API and checksum errors alike: not stored
+            raise ObjectStoreError(f"Cloud Storage upload failed: {type(exc).__name__}") from exc
+        if blob.crc32c != crc32c or (blob.size is not None and int(blob.size) != size):
+            self._delete_generation(name, blob.generation)
+            raise ObjectStoreError("Cloud Storage stored different bytes than were sent")
+        return StoredObject(self.uri_for(key), str(blob.generation), size, crc32c)
+
+    def commit(self, stored: StoredObject) -> None:
+        """Nothing to do: Cloud Storage replaced the previous generation on upload."""
+
+    def rollback(self, stored: StoredObject) -> None:
+        """The message was not published. The object stays: it is the newest receipt.
+
+        The PACS was told the store failed and sends the instance again; if it never does,
+        bucket reconciliation (``dicom-ingest replay reconcile``) finds the object that the
+        DICOM store lacks and publishes its message.
+        """
+        log.warning("object kept without a message: %s#%s", stored.uri, stored.generation)
+
+    def open(self, uri: str, generation: str) -> GcsReader:
+        bucket_name, name = parse_gs_uri(uri)
+        bucket = self._client.bucket(bucket_name)
+        try:
+            blob = bucket.get_blob(name, generation=int(generation), timeout=self._timeout)
+            if blob is not None and blob.time_deleted is None:
+                return GcsReader(blob)
+            live = bucket.get_blob(name, timeout=self._timeout)
+        except ValueError as exc:
+            raise ObjectMissing(f"bad generation {generation!r}") from exc
+        except api_exceptions.GoogleAPIError as exc:
+            raise ObjectStoreError(f"Cloud Storage: {type(exc).__name__}: {exc}") from exc
+        if live is not None and str(live.generation) != generation:
+            raise ObjectSuperseded(f"{uri}#{generation} was replaced by #{live.generation}")
+        raise ObjectMissing(f"{uri}#{generation} does not exist")
+
+    def delete(self, uri: str, generation: str) -> bool:
+        bucket_name, name = parse_gs_uri(uri)
+        return self._delete_generation(name, int(generation), self._client.bucket(bucket_name))
+
+    def _delete_generation(
+        self, name: str, generation: int | None, bucket: storage.Bucket | None = None
+    ) -> bool:
+        try:
+            (bucket or self._bucket).blob(name).delete(
+                if_generation_match=generation, timeout=self._timeout, retry=self._retry
+            )
+        except (api_exceptions.NotFound, api_exceptions.PreconditionFailed):
+            return False
+        return True

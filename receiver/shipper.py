@@ -1,0 +1,77 @@
+"""``--ack_after=spool``: the PACS is answered once the instance is on the receiver's disk.
+
+The receiver then runs the embedded pipeline's first half (spool object + SQLite queue,
+both fsynced before the reply) and this shipper, run by the embedded queue workers, moves
+each spooled instance to Cloud Storage and publishes its message to Pub/Sub. A shipped
+instance's local message is acknowledged and its file removed only after Pub/Sub accepted
+the cloud message; after a restart the workers resume where they stopped, so nothing the
+PACS was told is stored is left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from dicom_ingest.gcs import GcsObjectStore
+from dicom_ingest.message import InstanceMessage, encode
+from dicom_ingest.objectstore import (
+    ObjectMissing,
+    ObjectStoreError,
+    ObjectSuperseded,
+    SpoolObjectStore,
+)
+from dicom_ingest.queue import Publisher
+from uploader.outcome import Action, Outcome
+
+from .store import object_key
+
+log = logging.getLogger(__name__)
+
+
+class ShipService:
+    """One spooled message → a Cloud Storage object and a Pub/Sub message naming it."""
+
+    def __init__(self, spool: SpoolObjectStore, cloud: GcsObjectStore, publisher: Publisher):
+        self._spool = spool
+        self._cloud = cloud
+        self._publisher = publisher
+
+    def process(self, messages: list[InstanceMessage]) -> list[Outcome]:
+        return [self._ship(message) for message in messages]
+
+    def finish(self, message: InstanceMessage, outcome: Outcome) -> None:
+        if outcome.action is not Action.DONE:
+            return
+        try:
+            self._spool.delete(message.uri, message.generation)
+        except (OSError, ObjectStoreError):
+            log.warning("could not remove a shipped spool file", extra=_ids(message))
+
+    def _ship(self, message: InstanceMessage) -> Outcome:
+        key = object_key(
+            message.study_instance_uid, message.series_instance_uid, message.sop_instance_uid
+        )
+        try:
+            with self._spool.open(message.uri, message.generation) as source:
+                stored = self._cloud.upload(key, source, message.size, message.crc32c)
+        except ObjectSuperseded as exc:
+            return Outcome(Action.SUPERSEDED, str(exc))
+        except ObjectMissing as exc:
+            return Outcome(Action.DEAD, f"spooled object missing: {exc}")
+        except (OSError, ObjectStoreError) as exc:
+            return Outcome(Action.RETRY, f"Cloud Storage: {exc}")
+        shipped = dataclasses.replace(message, uri=stored.uri, generation=stored.generation)
+        try:
+            message_id = self._publisher.publish(encode(shipped), shipped.attributes)
+        except Exception as exc:  # the object stays; the next attempt writes a newer one
+            return Outcome(Action.RETRY, f"Pub/Sub: {type(exc).__name__}: {exc}")
+        log.debug("shipped", extra={**_ids(message), "message_id": message_id})
+        return Outcome(Action.DONE)
+
+
+def _ids(message: InstanceMessage) -> dict[str, str]:
+    return {
+        "study_instance_uid": message.study_instance_uid,
+        "sop_instance_uid": message.sop_instance_uid,
+    }

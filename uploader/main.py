@@ -1,0 +1,60 @@
+"""The uploader as a function: ``functions-framework --target=upload`` (Cloud Run, Functions).
+
+Configuration comes from the environment (``DICOM_INGEST_DICOMWEB_ADDRESS``,
+``DICOM_INGEST_AUTH=adc``, ``DICOM_INGEST_DEAD_LETTER_TOPIC`` …), read once, on the first
+request; the clients built then serve every request of this instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+
+import flask
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from dicom_ingest import logs
+from dicom_ingest.flags import resolve, with_defaults
+from uploader.config import FLAGS, PUBSUB_FLAGS, PubSubConfig, UploaderConfig
+from uploader.push import PushApp
+from uploader.wiring import build_pubsub_handler
+
+# In the cloud a bucket lifecycle rule ages uploaded objects out unless told otherwise.
+CLOUD_FLAGS = (
+    *with_defaults(FLAGS, keep_uploaded=True),
+    *PUBSUB_FLAGS,
+    *with_defaults(logs.FLAGS, log_format="json"),
+)
+
+_lock = threading.Lock()
+_built: list[PushApp] = []
+
+
+def build_app() -> PushApp:
+    """The app for this process, from the environment."""
+    values = resolve(CLOUD_FLAGS, argparse.Namespace())
+    logs.configure(values["log_format"], values["verbose"])
+    config = UploaderConfig.from_values(values)
+    pubsub = PubSubConfig.from_values(values)
+    verifier = request = None
+    if pubsub.push_audience and pubsub.push_service_account:
+        from uploader.push_auth import PushVerifier, make_request
+
+        verifier = PushVerifier(
+            pubsub.push_audience, pubsub.push_service_account, pubsub.push_certs_url
+        )
+        request = make_request()
+    return PushApp(build_pubsub_handler(config, pubsub), verifier, request)
+
+
+def _app() -> PushApp:
+    with _lock:
+        if not _built:
+            _built.append(build_app())
+        return _built[0]
+
+
+@functions_framework.cloud_event
+def upload(event: CloudEvent) -> None:
+    _app().handle(event.data, flask.request)
