@@ -203,8 +203,15 @@ class GcsObjectStore:
     def _delete_generation(
         self, name: str, generation: int | None, bucket: storage.Bucket | None = None
     ) -> bool:
+        target = bucket or self._bucket
         try:
-            (bucket or self._bucket).blob(name).delete(
+            # Exactly that generation, never a newer receipt that replaced it. The
+            # precondition makes this atomic on Cloud Storage; the generation check first
+            # also holds on servers that ignore preconditions on delete.
+            live = target.get_blob(name, timeout=self._timeout, retry=self._retry)
+            if live is None or (generation is not None and live.generation != generation):
+                return False
+            target.blob(name, generation=generation).delete(
                 if_generation_match=generation, timeout=self._timeout, retry=self._retry
             )
         except (api_exceptions.NotFound, api_exceptions.PreconditionFailed):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pynetdicom import _config as pynetdicom_config
 from support.fake_dicomweb import FakeDicomWeb
+from support.gcs import FakeGcs, running_fake_gcs
 from support.orthanc import Orthanc, start_orthanc
 from support.pipeline import start_pipeline
 
@@ -45,3 +46,9 @@ def pipelines(tmp_path: Path) -> Iterator[Callable[..., LocalPipeline]]:
     for pipeline in started:
         pipeline.stop()
     tempfile.tempdir, pynetdicom_config.STORE_RECV_CHUNKED_DATASET = saved
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcs]:
+    with running_fake_gcs(tmp_path_factory.mktemp("gcs")) as server:
+        yield server

