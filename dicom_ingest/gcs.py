@@ -103,14 +103,14 @@ class GcsObjectStore:
     def __init__(
         self,
         client: storage.Client,
-        bucket: str,
+        bucket: str | None,  # where ``put`` writes; None for a store that only reads
         prefix: str,
         staging: Path,  # local files written before upload (the receiver's side only)
         timeout: float = 60.0,
     ) -> None:
         self._client = client
-        self._bucket = client.bucket(bucket)
-        self._bucket_name = bucket
+        self._bucket_name = bucket or ""
+        self._writable = client.bucket(bucket) if bucket else None
         self._prefix = prefix.strip("/")
         self._staging = staging
         self._staging.mkdir(parents=True, exist_ok=True)
@@ -146,8 +146,10 @@ class GcsObjectStore:
 
     def upload(self, key: str, source: BinaryIO, size: int, crc32c: str) -> StoredObject:
         """Upload ``size`` bytes from a seekable file as a new generation of the object."""
+        if self._writable is None:
+            raise ObjectStoreError("this store has no bucket to write to")
         name = self.name_for(key)
-        blob = self._bucket.blob(name, chunk_size=CHUNK_SIZE if size > MULTIPART_LIMIT else None)
+        blob = self._writable.blob(name, chunk_size=CHUNK_SIZE if size > MULTIPART_LIMIT else None)
         try:
             # Each attempt creates a new generation at most; the message names the one this
             # call reports, so a retried upload is harmless. The client compares the CRC32C
@@ -164,7 +166,7 @@ class GcsObjectStore:
         except Exception as exc:  # transport, API and checksum errors alike: not stored
             raise ObjectStoreError(f"Cloud Storage upload failed: {type(exc).__name__}") from exc
         if blob.crc32c != crc32c or (blob.size is not None and int(blob.size) != size):
-            self._delete_generation(name, blob.generation)
+            self._delete_generation(name, blob.generation, self._writable)
             raise ObjectStoreError("Cloud Storage stored different bytes than were sent")
         return StoredObject(self.uri_for(key), str(blob.generation), size, crc32c)
 
@@ -200,10 +202,7 @@ class GcsObjectStore:
         bucket_name, name = parse_gs_uri(uri)
         return self._delete_generation(name, int(generation), self._client.bucket(bucket_name))
 
-    def _delete_generation(
-        self, name: str, generation: int | None, bucket: storage.Bucket | None = None
-    ) -> bool:
-        target = bucket or self._bucket
+    def _delete_generation(self, name: str, generation: int | None, target: Any) -> bool:
         try:
             # Exactly that generation, never a newer receipt that replaced it. The
             # precondition makes this atomic on Cloud Storage; the generation check first

@@ -75,9 +75,9 @@ class Summary:
 class Progress:
     """One self-updating line on a terminal; nothing when output is not a terminal."""
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self._stream = stream
-        self._enabled = stream.isatty()
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._enabled = self._stream.isatty()
         self._started = time.monotonic()
 
     def update(self, summary: Summary) -> None:
@@ -158,10 +158,11 @@ def drain(
     *,
     rate: float = 0.0,
     limit: int = 0,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     progress: Progress | None = None,
 ) -> Summary:
     """Pull until the subscription has nothing new; ``action`` None is a dry run."""
+    out = out or sys.stdout
     summary = Summary()
     held: list[str] = []  # leases kept until the end, so a message is seen once per drain
     seen: set[str] = set()
@@ -310,12 +311,13 @@ def reconcile_bucket(
     publisher: Publisher | None,
     called_ae: str = "IMPORTADAPTER",
     newer_than: datetime | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> ReconcileReport:
     """Publish a message for every object whose instance the DICOM store lacks.
 
     ``publisher`` None is a dry run: the missing instances are listed, nothing published.
     """
+    out = out or sys.stdout
     report = ReconcileReport()
     known: dict[str, set[str]] = {}
     for blob, study, series, sop in bucket_objects(client, bucket, prefix, newer_than):

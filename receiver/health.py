@@ -8,6 +8,7 @@ added. Results are cached for a moment so probes cost little.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,10 @@ def echo_check(port: int, called_ae: str, timeout: float = 5.0) -> Check:
     """A check that opens an association to ``127.0.0.1:port`` and sends C-ECHO."""
 
     def check() -> str | None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=timeout).close()
+        except OSError:
+            return "the DIMSE port is not accepting connections"
         ae = AE(ae_title=HEALTH_CHECK_AE)
         ae.add_requested_context(VERIFICATION)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout

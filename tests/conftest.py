@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,10 +10,12 @@ from typing import Any
 
 import pytest
 from pynetdicom import _config as pynetdicom_config
+from support.cloud import CloudStack
 from support.fake_dicomweb import FakeDicomWeb
 from support.gcs import FakeGcs, running_fake_gcs
 from support.orthanc import Orthanc, start_orthanc
 from support.pipeline import start_pipeline
+from support.pubsub_server import pubsub_host
 
 from dicom_ingest.local import LocalPipeline
 
@@ -52,3 +55,35 @@ def pipelines(tmp_path: Path) -> Iterator[Callable[..., LocalPipeline]]:
 def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcs]:
     with running_fake_gcs(tmp_path_factory.mktemp("gcs")) as server:
         yield server
+
+
+@pytest.fixture
+def pubsub(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A Pub/Sub server for the real client ($PUBSUB_EMULATOR_HOST if one is set)."""
+    with pubsub_host() as host:
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", host)
+        yield host
+
+
+_stack_names = itertools.count(1)
+
+
+@pytest.fixture
+def cloud_stacks(
+    pubsub: str, fake_gcs: FakeGcs, tmp_path: Path
+) -> Iterator[Callable[..., CloudStack]]:
+    """Cloud-shaped pipelines (receiver → Cloud Storage + Pub/Sub → push → uploader)."""
+    stacks: list[CloudStack] = []
+    saved = (tempfile.tempdir, pynetdicom_config.STORE_RECV_CHUNKED_DATASET)
+
+    def factory(dicomweb: str, **options: Any) -> CloudStack:
+        stack = CloudStack(
+            pubsub, fake_gcs, dicomweb, tmp_path, name=f"instances-{next(_stack_names)}", **options
+        )
+        stacks.append(stack)
+        return stack
+
+    yield factory
+    for stack in stacks:
+        stack.close()
+    tempfile.tempdir, pynetdicom_config.STORE_RECV_CHUNKED_DATASET = saved

@@ -37,7 +37,7 @@ def build_gcs_reader(pool_size: int = 16) -> ObjectStore:
     from dicom_ingest.gcs import GcsObjectStore, make_storage_client
 
     staging = Path(tempfile.gettempdir())  # never written: the uploader does not put
-    return GcsObjectStore(make_storage_client(pool_size), "", "", staging)
+    return GcsObjectStore(make_storage_client(pool_size), None, "", staging)
 
 
 def build_pubsub_handler(

@@ -6,77 +6,23 @@ instance is fetched back with ``transfer-syntax=*`` so the stored bytes come bac
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-import requests
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from support.corpus import build_corpus
 from support.datasets import write
-from support.fake_dicomweb import parse_multipart
 from support.net import wait_until
 from support.orthanc import Orthanc
+from support.stored import assert_same, dcmsend, retrieve
 
 from dicom_ingest.local import LocalPipeline
-
-RETRIEVE_AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-
-
-def retrieve(orthanc: Orthanc, ds: Dataset) -> Dataset:
-    response = requests.get(
-        f"{orthanc.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
-        f"/instances/{ds.SOPInstanceUID}",
-        headers={"Accept": RETRIEVE_AS_STORED},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text[:200]
-    [got] = parse_multipart(response.headers["Content-Type"], response.content)
-    return got
-
-
-def assert_same(sent: Dataset, got: Dataset, path: str = "", native_pixels: bool = False) -> None:
-    """Equal element by element.
-
-    Group lengths and Data Set Trailing Padding (FFFC,FFFC) are ignored: Orthanc drops them
-    when it stores an instance; they carry no content.
-    """
-    for element in sent:
-        if (
-            element.tag.element == 0x0000
-            or element.tag.group == 0x0002
-            or element.tag == 0xFFFCFFFC
-        ):
-            continue
-        where = f"{path}{element.tag}"
-        assert element.tag in got, f"{where} missing"
-        other = got[element.tag]
-        if element.VR == "SQ":
-            assert len(element.value) == len(other.value), where
-            for index, (a, b) in enumerate(zip(element.value, other.value, strict=True)):
-                assert_same(a, b, f"{where}[{index}].")
-        elif native_pixels and element.tag == 0x7FE00010:
-            assert (sent.pixel_array == got.pixel_array).all(), f"{where} pixels differ"
-        else:
-            assert element.value == other.value, f"{where} differs"
-
-
-def dcmsend(port: int, files: list[Path]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["dcmsend", "127.0.0.1", str(port), "-aec", "IMPORTADAPTER", "-dn", *map(str, files)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "TCP_NODELAY": "1"},
-    )
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on odd values in its test files

@@ -27,6 +27,7 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     instances: list[pydicom.Dataset] = field(default_factory=list)
+    reply_status: int = 0
 
     @property
     def sop_uids(self) -> list[str]:
@@ -105,6 +106,7 @@ class FakeDicomWeb:
                 with outer._lock:
                     outer.requests.append(recorded)
                 reply = outer.responder(recorded)
+                recorded.reply_status = reply.status
                 if reply.delay:
                     time.sleep(reply.delay)
                 if isinstance(reply.body, dict):

@@ -1,0 +1,298 @@
+"""The cloud-shaped pipeline end to end, with real parts.
+
+dcmsend (or a pynetdicom SCU) → the cloud receiver → fake-gcs-server + a gRPC Pub/Sub server
+→ push → the uploader under functions-framework → Orthanc (or a scripted DICOMweb server for
+outcomes Orthanc cannot produce). Replay runs through the ``dicom-ingest`` command.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+import pytest
+import requests
+from google.cloud import pubsub_v1
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from support.cloud import CloudStack
+from support.corpus import build_corpus
+from support.datasets import ct_dataset, write
+from support.fake_dicomweb import FakeDicomWeb, Recorded, Reply, failed, referenced
+from support.net import wait_until
+from support.orthanc import Orthanc
+from support.stored import assert_same, dcmsend, retrieve
+
+from dicom_ingest import cli
+from dicom_ingest.cloud import CloudReceiver
+from dicom_ingest.message import decode
+from uploader.config import PubSubConfig, UploaderConfig
+from uploader.pull import PullWorker
+from uploader.wiring import build_pubsub_handler
+
+Stacks = Callable[..., CloudStack]
+
+
+def send(receiver: CloudReceiver, *datasets: Dataset, tmp_path: Path) -> list[int]:
+    """C-STORE each dataset on one association; the statuses."""
+    ae = AE(ae_title="TESTSCU")
+    for ds in datasets:
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", receiver.receiver.port, ae_title="IMPORTADAPTER")
+    assert assoc.is_established
+    statuses = []
+    for ds in datasets:
+        path = write(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
+        status = assoc.send_c_store(path)
+        statuses.append(int(status.Status))
+    assoc.release()
+    return statuses
+
+
+def stored_uids(server: FakeDicomWeb) -> set[str]:
+    """SOP instances the scripted store answered with success."""
+    return {uid for r in server.posts() if r.reply_status == 200 for uid in r.sop_uids}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on odd values in its test files
+def test_corpus_arrives_unchanged(orthanc: Orthanc, cloud_stacks: Stacks, tmp_path: Path) -> None:
+    files = build_corpus(tmp_path / "corpus")
+    sent = {f: pydicom.dcmread(f) for f in files}
+    orthanc.clear()
+    stack = cloud_stacks(orthanc.dicomweb)
+    receiver = stack.start_receiver()
+
+    result = dcmsend(receiver.receiver.port, files)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    wait_until(lambda: orthanc.instance_count() == len(files), 120, "all instances stored")
+    objects = stack.gcs.objects(stack.bucket)
+    assert len(objects) == len(files)
+    for path, ds in sent.items():
+        name = f"{path.name}: "
+        key = f"dicom/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+        received = pydicom.dcmread(pydicom.filebase.DicomBytesIO(objects[key]))
+        got = retrieve(orthanc, ds)
+        assert got.file_meta.TransferSyntaxUID == received.file_meta.TransferSyntaxUID, name
+        assert_same(received, got, name)
+    assert stack.pull(stack.dead_subscription) == []
+
+
+def test_messages_carry_pointers_and_no_patient_data(
+    fake_dicomweb: FakeDicomWeb, cloud_stacks: Stacks, tmp_path: Path, pubsub: str
+) -> None:
+    stack = cloud_stacks(fake_dicomweb.url, push=False)
+    tap = f"{stack.topic}-tap".replace("/topics/", "/subscriptions/")
+    stack.subscriber.create_subscription(request={"name": tap, "topic": stack.topic})
+    receiver = stack.start_receiver()
+    ds = ct_dataset()
+    assert send(receiver, ds, tmp_path=tmp_path) == [0]
+
+    [received] = stack.pull(tap)
+    message = decode(received.message.data)
+    attributes = dict(received.message.attributes)
+    assert message.uri.startswith(f"gs://{stack.bucket}/dicom/{ds.StudyInstanceUID}/")
+    assert attributes["object_generation"] == message.generation
+    blob = stack.gcs.client.bucket(stack.bucket).get_blob(message.uri.split("/", 3)[3])
+    assert blob is not None and str(blob.generation) == message.generation
+    assert blob.crc32c == message.crc32c and blob.size == message.size
+    wire = received.message.data + repr(attributes).encode()
+    for value in (str(ds.PatientName), ds.PatientID, "Synthetic", "SYNTH"):
+        assert value.encode() not in wire
+
+
+def test_the_store_down_for_a_while(cloud_stacks: Stacks, tmp_path: Path) -> None:
+    outage = {"left": 6}
+    lock = threading.Lock()
+
+    def responder(request: Recorded) -> Reply:
+        with lock:
+            if outage["left"] > 0:
+                outage["left"] -= 1
+                return Reply(503, "down for maintenance")
+        return Reply(200, referenced(request.sop_uids))
+
+    server = FakeDicomWeb(responder).start()
+    try:
+        stack = cloud_stacks(server.url, max_delivery_attempts=10)
+        receiver = stack.start_receiver()
+        datasets = [ct_dataset(seed=n) for n in range(3)]
+        assert send(receiver, *datasets, tmp_path=tmp_path) == [0, 0, 0]
+        wanted = {str(ds.SOPInstanceUID) for ds in datasets}
+        wait_until(lambda: stored_uids(server) == wanted, 60, "uploads after the outage")
+        assert outage["left"] == 0
+        assert stack.pull(stack.dead_subscription) == []
+    finally:
+        server.stop()
+
+
+def test_a_poison_message_is_dead_lettered_then_replayed(
+    cloud_stacks: Stacks, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fixed = threading.Event()
+
+    def responder(request: Recorded) -> Reply:
+        if not fixed.is_set():
+            return Reply(400, failed(request.sop_uids, 0xA900))
+        return Reply(200, referenced(request.sop_uids))
+
+    server = FakeDicomWeb(responder).start()
+    try:
+        stack = cloud_stacks(server.url)
+        receiver = stack.start_receiver()
+        ds = ct_dataset()
+        assert send(receiver, ds, tmp_path=tmp_path) == [0]
+        publisher = pubsub_v1.PublisherClient()
+
+        # Dead-lettered at once (a permanent failure), with its reason.
+        wait_until(lambda: _backlog(stack, stack.dead_subscription) == 1, 30, "a dead letter")
+        assert cli.main(["replay", "drain", "--subscription", stack.dead_subscription,
+                         "--dry_run"]) == 0  # fmt: skip
+        listing = capsys.readouterr().out
+        assert str(ds.SOPInstanceUID) in listing
+        assert "does not match SOP class (0xA900)" in listing
+        assert "dry run: 1 messages: 0 done, 0 failed, 1 skipped" in listing
+        assert stored_uids(server) == set()
+
+        fixed.set()
+        code = cli.main(
+            ["replay", "drain", "--subscription", stack.dead_subscription,
+             "--to_topic", stack.topic]
+        )  # fmt: skip
+        assert code == 0
+        assert "1 messages: 1 done, 0 failed, 0 skipped" in capsys.readouterr().out
+        wait_until(lambda: stored_uids(server) == {str(ds.SOPInstanceUID)}, 30, "replayed")
+        assert _backlog(stack, stack.dead_subscription) == 0
+        publisher.stop()
+    finally:
+        server.stop()
+
+
+def _backlog(stack: CloudStack, subscription: str) -> int:
+    """Messages waiting in a pull subscription, counted without consuming them."""
+    response = stack.subscriber.pull(
+        request={"subscription": subscription, "max_messages": 100}, timeout=10
+    )
+    ids = [m.ack_id for m in response.received_messages]
+    if ids:
+        stack.subscriber.modify_ack_deadline(
+            request={"subscription": subscription, "ack_ids": ids, "ack_deadline_seconds": 0}
+        )
+    return len(ids)
+
+
+def test_a_publish_failure_fails_the_store_and_reconcile_finds_the_object(
+    orthanc: Orthanc, cloud_stacks: Stacks, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = cloud_stacks(orthanc.dicomweb)
+    receiver = stack.start_receiver()
+    delivered = ct_dataset(seed=1)
+    assert send(receiver, delivered, tmp_path=tmp_path) == [0]
+    wait_until(lambda: _in_orthanc(orthanc, delivered), 30, "first instance stored")
+
+    stack.publisher.delete_topic(topic=stack.topic)
+    orphan = ct_dataset(seed=2)
+    assert send(receiver, orphan, tmp_path=tmp_path) == [0xA701]
+    key = f"dicom/{orphan.StudyInstanceUID}/{orphan.SeriesInstanceUID}/{orphan.SOPInstanceUID}.dcm"
+    assert key in stack.gcs.objects(stack.bucket)  # written, never announced
+    assert not _in_orthanc(orthanc, orphan)
+
+    stack.publisher.create_topic(name=stack.topic)
+    assert stack.uploader is not None
+    stack.create_push_subscription(f"{stack.push_subscription}-2", stack.uploader.url)
+    common = ["--bucket", stack.bucket, "--topic", stack.topic,
+              "--dicomweb_address", orthanc.dicomweb]  # fmt: skip
+    assert cli.main(["replay", "reconcile", *common, "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert f"missing  sop={orphan.SOPInstanceUID}" in out
+    assert str(delivered.SOPInstanceUID) not in out
+    assert "2 object(s); 1 in the DICOM store; 1 missing (dry run)" in out
+
+    assert cli.main(["replay", "reconcile", *common]) == 0
+    assert "1 published" in capsys.readouterr().out
+    wait_until(lambda: _in_orthanc(orthanc, orphan), 30, "the orphan, uploaded")
+    assert_same(
+        pydicom.dcmread(tmp_path / f"{orphan.SOPInstanceUID}.dcm"), retrieve(orthanc, orphan)
+    )
+
+
+def _in_orthanc(orthanc: Orthanc, ds: Dataset) -> bool:
+    response = requests.get(
+        f"{orthanc.dicomweb}/studies/{ds.StudyInstanceUID}/instances",
+        headers={"Accept": "application/dicom+json"},
+        timeout=10,
+    )
+    return response.status_code == 200 and str(ds.SOPInstanceUID) in response.text
+
+
+def test_ack_after_spool_ships_after_a_restart(
+    orthanc: Orthanc, cloud_stacks: Stacks, tmp_path: Path
+) -> None:
+    stack = cloud_stacks(orthanc.dicomweb)
+    spool = tmp_path / "persistent-volume"
+    stack.publisher.delete_topic(topic=stack.topic)  # Pub/Sub unreachable for now
+    receiver = stack.start_receiver(ack_after="spool", spool_dir=spool)
+    datasets = [ct_dataset(seed=10 + n) for n in range(2)]
+    # Answered once on the volume, whatever the cloud is doing.
+    assert send(receiver, *datasets, tmp_path=tmp_path) == [0, 0]
+    receiver.stop()
+    assert not any(_in_orthanc(orthanc, ds) for ds in datasets)
+
+    stack.publisher.create_topic(name=stack.topic)
+    assert stack.uploader is not None
+    stack.create_push_subscription(f"{stack.push_subscription}-2", stack.uploader.url)
+    restarted = stack.start_receiver(ack_after="spool", spool_dir=spool)
+    wait_until(lambda: all(_in_orthanc(orthanc, ds) for ds in datasets), 60, "shipped")
+    assert restarted.queue is not None
+    wait_until(lambda: restarted.queue.stats().pending == 0, 10, "spool queue drained")
+    assert not list((spool / "objects").rglob("*@*.dcm"))  # shipped files removed
+
+
+def test_oversize_instances_go_to_the_pull_worker(
+    orthanc: Orthanc, cloud_stacks: Stacks, tmp_path: Path
+) -> None:
+    stack = cloud_stacks(orthanc.dicomweb, uploader_env={"DICOM_INGEST_PUSH_MAX_BYTES": "20000"})
+    receiver = stack.start_receiver()
+    small, large = ct_dataset(rows=8, columns=8, seed=3), ct_dataset(rows=256, seed=4)
+    assert send(receiver, small, large, tmp_path=tmp_path) == [0, 0]
+    wait_until(lambda: _in_orthanc(orthanc, small), 30, "the small one, pushed")
+    wait_until(lambda: _backlog(stack, stack.oversize_subscription) == 1, 30, "deferred")
+    assert not _in_orthanc(orthanc, large)
+
+    handler = build_pubsub_handler(
+        UploaderConfig(orthanc.dicomweb, keep_uploaded=True), PubSubConfig()
+    )
+    worker = PullWorker(pubsub_v1.SubscriberClient(), stack.oversize_subscription, handler)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    try:
+        wait_until(lambda: _in_orthanc(orthanc, large), 30, "the large one, pulled")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert worker.counts == {"done": 1}
+    assert_same(pydicom.dcmread(tmp_path / f"{large.SOPInstanceUID}.dcm"), retrieve(orthanc, large))
+
+
+def test_health_endpoints(fake_dicomweb: FakeDicomWeb, cloud_stacks: Stacks) -> None:
+    stack = cloud_stacks(fake_dicomweb.url, push=False)
+    receiver = stack.start_receiver(health_port=_free())
+    assert receiver.health is not None
+    base = f"http://127.0.0.1:{receiver.health.port}"
+    assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+    ready = requests.get(f"{base}/readyz", timeout=10)
+    assert (ready.status_code, ready.text.strip()) == (200, "ok")
+    receiver.receiver.stop(grace=0)
+    receiver.health._cached = None  # no waiting out the cache
+    not_ready = requests.get(f"{base}/readyz", timeout=10)
+    assert not_ready.status_code == 503
+    assert requests.get(f"{base}/healthz", timeout=5).status_code == 503
+
+
+def _free() -> int:
+    from support.net import free_port
+
+    return free_port()
