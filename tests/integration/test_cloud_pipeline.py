@@ -7,6 +7,9 @@ outcomes Orthanc cannot produce). Replay runs through the ``dicom-ingest`` comma
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -84,8 +87,7 @@ def test_messages_carry_pointers_and_no_patient_data(
     fake_dicomweb: FakeDicomWeb, cloud_stacks: Stacks, tmp_path: Path, pubsub: str
 ) -> None:
     stack = cloud_stacks(fake_dicomweb.url, push=False)
-    tap = f"{stack.topic}-tap".replace("/topics/", "/subscriptions/")
-    stack.subscriber.create_subscription(request={"name": tap, "topic": stack.topic})
+    tap = stack.tap()
     receiver = stack.start_receiver()
     ds = ct_dataset()
     assert send(receiver, ds, tmp_path=tmp_path) == [0]
@@ -296,3 +298,29 @@ def _free() -> int:
     from support.net import free_port
 
     return free_port()
+
+
+def test_the_work_command_drains_a_backlog(
+    fake_dicomweb: FakeDicomWeb, cloud_stacks: Stacks, tmp_path: Path
+) -> None:
+    stack = cloud_stacks(fake_dicomweb.url, push=False)
+    backlog = stack.tap()
+    receiver = stack.start_receiver()
+    datasets = [ct_dataset(seed=20 + n) for n in range(5)]
+    assert send(receiver, *datasets, tmp_path=tmp_path) == [0] * 5
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "dicom_ingest.cli", "work", "--subscription", backlog,
+         "--dicomweb_address", fake_dicomweb.url, "--upload_workers", "2"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        wanted = {str(ds.SOPInstanceUID) for ds in datasets}
+        wait_until(lambda: stored_uids(fake_dicomweb) == wanted, 60, "the backlog uploaded")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, errors = worker.communicate(timeout=60)
+    assert worker.returncode == 0, errors[-2000:]
+    assert "stopped pulling" in errors
+    assert _backlog(stack, backlog) == 0

@@ -104,6 +104,7 @@ class CloudStack:
     uploader_env: dict[str, str] = dataclasses.field(default_factory=dict)
     max_delivery_attempts: int = 5
     push: bool = True
+    push_oidc: dict[str, str] | None = None  # service_account_email, audience
     name: str = "instances"
 
     def __post_init__(self) -> None:
@@ -120,7 +121,7 @@ class CloudStack:
         self.bucket = self.gcs.new_bucket()
         self.receivers: list[CloudReceiver] = []
         self.uploader: UploaderFunction | None = None
-        env = {
+        self.uploader_environment = {
             "DICOM_INGEST_DICOMWEB_ADDRESS": self.dicomweb,
             "DICOM_INGEST_DEAD_LETTER_TOPIC": self.dead_topic,
             "DICOM_INGEST_OVERSIZE_TOPIC": self.oversize_topic,
@@ -128,8 +129,8 @@ class CloudStack:
             **self.uploader_env,
         }
         if self.push:
-            self.uploader = UploaderFunction(env)
-            self.create_push_subscription(self.push_subscription, self.uploader.url)
+            self.uploader = UploaderFunction(self.uploader_environment)
+            self.create_push_subscription(self.push_subscription, self.uploader.url, self.push_oidc)
         for subscription, topic in (
             (self.dead_subscription, self.dead_topic),
             (self.oversize_subscription, self.oversize_topic),
@@ -181,6 +182,12 @@ class CloudStack:
         started.start()
         self.receivers.append(started)
         return started
+
+    def tap(self) -> str:
+        """A pull subscription that sees every message published to the topic."""
+        name = f"{self.topic}-tap".replace("/topics/", "/subscriptions/")
+        self.subscriber.create_subscription(request={"name": name, "topic": self.topic})
+        return name
 
     def pull(self, subscription: str, max_messages: int = 100) -> list[Any]:
         """Pull and acknowledge what is there (for assertions)."""
