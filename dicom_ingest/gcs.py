@@ -166,7 +166,10 @@ class GcsObjectStore:
         except Exception as exc:  # transport, API and checksum errors alike: not stored
             raise ObjectStoreError(f"Cloud Storage upload failed: {type(exc).__name__}") from exc
         if blob.crc32c != crc32c or (blob.size is not None and int(blob.size) != size):
-            self._delete_generation(name, blob.generation, self._writable)
+            try:
+                self._discard(name, blob.generation, self._writable)
+            except api_exceptions.GoogleAPIError:
+                log.warning("could not remove a damaged upload of %s", name)
             raise ObjectStoreError("Cloud Storage stored different bytes than were sent")
         return StoredObject(self.uri_for(key), str(blob.generation), size, crc32c)
 
@@ -203,13 +206,20 @@ class GcsObjectStore:
         return self._delete_generation(name, int(generation), self._client.bucket(bucket_name))
 
     def _delete_generation(self, name: str, generation: int | None, target: Any) -> bool:
+        """Delete exactly that generation if it is still the live one."""
         try:
-            # Exactly that generation, never a newer receipt that replaced it. The
-            # precondition makes this atomic on Cloud Storage; the generation check first
-            # also holds on servers that ignore preconditions on delete.
+            # The precondition makes this atomic on Cloud Storage; the check first also holds
+            # on servers that ignore preconditions on delete.
             live = target.get_blob(name, timeout=self._timeout, retry=self._retry)
-            if live is None or (generation is not None and live.generation != generation):
-                return False
+        except api_exceptions.NotFound:
+            return False
+        if live is None or (generation is not None and live.generation != generation):
+            return False
+        return self._discard(name, generation, target)
+
+    def _discard(self, name: str, generation: int | None, target: Any) -> bool:
+        """Delete a generation without reading its metadata (the receiver may not)."""
+        try:
             target.blob(name, generation=generation).delete(
                 if_generation_match=generation, timeout=self._timeout, retry=self._retry
             )

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Sets up (scripts/setup.sh), then lint, format check, strict type check and the test suite.
+# Sets up (scripts/setup.sh), then lint, format check, strict type check, the offline checks of
+# the deployment code (scripts/check-infra.sh) and the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+bash scripts/check-infra.sh
 .venv/bin/python -m pytest "$@"

@@ -47,7 +47,14 @@ def _ready(url: str) -> bool:
 
 @contextmanager
 def running_fake_gcs(workdir: Path) -> Iterator[FakeGcs]:
-    """Start the server; ``STORAGE_EMULATOR_HOST`` points every client in the process at it."""
+    """Start the server; ``STORAGE_EMULATOR_HOST`` points every client in the process at it.
+
+    An emulator already named by ``STORAGE_EMULATOR_HOST`` (as in Cloud Build) is used instead.
+    """
+    existing = os.environ.get("STORAGE_EMULATOR_HOST")
+    if existing:
+        yield FakeGcs(existing)
+        return
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(workdir / "fake-gcs-server.log", "wb")  # noqa: SIM115

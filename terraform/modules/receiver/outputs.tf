@@ -1,0 +1,14 @@
+output "load_balancer_ip" {
+  description = "The receiver's internal load balancer address: configure the PACS with it, port 2575, AE title IMPORTADAPTER."
+  value       = local.ip
+}
+
+output "manifests" {
+  description = "The rendered Kubernetes manifests (namespace first), for `kubectl apply -f -` when apply_manifests is false."
+  value       = join("---\n", concat([local.namespace_manifest], values(local.manifests)))
+}
+
+output "dcmsend_command" {
+  description = "A dcmsend line to try from a host in source_ranges."
+  value       = "dcmsend -v ${local.ip} 2575 -aec IMPORTADAPTER +sd +r PATH_TO_DICOM_FILES"
+}

@@ -1,0 +1,263 @@
+"""docker/ and .dockerignore: what can be checked without a Docker engine.
+
+The commands the images run are run here, from the project's own virtualenv: the receiver's
+entry point and the pull worker answer --help with every flag the manifests pass, every
+DICOM_INGEST_* variable the deployment sets names a real flag, and the uploader's
+functions-framework command starts and serves HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from support.net import free_port, port_open, wait_until
+
+from infra import hcl, k8s_render
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+BIN = Path(sys.executable).parent
+DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
+
+
+def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    logical: list[str] = []
+    pending = ""
+    for line in dockerfile.read_text().splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        logical.append(pending + stripped)
+        pending = ""
+    result = []
+    for entry in logical:
+        instruction, _, arguments = entry.partition(" ")
+        result.append((instruction.upper(), arguments.strip()))
+    return result
+
+
+def _exec_form(dockerfile: Path, instruction: str) -> list[str]:
+    (value,) = [args for name, args in _instructions(dockerfile) if name == instruction]
+    parsed = json.loads(value)
+    assert isinstance(parsed, list), f"{instruction} must use the exec (JSON) form"
+    return [str(p) for p in parsed]
+
+
+def _env(dockerfile: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    stages = [i for i, (name, _) in enumerate(_instructions(dockerfile)) if name == "FROM"]
+    for name, args in _instructions(dockerfile)[stages[-1] :]:
+        if name == "ENV":
+            for item in shlex.split(args):
+                key, _, value = item.partition("=")
+                env[key] = value
+    return env
+
+
+def _help(*command: str) -> str:
+    done = subprocess.run(
+        [str(BIN / command[0]), *command[1:], "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _env_flags(names: list[str]) -> set[str]:
+    return {n.removeprefix("DICOM_INGEST_").lower() for n in names if n.startswith("DICOM_INGEST_")}
+
+
+def test_both_images_exist() -> None:
+    assert [p.name for p in DOCKERFILES] == ["receiver.Dockerfile", "uploader.Dockerfile"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_pinned_slim_base_non_root_health_check(dockerfile: Path) -> None:
+    instructions = _instructions(dockerfile)
+    (base_arg,) = [a for n, a in instructions if n == "ARG" and a.startswith("PYTHON_IMAGE=")]
+    assert re.fullmatch(
+        r"PYTHON_IMAGE=python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", base_arg
+    )
+    froms = [a for n, a in instructions if n == "FROM"]
+    assert froms and all(f.startswith("${PYTHON_IMAGE}") for f in froms)
+    users = [a for n, a in instructions if n == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert any(n == "HEALTHCHECK" for n, _ in instructions)
+    runs = " ".join(a for n, a in instructions if n == "RUN")
+    assert "pip install ." in runs
+    assert "[test]" not in runs, "runtime dependencies only"
+    copied = [a.split()[0] for n, a in instructions if n == "COPY" and "--from" not in a]
+    assert set(copied) <= {"pyproject.toml", "README.md", "dicom_ingest", "receiver", "uploader"}
+
+
+def test_receiver_entry_point_takes_the_manifests_flags() -> None:
+    entrypoint = _exec_form(DOCKER / "receiver.Dockerfile", "ENTRYPOINT")
+    assert entrypoint == ["dicom-ingest", "receive"]
+    text = _help(*entrypoint)
+    deployment = yaml.safe_load(
+        k8s_render.render(k8s_render.K8S_DIR / "receiver-deployment.yaml.tftpl")
+    )
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    flags = {arg[2:].split("=", 1)[0] for arg in container["args"]}
+    flags |= _env_flags([e["name"] for e in container["env"]])
+    flags |= _env_flags(list(_env(DOCKER / "receiver.Dockerfile")))
+    assert {"dimse_aet", "dimse_port", "bucket", "topic", "spool_dir", "health_port"} <= flags
+    missing = {f for f in flags if f"--{f}" not in text}
+    assert not missing, f"`dicom-ingest receive` has no flag for {sorted(missing)}"
+
+
+def test_pull_worker_takes_the_manifests_flags_and_the_uploader_env() -> None:
+    text = _help("dicom-ingest", "work")
+    worker = yaml.safe_load(k8s_render.render(k8s_render.K8S_DIR / "worker-deployment.yaml.tftpl"))
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    flags = {arg[2:].split("=", 1)[0] for arg in container["args"]}
+    flags |= _env_flags([e["name"] for e in container["env"]])
+    # The Cloud Run service sets the same variables for the push handler.
+    cloud_run = (hcl.TERRAFORM / "modules" / "uploader" / "main.tf").read_text()
+    flags |= _env_flags(re.findall(r"\bDICOM_INGEST_\w+", cloud_run))
+    flags |= _env_flags(list(_env(DOCKER / "uploader.Dockerfile")))
+    assert {"subscription", "dicomweb_address", "dead_letter_topic", "auth"} <= flags
+    missing = {f for f in flags if f"--{f}" not in text}
+    assert not missing, f"`dicom-ingest work` has no flag for {sorted(missing)}"
+
+
+@pytest.fixture
+def uploader_server(tmp_path: Path) -> Iterator[int]:
+    """The uploader image's CMD, run from this virtualenv with the repository's main.py."""
+    command = _exec_form(DOCKER / "uploader.Dockerfile", "CMD")
+    assert command[0] == "functions-framework"
+    assert "--source=/app/uploader/main.py" in command
+    assert "--target=upload" in command and "--signature-type=cloudevent" in command
+    copies = [a for n, a in _instructions(DOCKER / "uploader.Dockerfile") if n == "COPY"]
+    assert any(a.endswith("uploader/main.py /app/uploader/main.py") for a in copies)
+    source = ROOT / "uploader" / "main.py"
+    assert source.is_file()
+    argv = [str(BIN / command[0])] + [
+        f"--source={source}" if arg.startswith("--source=") else arg for arg in command[1:]
+    ]
+    port = free_port()
+    env = {
+        **os.environ,
+        **_env(DOCKER / "uploader.Dockerfile"),
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "WORKERS": "1",
+        "THREADS": "2",
+        "DICOM_INGEST_DICOMWEB_ADDRESS": "http://127.0.0.1:9/dicomWeb",
+        "DICOM_INGEST_AUTH": "none",
+        "DICOM_INGEST_LOG_FORMAT": "json",
+    }
+    log = (tmp_path / "uploader.log").open("w")
+    process = subprocess.Popen(
+        argv, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        wait_until(lambda: port_open(port) or process.poll() is not None, 60, "functions-framework")
+        assert process.poll() is None, (tmp_path / "uploader.log").read_text()
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def test_uploader_command_starts_and_serves_http(uploader_server: int) -> None:
+    request = urllib.request.Request(f"http://127.0.0.1:{uploader_server}/", method="GET")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status = response.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    # A GET is not a CloudEvent: the framework answers it (4xx) without running the function.
+    assert 400 <= status < 500
+
+
+# --- .dockerignore -------------------------------------------------------------------------
+
+
+def _pattern(rule: str) -> re.Pattern[str]:
+    rule = rule.strip("/")
+    out = ""
+    i = 0
+    while i < len(rule):
+        if rule.startswith("**", i):
+            out += ".*"
+            i += 2
+            if rule.startswith("/", i):
+                out += "/?"
+                i += 1
+            continue
+        char = rule[i]
+        out += {"*": "[^/]*", "?": "[^/]"}.get(char, re.escape(char))
+        i += 1
+    return re.compile(out)
+
+
+def _ignored(path: str, rules: list[str]) -> bool:
+    """Docker's rule: the last matching pattern wins; a pattern matches a path or a parent."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    ignored = False
+    for rule in rules:
+        negate = rule.startswith("!")
+        pattern = _pattern(rule.removeprefix("!"))
+        if any(pattern.fullmatch(p) for p in prefixes):
+            ignored = not negate
+    return ignored
+
+
+def _dockerignore() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "tests/unit/test_queue.py",
+        "tests/infra/k8s_render.py",
+        ".venv/bin/python",
+        ".venv-infra/bin/checkov",
+        ".git/HEAD",
+        ".local/spool/queue.sqlite",
+        "spool/1.2.3.dcm",
+        "terraform/envs/example/terraform.tfstate",
+        "terraform/envs/example/.terraform/providers/x",
+        "receiver/__pycache__/scp.cpython-311.pyc",
+        "k8s/receiver-deployment.yaml.tftpl",
+        "cloudbuild.yaml",
+    ],
+)
+def test_dockerignore_keeps_out(path: str) -> None:
+    assert _ignored(path, _dockerignore())
+
+
+def test_dockerignore_keeps_the_package_sources() -> None:
+    rules = _dockerignore()
+    needed = ["pyproject.toml", "README.md", "uploader/main.py"]
+    for package in ("dicom_ingest", "receiver", "uploader"):
+        needed += [str(p.relative_to(ROOT)) for p in (ROOT / package).glob("*.py")]
+    for path in needed:
+        assert not _ignored(path, rules), path

@@ -1,0 +1,194 @@
+"""k8s/: the receiver's manifests, rendered as terraform renders them, against the runtime contract.
+
+Schema validation (kubernetes-validate --strict) and checkov's Kubernetes checks run in
+scripts/check-infra.sh; these tests check what the schemas cannot: that the manifests fit the
+receiver (the guide's flags, the health port, the spool directory, the drain time).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from infra import k8s_render
+
+TEMPLATES = k8s_render.templates()
+
+
+def _load(name: str, values: dict[str, str] | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(
+        k8s_render.render(k8s_render.K8S_DIR / f"{name}.yaml.tftpl", values)
+    )
+    return doc
+
+
+def _container(workload: dict[str, Any]) -> dict[str, Any]:
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    result: dict[str, Any] = container
+    return result
+
+
+def _flags(container: dict[str, Any]) -> dict[str, str]:
+    flags: dict[str, str] = {}
+    for arg in container["args"]:
+        assert arg.startswith("--") and "=" in arg, f"not --flag=value: {arg}"
+        name, value = arg[2:].split("=", 1)
+        flags[name] = value
+    return flags
+
+
+@pytest.fixture(params=["receiver-deployment", "receiver-statefulset"])
+def receiver(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return _load(request.param)
+
+
+def test_every_template_renders_to_one_object(tmp_path: Path) -> None:
+    assert len(TEMPLATES) >= 8
+    for template in TEMPLATES:
+        docs = list(yaml.safe_load_all(k8s_render.render(template)))
+        assert len(docs) == 1, f"{template.name}: kubectl_manifest applies one object per file"
+        assert {"apiVersion", "kind", "metadata"} <= set(docs[0])
+    assert k8s_render.main(["k8s_render", str(tmp_path)]) == 0
+    assert len(list(tmp_path.glob("*.yaml"))) == len(TEMPLATES)
+
+
+def test_templates_use_only_plain_interpolation() -> None:
+    for template in TEMPLATES:
+        k8s_render.render_text(template.read_text(), k8s_render.values_for(template))
+    with pytest.raises(ValueError, match="unsupported"):
+        k8s_render.render_text("%{ if x }a%{ endif }", {})
+    with pytest.raises(KeyError):
+        k8s_render.render_text("${missing}", {})
+
+
+def test_guide_args_plus_bucket_and_topic(receiver: dict[str, Any]) -> None:
+    args = _container(receiver)["args"]
+    assert args[:2] == ["--dimse_aet=IMPORTADAPTER", "--dimse_port=2575"]
+    flags = _flags(_container(receiver))
+    assert flags["bucket"] == k8s_render.RECEIVER_VALUES["bucket"]
+    assert flags["topic"].startswith("projects/") and "/topics/" in flags["topic"]
+    assert flags["log_format"] == "json"
+
+
+def test_ack_mode_matches_the_workload_kind() -> None:
+    assert _flags(_container(_load("receiver-deployment")))["ack_after"] == "store"
+    statefulset = _load("receiver-statefulset")
+    assert _flags(_container(statefulset))["ack_after"] == "spool"
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "spool"
+    assert statefulset["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
+    hpa = _load("receiver-hpa", k8s_render.spool_mode_values())
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+    assert hpa["spec"]["behavior"]["scaleDown"]["selectPolicy"] == "Disabled"
+
+
+def test_deployment_and_statefulset_run_the_same_pod() -> None:
+    values = k8s_render.RECEIVER_VALUES
+    deployment = _load("receiver-deployment", values)["spec"]["template"]
+    statefulset = _load("receiver-statefulset", values)["spec"]["template"]
+    deployment["spec"].pop("volumes")
+    assert deployment == statefulset
+
+
+def test_probes_use_the_health_port(receiver: dict[str, Any]) -> None:
+    container = _container(receiver)
+    health_port = int(_flags(container)["health_port"])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"dimse": 2575, "health": health_port}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["startupProbe"]["httpGet"]["port"] == "health"
+
+
+def test_termination_grace_outlasts_the_drain(receiver: dict[str, Any]) -> None:
+    grace = int(_flags(_container(receiver))["shutdown_grace"])
+    assert receiver["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
+
+
+def test_locked_down_container_with_a_writable_spool(receiver: dict[str, Any]) -> None:
+    pod = receiver["spec"]["template"]["spec"]
+    container = _container(receiver)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert security["runAsUser"] >= 10000
+    spool = _flags(container)["spool_dir"]
+    assert {"name": "spool", "mountPath": spool} in container["volumeMounts"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["TMPDIR"] == spool
+    for key in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(container["resources"][key])
+    assert container["image"].count("@sha256:") == 1
+
+
+def test_store_mode_spool_is_a_sized_empty_dir() -> None:
+    volumes = _load("receiver-deployment")["spec"]["template"]["spec"]["volumes"]
+    assert volumes == [{"name": "spool", "emptyDir": {"sizeLimit": "8Gi"}}]
+
+
+def test_workload_identity_service_account() -> None:
+    account = _load("receiver-serviceaccount")
+    annotation = account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
+    assert annotation.endswith(".iam.gserviceaccount.com")
+    pod = _load("receiver-deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+
+
+def test_internal_load_balancer_on_2575() -> None:
+    service = _load("receiver-service")
+    assert service["metadata"]["annotations"]["networking.gke.io/load-balancer-type"] == (
+        "Internal"
+    )
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["ports"] == [
+        {"name": "dimse", "port": 2575, "targetPort": "dimse", "protocol": "TCP"}
+    ]
+    assert service["spec"]["loadBalancerSourceRanges"] == k8s_render.SOURCE_RANGES
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+    pod_labels = _load("receiver-deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_network_policy_admits_only_the_pacs_ranges() -> None:
+    policy = _load("receiver-networkpolicy")
+    (rule,) = policy["spec"]["ingress"]
+    assert [peer["ipBlock"]["cidr"] for peer in rule["from"]] == k8s_render.SOURCE_RANGES
+    assert rule["ports"] == [{"port": 2575, "protocol": "TCP"}]
+
+
+def test_disruption_budget_and_autoscaler_target_the_receiver() -> None:
+    deployment = _load("receiver-deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    pdb = _load("receiver-pdb")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"]["maxUnavailable"] == 1
+    hpa = _load("receiver-hpa")
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    assert "replicas" not in deployment["spec"], "the autoscaler owns the replica count"
+
+
+def test_everything_is_namespaced() -> None:
+    namespace = _load("namespace")["metadata"]["name"]
+    for template in TEMPLATES:
+        doc = yaml.safe_load(k8s_render.render(template))
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == namespace, template.name
+
+
+def test_worker_runs_the_uploader_image_as_a_pull_worker() -> None:
+    worker = _load("worker-deployment")
+    container = _container(worker)
+    assert container["command"] == ["dicom-ingest", "work"]
+    assert _flags(container)["subscription"].startswith("projects/")
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["DICOM_INGEST_AUTH"] == "adc"
+    assert env["DICOM_INGEST_DICOMWEB_ADDRESS"].endswith("/dicomWeb")
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
