@@ -363,9 +363,9 @@ def _run_bucket_reconcile(namespace: argparse.Namespace) -> int:
     verb = "missing (dry run)" if publisher is None else "published"
     print(
         f"{report.objects} object(s); {report.present} in the DICOM store; {report.published}"
-        f" {verb}; {report.unusable} unreadable"
+        f" {verb}; {report.unusable} unreadable; {report.failed} not checked or not published"
     )
-    return 1 if report.unusable else 0
+    return 1 if report.unusable or report.failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

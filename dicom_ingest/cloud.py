@@ -9,6 +9,7 @@ the background (``receiver.shipper``).
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 from receiver.config import ReceiverConfig
 from receiver.health import HealthServer, echo_check
 from receiver.scp import Receiver
-from receiver.shipper import ShipService
+from receiver.shipper import OutboxPublisher, RepublishService, ShipService
 from receiver.store import StoreService
 from uploader.worker import Backoff, QueueWorkers
 
@@ -25,6 +26,7 @@ from .flags import ConfigError, Flag
 from .gcs import GcsObjectStore, make_storage_client
 from .local import configure_pynetdicom, open_spool, run_until_signal
 from .pubsub import PubSubPublisher, check_topic, make_publisher_client
+from .queue import SqliteQueue
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 # Attempts before a spooled instance's shipping is dead-lettered locally: with the 60 s
 # longest backoff, days of Cloud Storage or Pub/Sub outage.
 SHIP_MAX_ATTEMPTS = 10_000
+OUTBOX_FILE = "outbox.sqlite3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +78,7 @@ class CloudReceiverConfig:
     ship_workers: int = 4
 
     def __post_init__(self) -> None:
-        if not _BUCKET.match(self.bucket or ""):
+        if not isinstance(self.bucket, str) or not _BUCKET.fullmatch(self.bucket):
             raise ConfigError("--bucket must be a Cloud Storage bucket name")
         check_topic(self.topic)
         prefix = self.object_prefix.strip("/")
@@ -83,7 +86,9 @@ class CloudReceiverConfig:
             raise ConfigError("--object_prefix must be a plain path such as dicom or site-a/dicom")
         if not 0 <= self.health_port <= 65535:
             raise ConfigError("--health_port must be a TCP port, or 0")
-        if self.storage_timeout <= 0 or self.publish_timeout <= 0:
+        if self.ack_after not in ("store", "spool"):
+            raise ConfigError("--ack_after must be store or spool")
+        if not all(0 < t < math.inf for t in (self.storage_timeout, self.publish_timeout)):
             raise ConfigError("--storage_timeout and --publish_timeout must be positive")
         if self.ship_workers < 1:
             raise ConfigError("--ship_workers must be at least 1")
@@ -145,15 +150,33 @@ class CloudReceiver:
             for leftover in staging.iterdir():
                 leftover.unlink(missing_ok=True)
             configure_pynetdicom(staging)
-            self.queue = None
-            store = StoreService(self.cloud, self.publisher)
+            # Messages Pub/Sub refused after their object was written wait here.
+            self.queue = SqliteQueue(config.spool_dir / OUTBOX_FILE, SHIP_MAX_ATTEMPTS)
+            self.queue.release_leases()
+            store = StoreService(self.cloud, OutboxPublisher(self.publisher, self.queue))
+            self.workers = QueueWorkers(
+                self.queue,
+                RepublishService(self.publisher),
+                workers=1,
+                batch=1,
+                lease_seconds=120.0,
+                backoff=Backoff(0.5, 60.0),
+            )
         self.receiver = Receiver(config.receiver, store)
         self.health: HealthServer | None = None
         if config.health_port:
             self.health = HealthServer(
                 config.health_port,
                 alive=self._alive,
-                ready=[echo_check(self.receiver.port, config.receiver.dimse_aet)],
+                ready=[
+                    echo_check(
+                        self.receiver.port,
+                        config.receiver.dimse_aet,
+                        saturated=lambda: (
+                            self.receiver.active_associations() >= config.receiver.max_associations
+                        ),
+                    )
+                ],
             )
         self._stopped = False
 

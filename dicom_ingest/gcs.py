@@ -8,6 +8,7 @@ generation and is told "superseded" when a newer receipt of the same instance re
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import os
@@ -15,9 +16,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import google_crc32c
+import requests
 from google.api_core import exceptions as api_exceptions
-from google.api_core.retry import Retry
 from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
 from requests.adapters import HTTPAdapter
 
 from .objectstore import ObjectMissing, ObjectStoreError, ObjectSuperseded, StoredObject
@@ -28,15 +31,6 @@ log = logging.getLogger(__name__)
 MULTIPART_LIMIT = 8 << 20
 CHUNK_SIZE = 16 << 20  # a multiple of 256 KiB, as resumable uploads require
 READ_CHUNK_SIZE = 8 << 20
-
-_TRANSIENT = (
-    api_exceptions.TooManyRequests,
-    api_exceptions.InternalServerError,
-    api_exceptions.BadGateway,
-    api_exceptions.ServiceUnavailable,
-    api_exceptions.GatewayTimeout,
-    ConnectionError,
-)
 
 
 def make_storage_client(pool_size: int = 32, project: str | None = None) -> storage.Client:
@@ -62,11 +56,19 @@ def parse_gs_uri(uri: str) -> tuple[str, str]:
 
 
 class _BlobRaw(io.RawIOBase):
-    """Raw reads of one object generation; transport errors surface as ``OSError``."""
+    """Raw reads of one object generation, checked against its CRC32C at the end.
 
-    def __init__(self, blob: storage.Blob, chunk_size: int) -> None:
+    The download is pinned to the generation by its URL, and the bytes are checksummed as
+    they stream: a mismatch raises ``OSError`` before the last byte is handed over, so an
+    upload built from this reader fails instead of sending other bytes.
+    """
+
+    def __init__(self, blob: storage.Blob, size: int, crc32c: str, chunk_size: int) -> None:
         super().__init__()
         self._reader = blob.open("rb", chunk_size=chunk_size)
+        self._remaining = size
+        self._expected = crc32c
+        self._checksum = google_crc32c.Checksum()
 
     def readable(self) -> bool:
         return True
@@ -74,11 +76,22 @@ class _BlobRaw(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         try:
-            data = self._reader.read(len(view))
+            data = self._reader.read(min(len(view), max(self._remaining, 1)))
         except api_exceptions.NotFound as exc:
             raise OSError(f"object generation disappeared while being read: {exc}") from exc
         except api_exceptions.GoogleAPIError as exc:
             raise OSError(f"Cloud Storage read failed: {exc}") from exc
+        self._remaining -= len(data)
+        self._checksum.update(data)
+        if self._remaining < 0:
+            raise OSError("object generation is longer than its metadata says")
+        if self._remaining == 0 and self._expected:
+            got = base64.b64encode(self._checksum.digest()).decode("ascii")
+            if got != self._expected:
+                raise OSError("bytes read do not match the object generation's CRC32C")
+            self._expected = ""  # checked once
+        if not data and self._remaining > 0:
+            raise OSError("object generation ended early")
         view[: len(data)] = data
         return len(data)
 
@@ -91,10 +104,10 @@ class _BlobRaw(io.RawIOBase):
 class GcsReader(io.BufferedReader):
     """A streamed read of one object generation, with the size and CRC32C the server holds."""
 
-    def __init__(self, blob: storage.Blob, chunk_size: int = READ_CHUNK_SIZE) -> None:
-        super().__init__(_BlobRaw(blob, chunk_size), buffer_size=1 << 20)
-        self.size = int(blob.size or 0)
-        self.crc32c = str(blob.crc32c or "")
+    def __init__(self, blob: storage.Blob, size: int, crc32c: str) -> None:
+        super().__init__(_BlobRaw(blob, size, crc32c, READ_CHUNK_SIZE), buffer_size=1 << 20)
+        self.size = size
+        self.crc32c = crc32c
 
 
 class GcsObjectStore:
@@ -115,9 +128,9 @@ class GcsObjectStore:
         self._staging = staging
         self._staging.mkdir(parents=True, exist_ok=True)
         self._timeout = timeout
-        self._retry = Retry(
-            predicate=lambda exc: isinstance(exc, _TRANSIENT), timeout=timeout, initial=0.1
-        )
+        # The library's own predicate: 408, 429, 5xx, connection resets and timeouts; the
+        # whole operation, retries included, within ``timeout``.
+        self._retry = DEFAULT_RETRY.with_timeout(timeout).with_delay(initial=0.1, maximum=5.0)
 
     @property
     def bucket(self) -> str:
@@ -160,6 +173,9 @@ class GcsObjectStore:
                 rewind=True,
                 content_type="application/dicom",
                 checksum="crc32c",
+                # The server checks the object against the receiver's own CRC32C before it
+                # creates the generation.
+                crc32c_checksum_value=crc32c,
                 retry=self._retry,
                 timeout=self._timeout,
             )
@@ -189,10 +205,16 @@ class GcsObjectStore:
         bucket_name, name = parse_gs_uri(uri)
         bucket = self._client.bucket(bucket_name)
         try:
-            blob = bucket.get_blob(name, generation=int(generation), timeout=self._timeout)
-            if blob is not None and blob.time_deleted is None:
-                return GcsReader(blob)
-            live = bucket.get_blob(name, timeout=self._timeout)
+            number = int(generation)
+            found = bucket.get_blob(
+                name, generation=number, timeout=self._timeout, retry=self._retry
+            )
+            if found is not None and found.time_deleted is None:
+                # Read through a blob that names the generation itself, not through the
+                # media link the server returned, so every range request is pinned to it.
+                pinned = bucket.blob(name, generation=number)
+                return GcsReader(pinned, int(found.size or 0), str(found.crc32c or ""))
+            live = bucket.get_blob(name, timeout=self._timeout, retry=self._retry)
         except ValueError as exc:
             raise ObjectMissing(f"bad generation {generation!r}") from exc
         except api_exceptions.GoogleAPIError as exc:
@@ -203,7 +225,10 @@ class GcsObjectStore:
 
     def delete(self, uri: str, generation: str) -> bool:
         bucket_name, name = parse_gs_uri(uri)
-        return self._delete_generation(name, int(generation), self._client.bucket(bucket_name))
+        try:
+            return self._delete_generation(name, int(generation), self._client.bucket(bucket_name))
+        except (api_exceptions.GoogleAPIError, requests.RequestException, ValueError) as exc:
+            raise ObjectStoreError(f"Cloud Storage delete failed: {type(exc).__name__}") from exc
 
     def _delete_generation(self, name: str, generation: int | None, target: Any) -> bool:
         """Delete exactly that generation if it is still the live one."""

@@ -83,6 +83,7 @@ class InstanceMessage:
             "sop_instance_uid": self.sop_instance_uid,
             "object_uri": self.uri,
             "object_generation": self.generation,
+            "size": str(self.size),
         }
 
 

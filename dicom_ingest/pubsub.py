@@ -40,7 +40,7 @@ _RETRYABLE = (
 
 
 def check_path(value: str, pattern: re.Pattern[str], flag: str, example: str) -> str:
-    if not pattern.match(value or ""):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise ConfigError(f"--{flag} must look like {example}, got {value!r}")
     return value
 

@@ -22,9 +22,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from google.api_core import exceptions as api_exceptions
 from pydicom.filereader import read_file_meta_info
 
-from uploader.pubsub_handler import DEAD_LETTER_ATTRIBUTES, Decision, PubSubHandler, Received
+from uploader.pubsub_handler import (
+    DEAD_LETTER_ATTRIBUTES,
+    Decision,
+    Handled,
+    PubSubHandler,
+    Received,
+)
 
 from .message import InstanceMessage, decode, encode, is_valid_uid
 from .queue import Publisher
@@ -32,6 +39,7 @@ from .queue import Publisher
 log = logging.getLogger(__name__)
 
 PULL_BATCH = 100
+EMPTY_PULLS = 2  # a pull may come back empty while messages remain; stop after two
 LEASE_SECONDS = 600
 _META_PROBE = 64 << 10  # the file meta of a Part-10 object fits in its first 64 KiB
 
@@ -128,17 +136,33 @@ def republish_to(publisher: Publisher) -> Action:
     return act
 
 
-def upload_with(handler: PubSubHandler) -> Action:
-    def act(received: Received) -> tuple[bool, str, str]:
-        handled = handler.handle(received)
-        if handled.decision is Decision.ACK:
-            handler.finish(handled)
+class _Upload:
+    """Uploads each message now; drops its object (if so configured) after the ack."""
+
+    def __init__(self, handler: PubSubHandler) -> None:
+        self._handler = handler
+        self._settled: dict[str, Handled] = {}
+
+    def __call__(self, received: Received) -> tuple[bool, str, str]:
+        handled = self._handler.handle(received)
         result = {"done": "done", "superseded": "skipped", "skipped": "skipped"}.get(
             handled.result, "failed"
         )
+        if handled.decision is Decision.ACK:
+            self._settled[received.message_id] = handled
         return handled.decision is Decision.ACK, result, handled.reason
 
-    return act
+    def after_ack(self, received: Received) -> None:
+        handled = self._settled.pop(received.message_id, None)
+        if handled is not None:
+            try:
+                self._handler.finish(handled)
+            except Exception:  # clean-up never undoes an acknowledged upload
+                log.exception("clean-up after upload failed")
+
+
+def upload_with(handler: PubSubHandler) -> Action:
+    return _Upload(handler)
 
 
 def describe(received: Received) -> str:
@@ -161,33 +185,29 @@ def drain(
     out: TextIO | None = None,
     progress: Progress | None = None,
 ) -> Summary:
-    """Pull until the subscription has nothing new; ``action`` None is a dry run."""
+    """Pull until the subscription has nothing new; ``action`` None is a dry run.
+
+    Every message leased and not acknowledged (failed, listed by a dry run, or in hand when
+    the drain is interrupted) is released at the end, back to the subscription.
+    """
     out = out or sys.stdout
     summary = Summary()
-    held: list[str] = []  # leases kept until the end, so a message is seen once per drain
+    unsettled: dict[str, None] = {}  # ack ids leased and not acknowledged, in order
     seen: set[str] = set()
     acked: set[str] = set()
     limiter = RateLimit(rate)
+    after_ack = getattr(action, "after_ack", None)
+    empty = 0
     try:
-        while not limit or summary.total < limit:
+        while (not limit or summary.total < limit) and empty < EMPTY_PULLS:
             want = PULL_BATCH if not limit else min(PULL_BATCH, limit - summary.total)
-            response = subscriber.pull(
-                request={"subscription": subscription, "max_messages": want}, timeout=30
-            )
-            fresh = []
-            for item in response.received_messages:
-                message_id = item.message.message_id
-                if message_id not in seen:
-                    fresh.append(item)
-                elif message_id in acked:  # a duplicate delivery of one already handled
-                    subscriber.acknowledge(
-                        request={"subscription": subscription, "ack_ids": [item.ack_id]}
-                    )
-                else:
-                    held.append(item.ack_id)
+            fresh = _pull_fresh(subscriber, subscription, want, seen, acked, unsettled)
             if not fresh:
-                break
+                empty += 1
+                continue
+            empty = 0
             ids = [m.ack_id for m in fresh]
+            unsettled.update(dict.fromkeys(ids))
             subscriber.modify_ack_deadline(
                 request={
                     "subscription": subscription,
@@ -206,21 +226,22 @@ def drain(
                 if action is None:
                     out.write(describe(received) + "\n")
                     summary.count("skipped")
-                    held.append(item.ack_id)
                     continue
                 limiter.wait()
                 acknowledge, result, reason = action(received)
                 summary.count(result, reason)
                 if acknowledge:
-                    acked.add(received.message_id)
                     subscriber.acknowledge(
                         request={"subscription": subscription, "ack_ids": [item.ack_id]}
                     )
-                else:
-                    held.append(item.ack_id)
+                    acked.add(received.message_id)
+                    del unsettled[item.ack_id]
+                    if after_ack is not None:
+                        after_ack(received)
                 if progress is not None:
                     progress.update(summary)
     finally:
+        held = list(unsettled)
         for start in range(0, len(held), 1000):
             subscriber.modify_ack_deadline(
                 request={
@@ -232,6 +253,34 @@ def drain(
         if progress is not None:
             progress.close()
     return summary
+
+
+def _pull_fresh(
+    subscriber: Any,
+    subscription: str,
+    want: int,
+    seen: set[str],
+    acked: set[str],
+    unsettled: dict[str, None],
+) -> list[Any]:
+    """One pull; the messages not yet seen in this drain. Repeats are settled or held."""
+    try:
+        response = subscriber.pull(
+            request={"subscription": subscription, "max_messages": want}, timeout=30
+        )
+        received_messages = list(response.received_messages)
+    except api_exceptions.DeadlineExceeded:  # how an empty subscription answers
+        return []
+    fresh = []
+    for item in received_messages:
+        message_id = item.message.message_id
+        if message_id not in seen:
+            fresh.append(item)
+        elif message_id in acked:  # a duplicate delivery of one already handled
+            subscriber.acknowledge(request={"subscription": subscription, "ack_ids": [item.ack_id]})
+        else:
+            unsettled[item.ack_id] = None
+    return fresh
 
 
 def seek(subscriber: Any, subscription: str, when: datetime | None, snapshot: str | None) -> None:
@@ -256,6 +305,7 @@ class ReconcileReport:
     present: int = 0
     published: int = 0
     unusable: int = 0
+    failed: int = 0  # studies the store could not be asked about, publishes that failed
     published_uids: list[str] = field(default_factory=list)
 
 
@@ -319,12 +369,20 @@ def reconcile_bucket(
     """
     out = out or sys.stdout
     report = ReconcileReport()
-    known: dict[str, set[str]] = {}
+    known: dict[str, set[str] | None] = {}
     for blob, study, series, sop in bucket_objects(client, bucket, prefix, newer_than):
         report.objects += 1
         if study not in known:
-            known[study] = present_in_study(study)
-        if sop in known[study]:
+            try:
+                known[study] = present_in_study(study)
+            except Exception as exc:  # one study's failure must not stop the rest
+                log.error("cannot ask the DICOM store about study %s: %s", study, exc)
+                known[study] = None
+        present = known[study]
+        if present is None:
+            report.failed += 1
+            continue
+        if sop in present:
             report.present += 1
             continue
         try:
@@ -336,7 +394,12 @@ def reconcile_bucket(
         if publisher is None:
             out.write(f"missing  sop={sop}  gs://{bucket}/{blob.name}#{blob.generation}\n")
         else:
-            message_id = publisher.publish(encode(message), message.attributes)
+            try:
+                message_id = publisher.publish(encode(message), message.attributes)
+            except Exception as exc:
+                report.failed += 1
+                log.error("publish failed for %s: %s", sop, type(exc).__name__)
+                continue
             log.info(
                 "published a message for an object the store lacks",
                 extra={"sop_instance_uid": sop, "message_id": message_id},

@@ -70,6 +70,53 @@ class ShipService:
         return Outcome(Action.DONE)
 
 
+class OutboxPublisher:
+    """Pub/Sub first; a message Pub/Sub refused is kept in a local outbox and re-published.
+
+    The publish still fails (the PACS gets 0xA701 and sends again), but the object already
+    written, and perhaps replacing a generation whose message is now superseded, gets its
+    message as soon as Pub/Sub takes it again.
+    """
+
+    def __init__(self, primary: Publisher, outbox: Publisher) -> None:
+        self._primary = primary
+        self._outbox = outbox
+
+    def publish(self, body: bytes, attributes: dict[str, str]) -> str:
+        try:
+            return self._primary.publish(body, attributes)
+        except Exception:
+            try:
+                self._outbox.publish(body, attributes)
+            except Exception:
+                log.exception("could not keep an unpublished message in the outbox")
+            raise
+
+
+class RepublishService:
+    """Run by the queue workers over the outbox: publish each kept message again."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+
+    def process(self, messages: list[InstanceMessage]) -> list[Outcome]:
+        outcomes = []
+        for message in messages:
+            try:
+                message_id = self._publisher.publish(encode(message), message.attributes)
+            except Exception as exc:
+                outcomes.append(Outcome(Action.RETRY, f"Pub/Sub: {type(exc).__name__}: {exc}"))
+                continue
+            log.info(
+                "re-published a kept message", extra={**_ids(message), "message_id": message_id}
+            )
+            outcomes.append(Outcome(Action.DONE))
+        return outcomes
+
+    def finish(self, message: InstanceMessage, outcome: Outcome) -> None:
+        """Nothing to clean up: the object is the uploader's."""
+
+
 def _ids(message: InstanceMessage) -> dict[str, str]:
     return {
         "study_instance_uid": message.study_instance_uid,

@@ -113,6 +113,6 @@ def instance_uids(
             value = item.get("00080018", {}).get("Value") or []
             if value:
                 found.add(str(value[0]))
-        if len(items) < page:
+        if not items:  # some servers cap the page below ``page``: stop only when empty
             return found
         offset += len(items)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -73,8 +74,27 @@ def status_outcome(http_status: int, text: str) -> Outcome:
     return Outcome(Action.DEAD, f"HTTP {http_status}{': ' + detail if detail else ''}")
 
 
+# Server text goes into dead-letter reasons and logs. A store that quotes element values in
+# its errors could put patient data there: text that names a patient attribute is withheld
+# whole, and anything shaped like a DICOM person name (components joined by ^) is redacted.
+_PATIENT_ATTRIBUTE = re.compile(
+    r"Patient|PhysicianName|PhysiciansName|OperatorsName|ResponsiblePerson|AccessionNumber"
+    r"|\(0010,[0-9A-Fa-f]{4}\)|\b0010[0-9A-Fa-f]{4}\b",
+    re.IGNORECASE,
+)
+_PERSON_NAME = re.compile(r"[^\s\"',;:=()\[\]{}]*\^[^\s\"',;:=()\[\]{}]*")
+WITHHELD = "[server text withheld: it names a patient attribute]"
+
+
+def redact(text: str) -> str:
+    """Server text safe for logs and dead-letter reasons."""
+    if _PATIENT_ATTRIBUTE.search(text):
+        return WITHHELD
+    return _PERSON_NAME.sub("[redacted]", text)
+
+
 def _clip(text: str) -> str:
-    text = " ".join(text.split())
+    text = redact(" ".join(text.split()))
     return text if len(text) <= _REASON_TEXT_LIMIT else text[: _REASON_TEXT_LIMIT - 1] + "…"
 
 

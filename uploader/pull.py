@@ -48,6 +48,8 @@ class PullWorker:
                 max_messages=self._concurrency, max_lease_duration=self._max_lease
             ),
             scheduler=ThreadScheduler(executor),
+            # On stop, uploads in hand finish and their acknowledgements are sent.
+            await_callbacks_on_shutdown=True,
         )
         log.info(
             "pulling",
@@ -67,7 +69,12 @@ class PullWorker:
         received = Received(
             message.message_id, message.data, dict(message.attributes), message.delivery_attempt
         )
-        handled = self._handler.handle(received)
+        try:
+            handled = self._handler.handle(received)
+        except Exception:  # a defect: the message comes back, the stream goes on
+            log.exception("handling failed", extra={"message_id": received.message_id})
+            message.nack()
+            return
         with self._lock:
             self.counts[handled.result] = self.counts.get(handled.result, 0) + 1
         if handled.decision is Decision.NACK:
@@ -78,4 +85,7 @@ class PullWorker:
         except Exception as exc:  # the message comes back; the upload is idempotent
             log.warning("ack failed: %s", exc, extra={"message_id": received.message_id})
             return
-        self._handler.finish(handled)
+        try:
+            self._handler.finish(handled)
+        except Exception:  # clean-up never changes the acknowledgement or stops the worker
+            log.exception("clean-up after upload failed", extra={"message_id": received.message_id})

@@ -16,7 +16,7 @@ from typing import Any
 import flask
 
 from .pubsub_handler import Decision, PubSubHandler, Received
-from .push_auth import PushAuthError, PushVerifier
+from .push_auth import CertsUnavailableError, PushAuthError, PushVerifier
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,11 @@ def received_from_event(data: Any, delivery_attempt: Any = None) -> Received:
         isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()
     ):
         raise EnvelopeError("Pub/Sub message attributes are not strings")
-    attempt = delivery_attempt if isinstance(delivery_attempt, int) else None
+    attempt = (
+        delivery_attempt
+        if isinstance(delivery_attempt, int) and not isinstance(delivery_attempt, bool)
+        else None
+    )
     return Received(message_id, body, dict(attributes), attempt)
 
 
@@ -63,6 +67,9 @@ class PushApp:
         if self._verifier is not None:
             try:
                 self._verifier.verify(request.headers.get("Authorization"), self._auth_request)
+            except CertsUnavailableError as exc:  # not the caller's fault: try again later
+                log.error("cannot verify push tokens: %s", exc)
+                flask.abort(503, description="token verification unavailable")
             except PushAuthError as exc:
                 log.warning("push request rejected: %s", exc)
                 flask.abort(403, description="push token rejected")
@@ -80,4 +87,7 @@ class PushApp:
             flask.abort(503, description=f"{handled.result}: {handled.reason}"[:500])
         # No later moment exists for a push: the object goes (if configured) just before the
         # acknowledgement. A redelivery after a crash here finds it gone; see the README.
-        self._handler.finish(handled)
+        try:
+            self._handler.finish(handled)
+        except Exception:  # clean-up never changes the acknowledgement
+            log.exception("clean-up after upload failed", extra={"message_id": received.message_id})

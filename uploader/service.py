@@ -76,7 +76,7 @@ class UploadService:
             return
         try:
             self._objects.delete(message.uri, message.generation)
-        except (OSError, ObjectStoreError):
+        except Exception:  # the object stays; a lifecycle rule or the next run removes it
             log.warning("could not delete uploaded object", extra=_ids(message))
 
     def _batches(

@@ -324,3 +324,31 @@ def test_the_work_command_drains_a_backlog(
     assert worker.returncode == 0, errors[-2000:]
     assert "stopped pulling" in errors
     assert _backlog(stack, backlog) == 0
+
+
+def test_a_resend_whose_publish_fails_still_gets_its_message(
+    fake_dicomweb: FakeDicomWeb, cloud_stacks: Stacks, tmp_path: Path
+) -> None:
+    """The resend replaced the first generation, whose message now reads "superseded": the
+    newest generation's message must still come, once Pub/Sub takes messages again."""
+    stack = cloud_stacks(fake_dicomweb.url, push=False)
+    receiver = stack.start_receiver()
+    ds = ct_dataset(seed=30)
+    first_tap = stack.tap()
+    assert send(receiver, ds, tmp_path=tmp_path) == [0]
+    [first] = stack.pull(first_tap)
+
+    stack.publisher.delete_topic(topic=stack.topic)
+    assert send(receiver, ds, tmp_path=tmp_path) == [0xA701]
+    name = f"dicom/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+    live = stack.gcs.client.bucket(stack.bucket).get_blob(name)
+    assert live is not None
+    assert str(live.generation) != decode(first.message.data).generation
+
+    stack.publisher.create_topic(name=stack.topic)
+    tap = f"{first_tap}-again"
+    stack.subscriber.create_subscription(request={"name": tap, "topic": stack.topic})
+    received: list[object] = []
+    wait_until(lambda: received.extend(stack.pull(tap)) or received, 30, "the kept message")
+    [again] = received
+    assert decode(again.message.data).generation == str(live.generation)  # type: ignore[attr-defined]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import google_crc32c
 import pytest
+import requests
 from google.cloud import storage
 from support.gcs import FakeGcs
 
@@ -125,3 +128,82 @@ def test_bad_uris_and_generations_are_missing(store: GcsObjectStore) -> None:
         store.open("file:///spool/x.dcm", "1")
     with pytest.raises(ObjectMissing):
         store.open(f"gs://{store.bucket}/{KEY}", "not-a-number")
+
+
+def test_a_read_stays_on_its_generation_while_the_object_is_overwritten(
+    store: GcsObjectStore,
+) -> None:
+    first = b"A" * (20 << 20)
+    uri, generation = _put(store, first)
+    with store.open(uri, generation) as reader:
+        head = reader.read(1 << 20)  # the rest comes in later range requests
+        _put(store, b"B" * len(first))
+        # Without object versioning generation A is gone: the read fails, never B's bytes.
+        with pytest.raises(OSError):
+            reader.read()
+    assert len(head) == 1 << 20
+
+
+class _FlakyProxy:
+    """Forwards to the storage server, answering the first ``failures`` uploads with 503."""
+
+    def __init__(self, upstream: str, failures: int) -> None:
+        self.failures = failures
+        self.uploads = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if self.command == "POST" and "/upload/" in self.path:
+                    outer.uploads += 1
+                    if outer.failures > 0:
+                        outer.failures -= 1
+                        self.send_response(503)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                reply = requests.request(
+                    self.command, upstream + self.path, data=body, headers=headers, timeout=30
+                )
+                payload = reply.content
+                self.send_response(reply.status_code)
+                for key, value in reply.headers.items():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_transient_storage_failure_is_retried_within_the_timeout(
+    fake_gcs: FakeGcs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = fake_gcs.new_bucket()
+    proxy = _FlakyProxy(fake_gcs.url, failures=2)
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        store = GcsObjectStore(storage.Client(project="p"), bucket, "", tmp_path, timeout=20.0)
+        stored = store.put(KEY, _stage(store, b"payload"), 7, crc32c_b64(b"payload"))
+    finally:
+        proxy.stop()
+    assert proxy.uploads == 3
+    assert fake_gcs.objects(bucket) == {KEY: b"payload"}
+    assert stored.generation

@@ -7,10 +7,10 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from support.messages import make_message
 
 from dicom_ingest.message import (
     SCHEMA_VERSION,
-    InstanceMessage,
     MessageError,
     decode,
     encode,
@@ -32,25 +32,6 @@ CONTRACT_KEYS = {
     "received_at",
     "schema_version",
 }
-
-
-def make_message(**overrides: Any) -> InstanceMessage:
-    values: dict[str, Any] = {
-        "uri": "file:///spool/objects/1.2.3/1.2.3.4/1.2.3.4.5.dcm",
-        "generation": "1718000000000000000",
-        "size": 1234,
-        "crc32c": "AAAAAA==",
-        "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2",
-        "sop_instance_uid": "1.2.3.4.5",
-        "study_instance_uid": "1.2.3",
-        "series_instance_uid": "1.2.3.4",
-        "transfer_syntax_uid": "1.2.840.10008.1.2.1",
-        "calling_ae": "PACS",
-        "called_ae": "IMPORTADAPTER",
-        "received_at": "2024-06-10T12:00:00.000+00:00",
-    }
-    values.update(overrides)
-    return InstanceMessage(**values)
 
 
 def raw_message(**overrides: Any) -> dict[str, Any]:
@@ -92,6 +73,7 @@ def test_attributes_carry_only_routing_fields() -> None:
         "sop_instance_uid": "1.2.3.4.5",
         "object_uri": message.uri,
         "object_generation": message.generation,
+        "size": str(message.size),
     }
 
 

@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from uploader.outcome import Action, Outcome, classify, failure_reason_outcome, status_outcome
+from uploader.outcome import (
+    WITHHELD,
+    Action,
+    Outcome,
+    classify,
+    failure_reason_outcome,
+    redact,
+    status_outcome,
+)
 
 UID_A = "1.2.3.4.1"
 UID_B = "1.2.3.4.2"
@@ -331,3 +339,33 @@ def test_failure_reason_table(code: int, http_status: int, action: Action) -> No
 )
 def test_status_table(http_status: int, action: Action) -> None:
     assert status_outcome(http_status, "").action is action
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'invalid value for PatientName: "DOE^JANE"',
+        "tag (0010,0020) has an invalid value: 12345",
+        '{"00100030": {"vr": "DA", "Value": ["19700101"]}}',
+        "patientid SYNTH-1 already used",
+        "ReferringPhysicianName is too long",
+    ],
+)
+def test_server_text_naming_patient_attributes_is_withheld(text: str) -> None:
+    outcome = status_outcome(400, text)
+    assert outcome.reason == f"HTTP 400: {WITHHELD}"
+    for fragment in ("DOE", "12345", "19700101", "SYNTH-1"):
+        assert fragment not in outcome.reason
+
+
+def test_person_names_are_redacted_and_other_text_kept() -> None:
+    reason = status_outcome(400, "instance from DOE^JANE^^DR rejected: bad VR at 0x10").reason
+    assert reason == "HTTP 400: instance from [redacted] rejected: bad VR at 0x10"
+    assert redact("study 1.2.3 is locked") == "study 1.2.3 is locked"
+
+
+def test_failure_comments_are_redacted_too() -> None:
+    response = {"00081198": failed(("1.2.3", 0xC000), comment='PatientBirthDate "19700101" bad')}
+    outcome = classify(409, response, "", ["1.2.3"])["1.2.3"]
+    assert "19700101" not in outcome.reason
+    assert WITHHELD in outcome.reason
