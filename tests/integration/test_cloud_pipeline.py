@@ -60,7 +60,9 @@ def stored_uids(server: FakeDicomWeb) -> set[str]:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on odd values in its test files
-def test_corpus_arrives_unchanged(orthanc: Orthanc, cloud_stacks: Stacks, tmp_path: Path) -> None:
+def test_corpus_arrives_unchanged(
+    orthanc: Orthanc, cloud_stacks: Stacks, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     files = build_corpus(tmp_path / "corpus")
     sent = {f: pydicom.dcmread(f) for f in files}
     orthanc.clear()
@@ -81,6 +83,13 @@ def test_corpus_arrives_unchanged(orthanc: Orthanc, cloud_stacks: Stacks, tmp_pa
         assert got.file_meta.TransferSyntaxUID == received.file_meta.TransferSyntaxUID, name
         assert_same(received, got, name)
     assert stack.pull(stack.dead_subscription) == []
+    # No patient identifiers in the receiver's or the uploader's logs.
+    assert stack.uploader is not None
+    logs = caplog.text + stack.uploader.output()
+    names = {str(ds.get("PatientName", "")) for ds in sent.values()}
+    ids = {str(ds.get("PatientID", "")) for ds in sent.values()}
+    for value in sorted(v for v in names | ids if len(v) >= 4):
+        assert value not in logs, value
 
 
 def test_messages_carry_pointers_and_no_patient_data(
