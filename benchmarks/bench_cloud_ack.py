@@ -124,7 +124,7 @@ def run_mode(
         if result.returncode != 0:
             raise RuntimeError(f"storescu failed: {result.stderr[-1000:]}")
         shipped = None
-        if receiver.queue is not None:
+        if mode == "spool":
 
             def drained() -> bool:
                 stats = receiver.queue.stats()
