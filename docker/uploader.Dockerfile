@@ -18,9 +18,15 @@ COPY pyproject.toml README.md ./
 COPY dicom_ingest ./dicom_ingest
 COPY receiver ./receiver
 COPY uploader ./uploader
-# Runtime dependencies only: the project without its [test] extra.
+# Runtime dependencies only: the project without its [test] extra. The function's source is the
+# installed uploader/main.py, linked to a fixed path (the site-packages path names the Python
+# version), so the image holds one copy of it.
 RUN /opt/dicom-ingest/bin/pip install . \
- && /opt/dicom-ingest/bin/pip uninstall --yes pip setuptools
+ && /opt/dicom-ingest/bin/pip uninstall --yes pip setuptools \
+ && install -d /opt/dicom-ingest/function \
+ && ln -s "$(/opt/dicom-ingest/bin/python -c 'import importlib.util; print(importlib.util.find_spec("uploader.main").origin)')" \
+      /opt/dicom-ingest/function/main.py \
+ && test -f /opt/dicom-ingest/function/main.py
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/dicom-ingest/bin:$PATH \
@@ -33,12 +39,13 @@ RUN groupadd --system --gid 10001 dicom \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin dicom
 COPY --from=build /opt/dicom-ingest /opt/dicom-ingest
-COPY --from=build /src/uploader/main.py /app/uploader/main.py
 USER 10001:10001
-WORKDIR /app
+WORKDIR /opt/dicom-ingest/function
 EXPOSE 8080
 # Cloud Run does not run Docker health checks (it probes the port); this is for `docker run`.
+# It checks the port only when the container runs the function: run as the pull worker
+# (`dicom-ingest work ...`, which serves no port) it checks nothing and passes.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import os, socket; socket.create_connection(('127.0.0.1', int(os.environ.get('PORT', '8080'))), timeout=3).close()"]
+  CMD ["python", "-c", "import os, socket; cmdline = open('/proc/1/cmdline', 'rb').read(); b'functions-framework' in cmdline and socket.create_connection(('127.0.0.1', int(os.environ.get('PORT', '8080'))), timeout=3).close()"]
 # functions-framework listens on $PORT (Cloud Run sets it).
-CMD ["functions-framework", "--source=/app/uploader/main.py", "--target=upload", "--signature-type=cloudevent"]
+CMD ["functions-framework", "--source=/opt/dicom-ingest/function/main.py", "--target=upload", "--signature-type=cloudevent"]

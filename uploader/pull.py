@@ -29,12 +29,14 @@ class PullWorker:
         handler: PubSubHandler,
         concurrency: int = 4,
         max_lease: float = 4 * 3600.0,
+        drain_seconds: float = 3300.0,
     ) -> None:
         self._subscriber = subscriber
         self._subscription = subscription
         self._handler = handler
         self._concurrency = concurrency
         self._max_lease = max_lease
+        self._drain_seconds = drain_seconds  # uploads in hand may finish this long after stop
         self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -59,7 +61,7 @@ class PullWorker:
         stop.wait()
         future.cancel()  # stops pulling; messages in hand are nacked by the client
         try:
-            future.result(timeout=60)
+            future.result(timeout=self._drain_seconds)
         except Exception as exc:
             if not future.cancelled():
                 raise RuntimeError(f"streaming pull failed: {exc}") from exc

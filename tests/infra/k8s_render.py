@@ -38,18 +38,20 @@ RECEIVER_VALUES: dict[str, str] = {
     "ack_after": "store",
     "max_associations": "32",
     "shutdown_grace_seconds": "30",
-    "termination_grace_seconds": "45",
+    "prestop_seconds": "30",
+    "termination_grace_seconds": "75",
     "allowed_calling_aets": "",
     "cpu": "1",
     "memory": "1Gi",
     "spool_size": "8Gi",
-    "ephemeral_storage": "8Gi",
+    "ephemeral_storage": "9Gi",
     "storage_class": "standard-rwo",
     "load_balancer_ip": "10.20.0.50",
     "allow_global_access": "false",
     "source_ranges": json.dumps(SOURCE_RANGES),
     "source_peers": json.dumps([{"ipBlock": {"cidr": r}} for r in SOURCE_RANGES]),
     "workload_kind": "Deployment",
+    "headless_service": "dicom-ingest-receiver-headless",
     "min_replicas": "2",
     "max_replicas": "6",
     "scale_down_policy": "Max",
@@ -75,6 +77,10 @@ WORKER_VALUES: dict[str, str] = {
 }
 
 
+# Applied only with --ack_after=spool (terraform/modules/receiver, local.receiver_templates).
+SPOOL_MODE_TEMPLATES = {"receiver-statefulset.yaml.tftpl", "receiver-headless-service.yaml.tftpl"}
+
+
 def templates() -> list[Path]:
     return sorted(K8S_DIR.glob("*.yaml.tftpl"))
 
@@ -83,7 +89,7 @@ def values_for(template: Path) -> dict[str, str]:
     """The example values of the component a template belongs to (by its file name)."""
     if template.name.startswith("worker-"):
         return WORKER_VALUES
-    if template.name == "receiver-statefulset.yaml.tftpl":
+    if template.name in SPOOL_MODE_TEMPLATES:
         return spool_mode_values()
     return RECEIVER_VALUES
 

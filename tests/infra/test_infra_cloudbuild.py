@@ -7,6 +7,7 @@ every single `$NAME` as one, so shell variables must be written `$$NAME`.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -107,19 +108,78 @@ def test_images_are_pushed_only_after_every_check(build: dict[str, Any]) -> None
     assert "push-images" in _ancestors(steps, "deploy")
 
 
-def test_tests_run_against_the_official_emulator_and_fake_gcs(build: dict[str, Any]) -> None:
-    subs = build["substitutions"]
-    assert subs["_EMULATORS_IMAGE"] == "gcr.io/google.com/cloudsdktool/google-cloud-cli:emulators"
-    assert subs["_FAKE_GCS_IMAGE"].startswith("fsouza/fake-gcs-server:")
-    start = " ".join(_strings(_steps(build)["start-emulators"]))
-    assert "${_EMULATORS_IMAGE}" in start and "gcloud beta emulators pubsub start" in start
-    assert "${_FAKE_GCS_IMAGE}" in start and "--network cloudbuild" in start
+def test_tests_run_with_the_suites_own_servers(build: dict[str, Any]) -> None:
+    """Push subscriptions deliver to the uploader on 127.0.0.1: the Pub/Sub server must run in
+    the tests step's own container, as the suite starts it when PUBSUB_EMULATOR_HOST is unset."""
     tests = _steps(build)["tests"]
-    env = dict(item.split("=", 1) for item in tests["env"])
-    assert env["PUBSUB_EMULATOR_HOST"] == "pubsub-emulator:8085"
-    assert env["STORAGE_EMULATOR_HOST"] == "http://fake-gcs:4443"
-    assert "wait-emulators" in tests["waitFor"]
-    assert "tests/integration" in " ".join(tests["args"])
+    env = dict(item.split("=", 1) for item in tests.get("env", []))
+    assert "PUBSUB_EMULATOR_HOST" not in env and "STORAGE_EMULATOR_HOST" not in env
+    everything = " ".join(_strings(build))
+    assert "PUBSUB_EMULATOR_HOST" not in everything, "an emulator elsewhere cannot push to tests"
+    assert "docker run" not in everything, "no side containers the tests would depend on"
+    script = " ".join(tests["args"])
+    assert "tests/unit" in script and "tests/integration" in script and "tests/infra" in script
+
+
+def _setup_sh_packages() -> list[str]:
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    (line,) = re.findall(r"^for package in ([^;]+); do$", setup, flags=re.MULTILINE)
+    return line.split()
+
+
+def test_only_install_writes_the_virtualenv(build: dict[str, Any]) -> None:
+    """lint-typecheck and tests run at the same time from one .venv: neither may install."""
+    steps = _steps(build)
+    for name, step in steps.items():
+        script = " ".join(_strings(step))
+        writes = "pip install" in script or "setup.sh" in script or "python -m venv" in script
+        assert writes == (name == "install"), f"{name} writes the virtualenv"
+        if ".venv/" in script and name != "install":
+            assert "install" in _ancestors(steps, name), f"{name} uses .venv before it exists"
+    tests = " ".join(steps["tests"]["args"])
+    assert "apt-get install" in tests
+    for package in _setup_sh_packages():
+        assert re.search(rf"\b{re.escape(package)}\b", tests), f"tests step lacks {package}"
+
+
+def _preflight(build: dict[str, Any], tmp_path: Path, **subs: str) -> int:
+    """Run the preflight script as Cloud Build would: substitutions replaced, $$ unescaped."""
+    values = {**build["substitutions"], **subs}
+    step = _steps(build)["preflight"]
+    script = step["args"][-1]
+    script = SUBSTITUTION.sub(
+        lambda m: "$" if m.group(0) == "$$" else values[m.group(1) or m.group(2)], script
+    )
+    done = subprocess.run(
+        [step["entrypoint"], *step["args"][:-1], script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return done.returncode
+
+
+def test_deploy_is_off_by_default_and_fails_before_the_push(
+    build: dict[str, Any], tmp_path: Path
+) -> None:
+    assert build["substitutions"]["_DEPLOY"] == "false"
+    steps = _steps(build)
+    assert steps["preflight"]["waitFor"] == ["-"]
+    assert "preflight" in _ancestors(steps, "push-images")
+    root = tmp_path / "envs" / "prod"
+    root.mkdir(parents=True)
+    (root / "main.tf").write_text("")
+    tf_dir = "envs/prod"
+    assert _preflight(build, tmp_path) == 0, "the defaults build, test and push"
+    deploy = {"_DEPLOY": "true", "_TF_DIR": tf_dir, "_TF_STATE_BUCKET": "p-tfstate"}
+    assert _preflight(build, tmp_path, **deploy) == 1, "no terraform.tfvars"
+    (root / "terraform.tfvars").write_text('pacs_source_ranges = ["10.0.0.0/8"]\n')
+    assert _preflight(build, tmp_path, **deploy) == 0
+    assert _preflight(build, tmp_path, **{**deploy, "_TF_STATE_BUCKET": ""}) == 1
+    assert _preflight(build, tmp_path, **{**deploy, "_TF_DIR": "envs/none"}) == 1
+    assert _preflight(build, tmp_path, **{**deploy, "_DEPLOY": "yes"}) == 1
 
 
 def test_both_images_are_built_from_their_dockerfiles(build: dict[str, Any]) -> None:
@@ -163,11 +223,53 @@ def test_every_dollar_is_escaped_or_a_substitution(build: dict[str, Any]) -> Non
         assert "$" not in bare, f"unescaped $ (write $$ for the shell) in: {text[:80]}"
 
 
-def test_terraform_image_matches_the_pinned_terraform(build: dict[str, Any]) -> None:
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def _satisfies(version: str, constraint: str) -> bool:
+    """Terraform's version constraint syntax: comma-separated comparisons (and ~>)."""
+    have = _version(version)
+    for clause in constraint.split(","):
+        match = re.fullmatch(r"\s*(>=|<=|!=|~>|>|<|=)?\s*(\d+(?:\.\d+)*)\s*", clause)
+        assert match, f"cannot read version constraint {clause!r}"
+        operator, bound = match.group(1) or "=", _version(match.group(2))
+        padded = have[: len(bound)] + (0,) * (len(bound) - len(have))
+        if operator == "~>":
+            upper = (*bound[: max(len(bound) - 2, 0)], bound[max(len(bound) - 2, 0)] + 1)
+            ok = padded >= bound and have[: len(upper)] < upper
+        else:
+            ok = {
+                "=": padded == bound,
+                "!=": padded != bound,
+                ">": padded > bound,
+                ">=": padded >= bound,
+                "<": padded < bound,
+                "<=": padded <= bound,
+            }[operator]
+        if not ok:
+            return False
+    return True
+
+
+def test_version_constraints_are_read_right() -> None:
+    assert _satisfies("1.11.4", ">= 1.5, < 2.0")
+    assert not _satisfies("1.4.7", ">= 1.5, < 2.0")
+    assert not _satisfies("2.0.0", ">= 1.5, < 2.0")
+    assert _satisfies("6.20.0", "~> 6.14") and not _satisfies("7.0.0", "~> 6.14")
+    assert _satisfies("1.5.7", "~> 1.5.0") and not _satisfies("1.6.0", "~> 1.5.0")
+
+
+def test_terraform_image_satisfies_every_required_version(build: dict[str, Any]) -> None:
+    from infra import hcl
+
     image = build["substitutions"]["_TERRAFORM_IMAGE"]
-    assert re.fullmatch(r"hashicorp/terraform:1\.\d+\.\d+", image)
-    versions = (ROOT / "terraform" / "envs" / "example" / "versions.tf").read_text()
-    assert 'required_version = ">= 1.5, < 2.0"' in versions
+    match = re.fullmatch(r"hashicorp/terraform:(\d+\.\d+\.\d+)", image)
+    assert match, f"{image}: pin an exact terraform release"
+    for config in hcl.configurations():
+        (terraform,) = hcl.blocks(config, "terraform")
+        constraint = terraform["required_version"]
+        assert _satisfies(match.group(1), constraint), f"{image} does not satisfy {config}"
 
 
 def test_python_image_matches_the_dockerfiles(build: dict[str, Any]) -> None:

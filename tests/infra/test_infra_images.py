@@ -8,6 +8,7 @@ functions-framework command starts and serves HTTP.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -139,15 +140,70 @@ def test_pull_worker_takes_the_manifests_flags_and_the_uploader_env() -> None:
     assert not missing, f"`dicom-ingest work` has no flag for {sorted(missing)}"
 
 
+FUNCTION_SOURCE = "/opt/dicom-ingest/function/main.py"
+
+
+def _run_lines(dockerfile: Path) -> list[str]:
+    return [a for n, a in _instructions(dockerfile) if n == "RUN"]
+
+
+def test_uploader_image_ships_the_function_source_once() -> None:
+    """The CMD's --source is a link to the installed uploader/main.py, not a second copy."""
+    dockerfile = DOCKER / "uploader.Dockerfile"
+    command = _exec_form(dockerfile, "CMD")
+    assert f"--source={FUNCTION_SOURCE}" in command
+    copies = [a for n, a in _instructions(dockerfile) if n == "COPY"]
+    assert not any("main.py" in a for a in copies), copies
+    (run,) = [r for r in _run_lines(dockerfile) if FUNCTION_SOURCE in r]
+    assert re.search(rf"ln -s .* {re.escape(FUNCTION_SOURCE)}", run), run
+    assert f"test -f {FUNCTION_SOURCE}" in run, "the build fails if the link dangles"
+    # The command that finds the installed file, run against this virtualenv's install.
+    (finder,) = re.findall(r"python -c '([^']+)'", run)
+    done = subprocess.run(
+        [sys.executable, "-c", finder], capture_output=True, text=True, timeout=60, check=True
+    )
+    found = Path(done.stdout.strip())
+    assert found.name == "main.py" and found.parent.name == "uploader" and found.is_file()
+
+
+def _healthcheck_code(dockerfile: Path) -> str:
+    (value,) = [a for n, a in _instructions(dockerfile) if n == "HEALTHCHECK"]
+    command = json.loads(value[value.index("CMD ") + 4 :])
+    assert command[:2] == ["python", "-c"]
+    return str(command[2])
+
+
+def _healthcheck(code: str, pid1_cmdline: bytes, port: int, tmp_path: Path) -> int:
+    """Run the image's HEALTHCHECK code with a stand-in for /proc/1/cmdline."""
+    assert "/proc/1/cmdline" in code
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_bytes(pid1_cmdline)
+    done = subprocess.run(
+        [sys.executable, "-c", code.replace("/proc/1/cmdline", str(cmdline))],
+        env={**os.environ, "PORT": str(port)},
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    return done.returncode
+
+
+def test_uploader_health_check_fits_the_function_and_the_pull_worker(tmp_path: Path) -> None:
+    code = _healthcheck_code(DOCKER / "uploader.Dockerfile")
+    closed = free_port()
+    function = b"/opt/dicom-ingest/bin/python\0/opt/dicom-ingest/bin/functions-framework\0"
+    worker = b"/opt/dicom-ingest/bin/python\0/opt/dicom-ingest/bin/dicom-ingest\0work\0"
+    assert _healthcheck(code, function, closed, tmp_path) != 0, "a function not serving fails"
+    assert _healthcheck(code, worker, closed, tmp_path) == 0, "the pull worker serves no port"
+
+
 @pytest.fixture
 def uploader_server(tmp_path: Path) -> Iterator[int]:
     """The uploader image's CMD, run from this virtualenv with the repository's main.py."""
     command = _exec_form(DOCKER / "uploader.Dockerfile", "CMD")
     assert command[0] == "functions-framework"
-    assert "--source=/app/uploader/main.py" in command
+    assert f"--source={FUNCTION_SOURCE}" in command
     assert "--target=upload" in command and "--signature-type=cloudevent" in command
-    copies = [a for n, a in _instructions(DOCKER / "uploader.Dockerfile") if n == "COPY"]
-    assert any(a.endswith("uploader/main.py /app/uploader/main.py") for a in copies)
     source = ROOT / "uploader" / "main.py"
     assert source.is_file()
     argv = [str(BIN / command[0])] + [
@@ -162,9 +218,16 @@ def uploader_server(tmp_path: Path) -> Iterator[int]:
         "WORKERS": "1",
         "THREADS": "2",
         "DICOM_INGEST_DICOMWEB_ADDRESS": "http://127.0.0.1:9/dicomWeb",
+        # The app builds its Pub/Sub and Cloud Storage clients on the first request. This test's
+        # message never reaches either; emulator addresses keep them from looking for
+        # credentials (Application Default Credentials, which Cloud Run provides).
+        "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{free_port()}",
+        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}",
         "DICOM_INGEST_AUTH": "none",
         "DICOM_INGEST_LOG_FORMAT": "json",
     }
+    for routed in ("DICOM_INGEST_DEAD_LETTER_TOPIC", "DICOM_INGEST_OVERSIZE_TOPIC"):
+        env.pop(routed, None)  # the test's 503 is the answer without a dead-letter topic
     log = (tmp_path / "uploader.log").open("w")
     process = subprocess.Popen(
         argv, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True
@@ -183,15 +246,38 @@ def uploader_server(tmp_path: Path) -> Iterator[int]:
         log.close()
 
 
-def test_uploader_command_starts_and_serves_http(uploader_server: int) -> None:
-    request = urllib.request.Request(f"http://127.0.0.1:{uploader_server}/", method="GET")
+def _post(port: int, body: dict[str, object]) -> tuple[int, str]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            status = response.status
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode(errors="replace")
     except urllib.error.HTTPError as error:
-        status = error.code
-    # A GET is not a CloudEvent: the framework answers it (4xx) without running the function.
-    assert 400 <= status < 500
+        return error.code, error.read().decode(errors="replace")
+
+
+def test_uploader_command_runs_the_function_on_a_push_request(
+    uploader_server: int, tmp_path: Path
+) -> None:
+    """A Pub/Sub push envelope reaches upload(): its data is not an instance message, and with
+    no dead-letter topic the function refuses it (503) so that Pub/Sub's policy takes it."""
+    envelope = {
+        "message": {
+            "data": base64.b64encode(b"not an instance message").decode(),
+            "messageId": "1",
+            "publishTime": "2026-11-24T10:00:00Z",
+            "attributes": {},
+        },
+        "subscription": "projects/example-project/subscriptions/dicom-ingest-push",
+        "deliveryAttempt": 1,
+    }
+    status, body = _post(uploader_server, envelope)
+    assert status == 503, body
+    assert "undecodable" in body, "the answer comes from the function, not the framework"
 
 
 # --- .dockerignore -------------------------------------------------------------------------

@@ -103,9 +103,42 @@ def test_probes_use_the_health_port(receiver: dict[str, Any]) -> None:
     assert container["startupProbe"]["httpGet"]["port"] == "health"
 
 
-def test_termination_grace_outlasts_the_drain(receiver: dict[str, Any]) -> None:
-    grace = int(_flags(_container(receiver))["shutdown_grace"])
-    assert receiver["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
+def test_stopping_replica_leaves_the_load_balancer_then_drains(receiver: dict[str, Any]) -> None:
+    """preStop keeps the listener open while the load balancer's health check (8 s x 3) takes
+    the replica out; then SIGTERM drains for --shutdown_grace; the grace period covers both."""
+    container = _container(receiver)
+    pre_stop = container["lifecycle"]["preStop"]
+    assert set(pre_stop) == {"sleep"}, "no exec: the sleep action needs nothing in the image"
+    sleep = pre_stop["sleep"]["seconds"]
+    assert sleep == int(k8s_render.RECEIVER_VALUES["prestop_seconds"]) >= 24
+    drain = int(_flags(container)["shutdown_grace"])
+    grace = receiver["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace == sleep + drain + 15
+
+
+def test_store_mode_ephemeral_storage_holds_the_spool_and_headroom() -> None:
+    def gib(quantity: str) -> int:
+        assert quantity.endswith("Gi"), quantity
+        return int(quantity.removesuffix("Gi"))
+
+    deployment = _load("receiver-deployment")
+    (volume,) = deployment["spec"]["template"]["spec"]["volumes"]
+    resources = _container(deployment)["resources"]
+    for key in ("requests", "limits"):
+        assert gib(resources[key]["ephemeral-storage"]) == gib(volume["emptyDir"]["sizeLimit"]) + 1
+    # In spool mode the spool is a persistent volume: only logs and scratch count.
+    statefulset = _load("receiver-statefulset")
+    assert _container(statefulset)["resources"]["limits"]["ephemeral-storage"] == "1Gi"
+
+
+def test_statefulset_is_governed_by_a_headless_service() -> None:
+    statefulset = _load("receiver-statefulset")
+    service = _load("receiver-headless-service")
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["metadata"]["name"] != _load("receiver-service")["metadata"]["name"]
+    labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
 
 
 def test_locked_down_container_with_a_writable_spool(receiver: dict[str, Any]) -> None:
@@ -181,6 +214,17 @@ def test_everything_is_namespaced() -> None:
         doc = yaml.safe_load(k8s_render.render(template))
         if doc["kind"] != "Namespace":
             assert doc["metadata"]["namespace"] == namespace, template.name
+
+
+def test_worker_finishes_long_uploads_and_is_disrupted_one_at_a_time() -> None:
+    worker = _load("worker-deployment")
+    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 3600
+    pdb = _load("worker-pdb")
+    labels = worker["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"]["maxUnavailable"] == 1
+    receiver_pdb = _load("receiver-pdb")
+    assert not receiver_pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
 def test_worker_runs_the_uploader_image_as_a_pull_worker() -> None:

@@ -43,6 +43,9 @@ def test_provider_versions_pinned(config: Path) -> None:
     google = providers["google"]
     assert google["source"] == "hashicorp/google"
     assert re.fullmatch(r"~> 6\.\d+", google["version"]), google["version"]
+    if "google-beta" in providers:
+        assert providers["google-beta"]["source"] == "hashicorp/google-beta"
+        assert providers["google-beta"]["version"] == google["version"], "one provider release"
     for name, spec in providers.items():
         assert spec.get("version", "").startswith("~>"), f"provider {name} is not pinned"
     assert terraform["required_version"].startswith(">= 1.")
@@ -56,9 +59,12 @@ def test_every_variable_is_typed_described_and_validated(config: Path) -> None:
         assert body.get("type"), f"{name}: no type"
         assert len(body.get("description", "")) >= 10, f"{name}: no description"
         validations = body.get("validation", [])
-        assert validations, f"{name}: no validation"
+        # A bool is checked by its type: a validation could only restate `true || false`.
+        assert validations or body["type"] == "bool", f"{name}: no validation"
         for validation in validations:
-            assert f"var.{name}" in validation["condition"], f"{name}: validation ignores it"
+            condition = validation["condition"]
+            assert f"var.{name}" in condition, f"{name}: validation ignores it"
+            assert not re.search(r"== true \|\||== false \|\|", condition), f"{name}: tautology"
             assert validation["error_message"].endswith("."), f"{name}: error message"
 
 
@@ -147,6 +153,36 @@ def test_every_push_subscription_anywhere_is_authenticated_and_dead_letters() ->
             assert "dead_letter_policy" in sub.body, sub.name
 
 
+def test_dead_letters_are_kept_and_never_lost_to_a_missing_subscription() -> None:
+    topic = _one("pubsub", "google_pubsub_topic", "dead_letter")
+    assert topic["message_retention_duration"] == "${var.dead_letter_topic_retention}"
+    variables = hcl.named(hcl.TERRAFORM / "modules" / "pubsub", "variable")
+    assert variables["dead_letter_topic_retention"]["default"] == "2678400s"  # 31 days, the max
+    subscription = _one("pubsub", "google_pubsub_subscription", "dead_letter")
+    assert subscription["message_retention_duration"] == "604800s"  # 7 days, the max
+    assert hcl.first(subscription, "expiration_policy")["ttl"] == ""
+    for name in ("push", "oversize"):
+        dead_lettering = _one("pubsub", "google_pubsub_subscription", name)
+        assert "dead_letter_policy" in dead_lettering
+        assert dead_lettering["depends_on"] == ["${google_pubsub_subscription.dead_letter}"]
+
+
+def test_pubsub_service_agent_is_created_before_its_grants() -> None:
+    pubsub = hcl.TERRAFORM / "modules" / "pubsub"
+    identity = _one("pubsub", "google_project_service_identity", "pubsub")
+    assert identity["service"] == "pubsub.googleapis.com"
+    assert identity["provider"] == "google-beta"
+    granted = [r for r in hcl.resources(pubsub) if r.body.get("member") == "${local.pubsub_agent}"]
+    assert len(granted) >= 4
+    for grant in granted:
+        assert "${google_project_service_identity.pubsub}" in grant.body.get("depends_on", []), (
+            grant.name
+        )
+    (terraform,) = hcl.blocks(EXAMPLE, "terraform")
+    assert "google-beta" in hcl.first(terraform, "required_providers")
+    assert "google-beta" in {label for p in hcl.blocks(EXAMPLE, "provider") for label in p}
+
+
 def test_pubsub_service_agent_can_dead_letter() -> None:
     main = (hcl.TERRAFORM / "modules" / "pubsub" / "main.tf").read_text()
     assert "@gcp-sa-pubsub.iam.gserviceaccount.com" in main
@@ -178,8 +214,70 @@ def test_receiver_may_create_and_overwrite_objects_but_not_read_them() -> None:
 
 
 def test_grants_are_scoped_to_resources_not_the_project() -> None:
-    project_wide = [r for r in hcl.resources() if r.type.startswith("google_project_iam_")]
-    assert [r.type for r in project_wide] == ["google_project_iam_custom_role"] * len(project_wide)
+    """The one project-level grant: the node role GKE requires of the nodes' own account."""
+    project_wide = [
+        r
+        for r in hcl.resources()
+        if r.type.startswith("google_project_iam_") and r.type != "google_project_iam_custom_role"
+    ]
+    assert [(r.type, r.name, r.path.parent.name) for r in project_wide] == [
+        ("google_project_iam_member", "nodes_default", "gke")
+    ]
+    (grant,) = project_wide
+    assert grant.body["role"] == "roles/container.defaultNodeServiceAccount"
+    assert grant.body["member"] == "serviceAccount:${var.node_service_account_email}"
+
+
+def test_autopilot_nodes_run_as_their_own_account() -> None:
+    cluster = _one("gke", "google_container_cluster", "this")
+    defaults = hcl.first(hcl.first(cluster, "cluster_autoscaling"), "auto_provisioning_defaults")
+    assert defaults["service_account"] == "${var.node_service_account_email}"
+    assert "google_project_iam_member.nodes_default" in " ".join(cluster["depends_on"])
+    reader = _one("gke", "google_artifact_registry_repository_iam_member", "nodes_reader")
+    assert reader["role"] == "roles/artifactregistry.reader"
+    assert reader["member"] == "serviceAccount:${var.node_service_account_email}"
+    assert {"project", "location", "repository"} <= set(reader)
+    accounts = hcl.TERRAFORM / "modules" / "service-accounts"
+    nodes = [r for r in hcl.resources(accounts) if r.name == "nodes"]
+    assert nodes and nodes[0].body["count"] == "${var.create_nodes ? 1 : 0}"
+    calls = hcl.named(EXAMPLE, "module")
+    assert calls["service_accounts"]["create_nodes"] == "${local.create_cluster}"
+    assert calls["gke"]["node_service_account_email"] == "${module.service_accounts.nodes_email}"
+    assert calls["gke"]["image_repositories"] == "${local.image_repositories}"
+    repositories = hcl.locals_(EXAMPLE)["image_repositories"]
+    assert "var.receiver_image" in repositories and "var.uploader_image" in repositories
+    assert "distinct(" in repositories, "one grant per repository (for_each keys are unique)"
+
+
+def _prefix_pattern(directory: Path) -> re.Pattern[str]:
+    condition = hcl.named(directory, "variable")["name_prefix"]["validation"][0]["condition"]
+    (pattern,) = re.findall(r'regex\("([^"]+)", var\.name_prefix\)', condition)
+    return re.compile(pattern.replace("\\\\", "\\"))
+
+
+@pytest.mark.parametrize(
+    "directory", [EXAMPLE, hcl.TERRAFORM / "modules" / "service-accounts"], ids=["root", "module"]
+)
+def test_every_service_account_id_derived_from_name_prefix_fits(directory: Path) -> None:
+    """Account ids are 6-30 characters: the longest accepted prefix plus the longest suffix."""
+    accounts = hcl.TERRAFORM / "modules" / "service-accounts"
+    suffixes = [
+        r.body["account_id"].removeprefix("${var.name_prefix}")
+        for r in hcl.resources(accounts)
+        if r.type == "google_service_account"
+    ]
+    assert len(suffixes) >= 5 and all(s.startswith("-") for s in suffixes), suffixes
+    pattern = _prefix_pattern(directory)
+    accepted = [n for n in range(1, 64) if pattern.search("a" * n)]
+    assert accepted, "name_prefix accepts nothing"
+    longest = max(len(s) for s in suffixes)
+    assert max(accepted) + longest <= 30, f"{max(accepted)}-character prefixes overflow"
+    assert min(accepted) + min(len(s) for s in suffixes) >= 6
+    assert max(accepted) + longest == 30, "the limit is not needlessly tight"
+    assert pattern.search("dicom-ingest")
+    for bad in ("dicom-ingest-", "1dicom", "Dicom-ingest", "dicom_ingest"):
+        assert not pattern.search(bad), bad
+    assert _prefix_pattern(EXAMPLE).pattern == _prefix_pattern(accounts).pattern
 
 
 def test_roles_per_component() -> None:
@@ -196,7 +294,7 @@ def test_roles_per_component() -> None:
     }
 
 
-def test_uploader_is_internal_with_a_600_second_timeout() -> None:
+def test_uploader_is_internal_and_answers_within_the_ack_deadline() -> None:
     service = _one("uploader", "google_cloud_run_v2_service", "this")
     assert service["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY"
     assert "invoker_iam_disabled" not in service
@@ -204,11 +302,92 @@ def test_uploader_is_internal_with_a_600_second_timeout() -> None:
     assert template["timeout"] == "${var.timeout_seconds}s"
     assert template["service_account"] == "${var.service_account_email}"
     assert "scaling" in template and "max_instance_request_concurrency" in template
-    variables = hcl.named(hcl.TERRAFORM / "modules" / "uploader", "variable")
-    assert variables["timeout_seconds"]["default"] == 600
     env = hcl.locals_(hcl.TERRAFORM / "modules" / "uploader")["env"]
     for name in ("DICOM_INGEST_DICOMWEB_ADDRESS", "DICOM_INGEST_DEAD_LETTER_TOPIC"):
         assert name in env
+    assert "DICOM_INGEST_HTTP_TIMEOUT = tostring(var.http_timeout_seconds)" in env
+
+
+def test_cloud_run_ends_a_push_request_before_its_ack_deadline() -> None:
+    """Otherwise Pub/Sub redelivers a message whose first upload still runs."""
+    uploader = hcl.named(hcl.TERRAFORM / "modules" / "uploader", "variable")
+    pubsub = hcl.named(hcl.TERRAFORM / "modules" / "pubsub", "variable")
+    timeout = uploader["timeout_seconds"]["default"]
+    http_timeout = uploader["http_timeout_seconds"]["default"]
+    ack_deadline = pubsub["ack_deadline_seconds"]["default"]
+    assert http_timeout * 4 <= timeout < ack_deadline <= 600
+    assert "< 600" in uploader["timeout_seconds"]["validation"][0]["condition"]
+    # The example root: the values it passes, through its locals.
+    calls = hcl.named(EXAMPLE, "module")
+    assert calls["uploader"]["timeout_seconds"] == "${local.uploader_timeout_seconds}"
+    assert calls["pubsub"]["ack_deadline_seconds"] == "${local.ack_deadline_seconds}"
+    root = hcl.locals_(EXAMPLE)
+    assert root["uploader_timeout_seconds"] < root["ack_deadline_seconds"] <= 600
+    assert root["uploader_timeout_seconds"] == 540
+
+
+def test_oversize_instances_go_to_the_pull_worker_by_default() -> None:
+    variables = hcl.named(EXAMPLE, "variable")
+    threshold = variables["oversize_threshold_bytes"]["default"]
+    assert threshold == 512 * 1024 * 1024
+    assert hcl.locals_(EXAMPLE)["oversize"] == "${var.oversize_threshold_bytes != null}"
+    calls = hcl.named(EXAMPLE, "module")
+    assert calls["uploader"]["oversize_topic"] == "${module.pubsub.oversize_topic_id}"
+    assert calls["pubsub"]["enable_oversize"] == "${local.oversize}"
+    module = hcl.named(hcl.TERRAFORM / "modules" / "uploader", "variable")
+    assert module["push_max_bytes"]["default"] == threshold
+    env = hcl.locals_(hcl.TERRAFORM / "modules" / "uploader")["optional_env"]
+    assert "DICOM_INGEST_PUSH_MAX_BYTES" in env and "DICOM_INGEST_OVERSIZE_TOPIC" in env
+
+
+def test_allow_global_access_reaches_the_service_annotation() -> None:
+    variables = hcl.named(EXAMPLE, "variable")
+    assert variables["allow_global_access"]["default"] is False
+    call = hcl.named(EXAMPLE, "module")["receiver"]
+    assert call["allow_global_access"] == "${var.allow_global_access}"
+    template_vars = hcl.locals_(hcl.TERRAFORM / "modules" / "receiver")["receiver_template_vars"]
+    assert template_vars["allow_global_access"] == "${tostring(var.allow_global_access)}"
+
+
+def test_healthcare_ids_use_only_the_characters_the_api_accepts() -> None:
+    variables = hcl.named(hcl.TERRAFORM / "modules" / "healthcare", "variable")
+    for name in ("dataset_name", "dicom_store_name"):
+        condition = variables[name]["validation"][0]["condition"]
+        (pattern,) = re.findall(r'regex\("([^"]+)"', condition)
+        compiled = re.compile(pattern)
+        assert compiled.search("dicom-ingest_2") and compiled.search("A" * 256)
+        for bad in ("dicom.ingest", "a/b", "", "A" * 257):
+            assert not compiled.search(bad), bad
+
+
+def test_store_mode_ephemeral_storage_is_the_spool_plus_headroom() -> None:
+    receiver = hcl.TERRAFORM / "modules" / "receiver"
+    local = hcl.locals_(receiver)
+    assert local["spool_gib"] == '${tonumber(trimsuffix(var.spool_size, "Gi"))}'
+    assert local["ephemeral_gib"] == "${local.spool ? 1 : local.spool_gib + 1}"
+    assert local["receiver_template_vars"]["ephemeral_storage"] == "${local.ephemeral_gib}Gi"
+    variables = hcl.named(receiver, "variable")
+    (pattern,) = re.findall(
+        r'regex\("([^"]+)"', variables["spool_size"]["validation"][0]["condition"]
+    )
+    compiled = re.compile(pattern)
+    assert compiled.search("8Gi") and compiled.search("1024Gi")
+    for bad in ("8G", "500Mi", "1Ti", "0Gi", "08Gi", "8 Gi"):
+        assert not compiled.search(bad), bad
+    (output,) = [o for n, o in hcl.named(receiver, "output").items() if n == "manifests"]
+    (precondition,) = output["precondition"]
+    assert "local.ephemeral_gib <= var.max_ephemeral_storage_gib" in precondition["condition"]
+    assert variables["max_ephemeral_storage_gib"]["default"] == 10  # Autopilot's limit per pod
+
+
+def test_receiver_grace_period_covers_pre_stop_drain_and_margin() -> None:
+    local = hcl.locals_(hcl.TERRAFORM / "modules" / "receiver")
+    assert local["termination_grace"] == (
+        "${var.prestop_seconds + var.shutdown_grace_seconds + 15}"
+    )
+    template_vars = local["receiver_template_vars"]
+    assert template_vars["termination_grace_seconds"] == "${local.termination_grace}"
+    assert template_vars["prestop_seconds"] == "${var.prestop_seconds}"
 
 
 def test_workload_identity_binds_the_receiver_service_account() -> None:
@@ -241,7 +420,7 @@ def test_template_variables_match_the_k8s_templates(local: str, prefix: tuple[st
 
 def test_templates_named_by_the_module_exist() -> None:
     main = (hcl.TERRAFORM / "modules" / "receiver" / "main.tf").read_text()
-    names = set(re.findall(r'"((?:receiver|worker)-[a-z]+)"', main))
+    names = set(re.findall(r'"((?:receiver|worker)-[a-z-]+)"', main))
     assert names
     for name in names:
         assert (k8s_render.K8S_DIR / f"{name}.yaml.tftpl").is_file(), name

@@ -129,6 +129,12 @@ class CloudStack:
             **self.uploader_env,
         }
         if self.push:
+            host = self.pubsub_host.rsplit(":", 1)[0].strip("[]")
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                raise RuntimeError(
+                    "push tests need a Pub/Sub server on this host: the uploader listens on"
+                    f" 127.0.0.1, which PUBSUB_EMULATOR_HOST={self.pubsub_host} cannot reach"
+                )
             self.uploader = UploaderFunction(self.uploader_environment)
             self.create_push_subscription(self.push_subscription, self.uploader.url, self.push_oidc)
         for subscription, topic in (

@@ -9,6 +9,19 @@ locals {
   create_network = var.existing_network == null
   create_cluster = var.existing_cluster == null
 
+  # A push request must be answered within the subscription's ack deadline (at most 600 s):
+  # Cloud Run ends it first, so a slow upload is retried rather than delivered twice at once.
+  ack_deadline_seconds     = 600
+  uploader_timeout_seconds = 540
+
+  # The Artifact Registry repositories of the images the cluster's nodes pull.
+  image_repositories = distinct([
+    for image in [var.receiver_image, var.uploader_image] :
+    regex("^(?P<location>[a-z0-9-]+)-docker\\.pkg\\.dev/(?P<project>[^/]+)/(?P<repository>[^/]+)/", image)
+    if can(regex("^[a-z0-9-]+-docker\\.pkg\\.dev/[^/]+/[^/]+/", image))
+  ])
+
+
   network = local.create_network ? {
     network             = module.network[0].network
     subnetwork          = module.network[0].subnetwork
@@ -54,6 +67,7 @@ module "service_accounts" {
   project_id    = var.project_id
   name_prefix   = var.name_prefix
   create_worker = local.oversize
+  create_nodes  = local.create_cluster
   depends_on    = [google_project_service.this]
 }
 
@@ -67,19 +81,21 @@ module "network" {
 }
 
 module "gke" {
-  source              = "../../modules/gke"
-  count               = local.create_cluster ? 1 : 0
-  project_id          = var.project_id
-  region              = var.region
-  name                = var.name_prefix
-  network             = local.network.network
-  subnetwork          = local.network.subnetwork
-  pods_range_name     = local.network.pods_range_name
-  services_range_name = local.network.services_range_name
-  authorized_networks = var.cluster_authorized_networks
-  deletion_protection = var.deletion_protection
-  labels              = var.labels
-  depends_on          = [google_project_service.this]
+  source                     = "../../modules/gke"
+  count                      = local.create_cluster ? 1 : 0
+  project_id                 = var.project_id
+  region                     = var.region
+  name                       = var.name_prefix
+  node_service_account_email = module.service_accounts.nodes_email
+  image_repositories         = local.image_repositories
+  network                    = local.network.network
+  subnetwork                 = local.network.subnetwork
+  pods_range_name            = local.network.pods_range_name
+  services_range_name        = local.network.services_range_name
+  authorized_networks        = var.cluster_authorized_networks
+  deletion_protection        = var.deletion_protection
+  labels                     = var.labels
+  depends_on                 = [google_project_service.this]
 }
 
 data "google_container_cluster" "existing" {
@@ -130,14 +146,14 @@ module "uploader" {
   dicomweb_address      = module.healthcare.dicomweb_address
   dead_letter_topic     = module.pubsub.dead_letter_topic_id
   oversize_topic        = module.pubsub.oversize_topic_id
-  push_max_bytes        = coalesce(var.oversize_threshold_bytes, 2147483648)
+  push_max_bytes        = coalesce(var.oversize_threshold_bytes, 536870912)
   keep_uploaded         = var.keep_uploaded
   concurrency           = var.uploader_scaling.concurrency
   min_instances         = var.uploader_scaling.min_instances
   max_instances         = var.uploader_scaling.max_instances
   cpu                   = var.uploader_resources.cpu
   memory                = var.uploader_resources.memory
-  timeout_seconds       = 600
+  timeout_seconds       = local.uploader_timeout_seconds
   deletion_protection   = var.deletion_protection
   labels                = var.labels
   depends_on            = [google_project_service.this]
@@ -150,7 +166,7 @@ module "pubsub" {
   push_endpoint              = module.uploader.url
   push_service_account_email = module.service_accounts.push_email
   push_service_account_name  = module.service_accounts.push_name
-  ack_deadline_seconds       = 600
+  ack_deadline_seconds       = local.ack_deadline_seconds
   max_delivery_attempts      = var.max_delivery_attempts
   retention_seconds          = var.retention_days * 86400
   enable_oversize            = local.oversize
@@ -170,6 +186,7 @@ module "receiver" {
   region                       = var.region
   subnetwork                   = local.network.subnetwork
   load_balancer_ip             = var.load_balancer_ip
+  allow_global_access          = var.allow_global_access
   image                        = var.receiver_image
   google_service_account_email = module.service_accounts.receiver_email
   google_service_account_name  = module.service_accounts.receiver_name

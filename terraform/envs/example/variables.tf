@@ -18,11 +18,11 @@ variable "region" {
 
 variable "name_prefix" {
   type        = string
-  description = "Prefix of resource names (topic, service, service accounts, cluster, network)."
+  description = "Prefix of resource names (topic, service, service accounts, cluster, network); <prefix>-receiver is the longest service account id (30 characters at most)."
   default     = "dicom-ingest"
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{3,21}$", var.name_prefix))
-    error_message = "name_prefix must be 4-22 lowercase letters, digits or hyphens, starting with a letter."
+    condition     = can(regex("^[a-z][a-z0-9-]{2,19}[a-z0-9]$", var.name_prefix))
+    error_message = "name_prefix must be 4-21 lowercase letters, digits or hyphens, starting with a letter and ending with a letter or digit."
   }
 }
 
@@ -40,10 +40,6 @@ variable "deletion_protection" {
   type        = bool
   description = "Protect the cluster and the Cloud Run service from `terraform destroy`."
   default     = true
-  validation {
-    condition     = var.deletion_protection == true || var.deletion_protection == false
-    error_message = "deletion_protection must be true or false."
-  }
 }
 
 # --- What may already exist --------------------------------------------------------------
@@ -157,6 +153,12 @@ variable "load_balancer_ip" {
   }
 }
 
+variable "allow_global_access" {
+  type        = bool
+  description = "Let senders in other regions of the VPC (or reaching it over VPN or Interconnect in another region) connect to the receiver's internal load balancer."
+  default     = false
+}
+
 variable "allowed_calling_aets" {
   type        = list(string)
   description = "Calling AE titles allowed to associate (AET or AET@CIDR); empty allows any AE title from pacs_source_ranges."
@@ -189,11 +191,11 @@ variable "receiver_replicas" {
 
 variable "receiver_resources" {
   type        = object({ cpu = string, memory = string, spool_size = string })
-  description = "CPU and memory of a receiver pod, and its spool volume size."
+  description = "CPU and memory of a receiver pod, and its spool size: with ack_after = store an emptyDir (the pod's ephemeral storage is spool_size + 1Gi, at most 10Gi on Autopilot, so spool_size <= 9Gi), with spool a persistent volume per replica (up to 1024Gi)."
   default     = { cpu = "1", memory = "1Gi", spool_size = "8Gi" }
   validation {
-    condition     = can(regex("^[0-9]+(Mi|Gi)$", var.receiver_resources.memory)) && can(regex("^[0-9]+(Mi|Gi|Ti)$", var.receiver_resources.spool_size))
-    error_message = "memory must look like 1Gi and spool_size like 8Gi."
+    condition     = can(regex("^[0-9]+(Mi|Gi)$", var.receiver_resources.memory)) && can(regex("^[1-9][0-9]{0,3}Gi$", var.receiver_resources.spool_size)) && try(tonumber(trimsuffix(var.receiver_resources.spool_size, "Gi")) <= 1024, false)
+    error_message = "memory must look like 1Gi, and spool_size be 1Gi to 1024Gi in whole Gi such as 8Gi."
   }
 }
 
@@ -295,16 +297,12 @@ variable "keep_uploaded" {
   type        = bool
   description = "Keep objects after a confirmed store (the lifecycle rule ages them out); false deletes them and gives the uploader storage.objects.delete."
   default     = true
-  validation {
-    condition     = var.keep_uploaded == true || var.keep_uploaded == false
-    error_message = "keep_uploaded must be true or false."
-  }
 }
 
 variable "oversize_threshold_bytes" {
   type        = number
-  description = "Instances larger than this skip the push path and go to a pull worker on GKE (a push must finish within 600 s); null uploads everything from the push request."
-  default     = null
+  description = "Instances larger than this skip the push path and go to a pull worker on GKE (a push request must finish within Cloud Run's 540 s timeout, under the 600 s ack deadline); null uploads everything from the push request and runs no worker."
+  default     = 536870912
   validation {
     condition     = var.oversize_threshold_bytes == null || try(var.oversize_threshold_bytes >= 1048576, false)
     error_message = "oversize_threshold_bytes must be at least 1 MiB, or null."
@@ -325,8 +323,4 @@ variable "apply_kubernetes_manifests" {
   type        = bool
   description = "Apply the receiver's manifests to the cluster; false only renders them (output receiver_manifests) for kubectl or a GitOps tool."
   default     = true
-  validation {
-    condition     = var.apply_kubernetes_manifests == true || var.apply_kubernetes_manifests == false
-    error_message = "apply_kubernetes_manifests must be true or false."
-  }
 }

@@ -6,6 +6,10 @@ terraform {
       source  = "hashicorp/google"
       version = "~> 6.14"
     }
+    google-beta = {
+      source  = "hashicorp/google-beta"
+      version = "~> 6.14"
+    }
     kubectl = {
       source  = "alekc/kubectl"
       version = "~> 2.1"
@@ -19,6 +23,15 @@ terraform {
 }
 
 provider "google" {
+  project               = var.project_id
+  region                = var.region
+  user_project_override = true
+  billing_project       = var.project_id
+  default_labels        = var.labels
+}
+
+# Only for google_project_service_identity (modules/pubsub), which the GA provider lacks.
+provider "google-beta" {
   project               = var.project_id
   region                = var.region
   user_project_override = true

@@ -25,6 +25,25 @@ variable "name" {
   }
 }
 
+variable "node_service_account_email" {
+  type        = string
+  description = "Service account the Autopilot nodes run as (granted roles/container.defaultNodeServiceAccount on the project here)."
+  validation {
+    condition     = endswith(var.node_service_account_email, ".iam.gserviceaccount.com")
+    error_message = "node_service_account_email must be a service account email."
+  }
+}
+
+variable "image_repositories" {
+  type        = list(object({ project = string, location = string, repository = string }))
+  description = "Artifact Registry repositories the nodes pull the workloads' images from (roles/artifactregistry.reader on each)."
+  default     = []
+  validation {
+    condition     = alltrue([for r in var.image_repositories : can(regex("^[a-z][a-z0-9-]*$", r.location)) && length(r.project) > 0 && length(r.repository) > 0])
+    error_message = "each image repository needs a project, a location such as europe-west4 and a repository id."
+  }
+}
+
 variable "network" {
   type        = string
   description = "Self link or name of the VPC network."
@@ -95,10 +114,6 @@ variable "deletion_protection" {
   type        = bool
   description = "Refuse `terraform destroy` of the cluster."
   default     = true
-  validation {
-    condition     = var.deletion_protection == true || var.deletion_protection == false
-    error_message = "deletion_protection must be true or false."
-  }
 }
 
 variable "labels" {

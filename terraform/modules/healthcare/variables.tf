@@ -41,8 +41,8 @@ variable "dataset_name" {
   description = "Name of the dataset to create."
   default     = "dicom-ingest"
   validation {
-    condition     = can(regex("^[A-Za-z0-9_.-]{1,256}$", var.dataset_name))
-    error_message = "dataset_name may use letters, digits, _, - and ., at most 256 characters."
+    condition     = can(regex("^[A-Za-z0-9_-]{1,256}$", var.dataset_name))
+    error_message = "dataset_name may use letters, digits, _ and -, at most 256 characters."
   }
 }
 
@@ -51,8 +51,8 @@ variable "dicom_store_name" {
   description = "Name of the DICOM store to create."
   default     = "dicom-ingest"
   validation {
-    condition     = can(regex("^[A-Za-z0-9_.-]{1,256}$", var.dicom_store_name))
-    error_message = "dicom_store_name may use letters, digits, _, - and ., at most 256 characters."
+    condition     = can(regex("^[A-Za-z0-9_-]{1,256}$", var.dicom_store_name))
+    error_message = "dicom_store_name may use letters, digits, _ and -, at most 256 characters."
   }
 }
 

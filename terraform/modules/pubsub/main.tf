@@ -6,6 +6,9 @@
 #   <name>-dead-letter-sub  pull subscription that `dicom-ingest replay drain` empties
 #   <name>-oversize(-sub)   optional: instances too large for one push, for the pull worker
 # Subscriptions keep acknowledged messages for retention_seconds (`dicom-ingest replay seek`).
+# Dead letters are kept longest: the dead-letter topic retains every message for 31 days (a
+# subscription can seek back over that), its subscription holds unacknowledged ones for 7 days
+# (the maximum) and never expires.
 
 data "google_project" "this" {
   project_id = var.project_id
@@ -17,11 +20,21 @@ locals {
   labels       = merge({ app = "dicom-ingest" }, var.labels)
 }
 
+# The Pub/Sub service agent (service-<number>@gcp-sa-pubsub) exists only once Pub/Sub has been
+# used in the project; granting a role to it before fails. This creates it if need be (and is a
+# no-op otherwise), and every grant below waits for it.
+resource "google_project_service_identity" "pubsub" {
+  provider = google-beta
+  project  = var.project_id
+  service  = "pubsub.googleapis.com"
+}
+
 resource "google_kms_crypto_key_iam_member" "pubsub_cmek" {
   count         = var.kms_key_name == null ? 0 : 1
   crypto_key_id = var.kms_key_name
   role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
   member        = local.pubsub_agent
+  depends_on    = [google_project_service_identity.pubsub]
 }
 
 resource "google_pubsub_topic" "main" {
@@ -39,7 +52,10 @@ resource "google_pubsub_topic" "dead_letter" {
   name         = "${var.name}-dead-letter"
   kms_key_name = var.kms_key_name
   labels       = local.labels
-  depends_on   = [google_kms_crypto_key_iam_member.pubsub_cmek]
+  # Topic retention: every dead letter stays seekable for 31 days (the maximum), acknowledged
+  # or not, whatever happens to the subscriptions.
+  message_retention_duration = var.dead_letter_topic_retention
+  depends_on                 = [google_kms_crypto_key_iam_member.pubsub_cmek]
 }
 
 resource "google_pubsub_topic" "oversize" {
@@ -83,8 +99,13 @@ resource "google_pubsub_subscription" "push" {
   expiration_policy {
     ttl = ""
   }
+
+  # A message dead-lettered before the dead-letter subscription exists reaches no subscription.
+  depends_on = [google_pubsub_subscription.dead_letter]
 }
 
+# Dead letters wait here for `dicom-ingest replay drain`: 7 days (the maximum) unacknowledged,
+# and the subscription never expires, however long nobody pulls it.
 resource "google_pubsub_subscription" "dead_letter" {
   project                    = var.project_id
   name                       = "${var.name}-dead-letter-sub"
@@ -92,7 +113,7 @@ resource "google_pubsub_subscription" "dead_letter" {
   labels                     = local.labels
   ack_deadline_seconds       = 60
   retain_acked_messages      = true
-  message_retention_duration = local.retention
+  message_retention_duration = "604800s"
 
   expiration_policy {
     ttl = ""
@@ -123,15 +144,18 @@ resource "google_pubsub_subscription" "oversize" {
   expiration_policy {
     ttl = ""
   }
+
+  depends_on = [google_pubsub_subscription.dead_letter]
 }
 
 # The Pub/Sub service agent forwards undeliverable messages: it must publish to the dead-letter
 # topic and subscribe to (acknowledge on) each subscription that dead-letters.
 resource "google_pubsub_topic_iam_member" "agent_dead_letter_publisher" {
-  project = var.project_id
-  topic   = google_pubsub_topic.dead_letter.name
-  role    = "roles/pubsub.publisher"
-  member  = local.pubsub_agent
+  project    = var.project_id
+  topic      = google_pubsub_topic.dead_letter.name
+  role       = "roles/pubsub.publisher"
+  member     = local.pubsub_agent
+  depends_on = [google_project_service_identity.pubsub]
 }
 
 resource "google_pubsub_subscription_iam_member" "agent_push_subscriber" {
@@ -139,6 +163,7 @@ resource "google_pubsub_subscription_iam_member" "agent_push_subscriber" {
   subscription = google_pubsub_subscription.push.name
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_agent
+  depends_on   = [google_project_service_identity.pubsub]
 }
 
 resource "google_pubsub_subscription_iam_member" "agent_oversize_subscriber" {
@@ -147,6 +172,7 @@ resource "google_pubsub_subscription_iam_member" "agent_oversize_subscriber" {
   subscription = google_pubsub_subscription.oversize[0].name
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_agent
+  depends_on   = [google_project_service_identity.pubsub]
 }
 
 # Projects created before April 2021 do not give the agent this right by default: it mints the
@@ -155,6 +181,7 @@ resource "google_service_account_iam_member" "agent_push_token_creator" {
   service_account_id = var.push_service_account_name
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = local.pubsub_agent
+  depends_on         = [google_project_service_identity.pubsub]
 }
 
 resource "google_pubsub_topic_iam_member" "publisher" {

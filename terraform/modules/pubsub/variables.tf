@@ -93,14 +93,20 @@ variable "retention_seconds" {
   }
 }
 
+variable "dead_letter_topic_retention" {
+  type        = string
+  description = "How long the dead-letter topic itself keeps every message (seekable from any of its subscriptions); at most 31 days."
+  default     = "2678400s"
+  validation {
+    condition     = can(regex("^[0-9]+s$", var.dead_letter_topic_retention)) && try(tonumber(trimsuffix(var.dead_letter_topic_retention, "s")) >= 600 && tonumber(trimsuffix(var.dead_letter_topic_retention, "s")) <= 2678400, false)
+    error_message = "dead_letter_topic_retention must be between 600s and 2678400s (31 days), in seconds such as 2678400s."
+  }
+}
+
 variable "enable_oversize" {
   type        = bool
   description = "Create the oversize topic and its pull subscription (instances too large for one push request)."
   default     = false
-  validation {
-    condition     = var.enable_oversize == true || var.enable_oversize == false
-    error_message = "enable_oversize must be true or false."
-  }
 }
 
 variable "kms_key_name" {

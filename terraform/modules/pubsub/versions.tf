@@ -6,5 +6,10 @@ terraform {
       source  = "hashicorp/google"
       version = "~> 6.14"
     }
+    # google_project_service_identity (the Pub/Sub service agent) is in the beta provider only.
+    google-beta = {
+      source  = "hashicorp/google-beta"
+      version = "~> 6.14"
+    }
   }
 }

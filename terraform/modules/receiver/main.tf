@@ -9,6 +9,14 @@ locals {
   ip        = google_compute_address.load_balancer.address
   wi_member = "serviceAccount:${var.project_id}.svc.id.goog[${var.namespace}/${var.name}]"
 
+  # The container's ephemeral storage holds its logs and, in store mode, the emptyDir spool:
+  # the spool's size plus 1Gi of headroom, so a full spool is refused by the receiver (the PACS
+  # gets a failure status and resends) before the kubelet evicts the pod. In spool mode the
+  # spool is a persistent volume and does not count.
+  spool_gib         = tonumber(trimsuffix(var.spool_size, "Gi"))
+  ephemeral_gib     = local.spool ? 1 : local.spool_gib + 1
+  termination_grace = var.prestop_seconds + var.shutdown_grace_seconds + 15
+
   # Every ${...} in k8s/namespace.yaml.tftpl and k8s/receiver-*.yaml.tftpl, and nothing else
   # (tests/infra checks both directions).
   receiver_template_vars = {
@@ -22,18 +30,20 @@ locals {
     ack_after                 = var.ack_after
     max_associations          = var.max_associations
     shutdown_grace_seconds    = var.shutdown_grace_seconds
-    termination_grace_seconds = var.shutdown_grace_seconds + 15
+    prestop_seconds           = var.prestop_seconds
+    termination_grace_seconds = local.termination_grace
     allowed_calling_aets      = join(",", var.allowed_calling_aets)
     cpu                       = var.cpu
     memory                    = var.memory
     spool_size                = var.spool_size
-    ephemeral_storage         = local.spool ? "1Gi" : var.spool_size
+    ephemeral_storage         = "${local.ephemeral_gib}Gi"
     storage_class             = var.storage_class
     load_balancer_ip          = local.ip
     allow_global_access       = tostring(var.allow_global_access)
     source_ranges             = jsonencode(var.source_ranges)
     source_peers              = jsonencode([for r in var.source_ranges : { ipBlock = { cidr = r } }])
     workload_kind             = local.spool ? "StatefulSet" : "Deployment"
+    headless_service          = "${var.name}-headless"
     min_replicas              = var.min_replicas
     max_replicas              = max(var.min_replicas, var.max_replicas)
     scale_down_policy         = local.spool ? "Disabled" : "Max"
@@ -55,11 +65,12 @@ locals {
   }
 
   receiver_templates = concat(
-    ["receiver-serviceaccount", local.spool ? "receiver-statefulset" : "receiver-deployment"],
+    ["receiver-serviceaccount"],
+    local.spool ? ["receiver-statefulset", "receiver-headless-service"] : ["receiver-deployment"],
     ["receiver-service", "receiver-pdb", "receiver-hpa", "receiver-networkpolicy"],
   )
   worker_templates = var.worker == null ? [] : [
-    "worker-serviceaccount", "worker-deployment", "worker-networkpolicy",
+    "worker-serviceaccount", "worker-deployment", "worker-pdb", "worker-networkpolicy",
   ]
 
   manifests = merge(

@@ -6,6 +6,11 @@ output "load_balancer_ip" {
 output "manifests" {
   description = "The rendered Kubernetes manifests (namespace first), for `kubectl apply -f -` when apply_manifests is false."
   value       = join("---\n", concat([local.namespace_manifest], values(local.manifests)))
+
+  precondition {
+    condition     = local.ephemeral_gib <= var.max_ephemeral_storage_gib
+    error_message = "In store mode the spool is an emptyDir: spool_size + 1Gi must fit max_ephemeral_storage_gib (10Gi per pod on Autopilot). Lower spool_size, or use ack_after = \"spool\" (a persistent volume)."
+  }
 }
 
 output "dcmsend_command" {

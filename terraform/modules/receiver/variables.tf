@@ -47,11 +47,11 @@ variable "namespace" {
 
 variable "name" {
   type        = string
-  description = "Name of the receiver's Kubernetes objects (Deployment, Service, ServiceAccount, ...)."
+  description = "Name of the receiver's Kubernetes objects (Deployment, Service, ServiceAccount, ...); the StatefulSet's headless Service is <name>-headless."
   default     = "dicom-ingest-receiver"
   validation {
-    condition     = can(regex("^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", var.name))
-    error_message = "name must be a DNS label."
+    condition     = can(regex("^[a-z]([-a-z0-9]{0,52}[a-z0-9])?$", var.name))
+    error_message = "name must be a DNS-1035 label of at most 54 characters (<name>-headless and <name>-worker are Service and Deployment names too)."
   }
 }
 
@@ -140,9 +140,19 @@ variable "max_associations" {
   }
 }
 
+variable "prestop_seconds" {
+  type        = number
+  description = "How long a stopping replica keeps accepting associations before it is told to stop (preStop sleep), while the internal load balancer's health check (every 8 s, unhealthy after 3 failures) takes it out of rotation."
+  default     = 30
+  validation {
+    condition     = var.prestop_seconds >= 0 && var.prestop_seconds <= 300
+    error_message = "prestop_seconds must be between 0 and 300."
+  }
+}
+
 variable "shutdown_grace_seconds" {
   type        = number
-  description = "How long a stopping replica drains associations in flight (--shutdown_grace); the pod's termination grace period is 15 s longer."
+  description = "How long a stopping replica drains associations in flight (--shutdown_grace); the pod's termination grace period is prestop_seconds + this + 15 s."
   default     = 30
   validation {
     condition     = var.shutdown_grace_seconds >= 1 && var.shutdown_grace_seconds <= 3600
@@ -163,10 +173,6 @@ variable "allow_global_access" {
   type        = bool
   description = "Let clients in other regions of the VPC (or connected over VPN/Interconnect to another region) reach the internal load balancer."
   default     = false
-  validation {
-    condition     = var.allow_global_access == true || var.allow_global_access == false
-    error_message = "allow_global_access must be true or false."
-  }
 }
 
 variable "min_replicas" {
@@ -211,11 +217,21 @@ variable "memory" {
 
 variable "spool_size" {
   type        = string
-  description = "Spool volume size: staging for instances in flight (store mode, an emptyDir), or the persistent spool per replica (spool mode)."
+  description = "Spool volume size in Gi: staging for instances in flight (store mode, an emptyDir; the container's ephemeral storage is this + 1Gi), or the persistent spool per replica (spool mode)."
   default     = "8Gi"
   validation {
-    condition     = can(regex("^[0-9]+(Mi|Gi|Ti)$", var.spool_size))
-    error_message = "spool_size must look like 8Gi."
+    condition     = can(regex("^[1-9][0-9]{0,3}Gi$", var.spool_size)) && try(tonumber(trimsuffix(var.spool_size, "Gi")) <= 1024, false)
+    error_message = "spool_size must be 1Gi to 1024Gi, in whole Gi such as 8Gi."
+  }
+}
+
+variable "max_ephemeral_storage_gib" {
+  type        = number
+  description = "The most ephemeral storage a pod may request (Autopilot: 10 GiB); in store mode spool_size + 1Gi must fit. Raise it for a Standard cluster with larger node disks."
+  default     = 10
+  validation {
+    condition     = var.max_ephemeral_storage_gib >= 2 && var.max_ephemeral_storage_gib <= 1024
+    error_message = "max_ephemeral_storage_gib must be between 2 and 1024."
   }
 }
 
@@ -254,8 +270,4 @@ variable "apply_manifests" {
   type        = bool
   description = "Apply the rendered manifests to the cluster; false only renders them (output manifests) for kubectl or GitOps."
   default     = true
-  validation {
-    condition     = var.apply_manifests == true || var.apply_manifests == false
-    error_message = "apply_manifests must be true or false."
-  }
 }

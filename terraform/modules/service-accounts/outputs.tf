@@ -32,3 +32,8 @@ output "worker_name" {
   description = "Resource name of the pull worker's service account, or null."
   value       = one(google_service_account.worker[*].name)
 }
+
+output "nodes_email" {
+  description = "Email of the cluster nodes' service account, or null."
+  value       = one(google_service_account.nodes[*].email)
+}

@@ -9,10 +9,10 @@ variable "project_id" {
 
 variable "name_prefix" {
   type        = string
-  description = "Prefix of the account ids (<prefix>-receiver, <prefix>-uploader, <prefix>-push, <prefix>-worker)."
+  description = "Prefix of the account ids (<prefix>-receiver, <prefix>-uploader, <prefix>-push, <prefix>-worker, <prefix>-nodes)."
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{3,21}$", var.name_prefix))
-    error_message = "name_prefix must be 4-22 lowercase letters, digits or hyphens, starting with a letter (account ids are at most 30 characters)."
+    condition     = can(regex("^[a-z][a-z0-9-]{2,19}[a-z0-9]$", var.name_prefix))
+    error_message = "name_prefix must be 4-21 lowercase letters, digits or hyphens, starting with a letter and ending with a letter or digit (<prefix>-receiver must fit the 30-character account id limit)."
   }
 }
 
@@ -20,8 +20,10 @@ variable "create_worker" {
   type        = bool
   description = "Create the pull worker's account (only when the oversize path is enabled)."
   default     = false
-  validation {
-    condition     = var.create_worker == true || var.create_worker == false
-    error_message = "create_worker must be true or false."
-  }
+}
+
+variable "create_nodes" {
+  type        = bool
+  description = "Create the GKE nodes' account (only when the cluster is created here)."
+  default     = false
 }

@@ -77,10 +77,6 @@ variable "readers_delete" {
   type        = bool
   description = "Readers also delete objects after a confirmed store (DICOM_INGEST_KEEP_UPLOADED=false)."
   default     = false
-  validation {
-    condition     = var.readers_delete == true || var.readers_delete == false
-    error_message = "readers_delete must be true or false."
-  }
 }
 
 variable "operator_members" {
@@ -107,10 +103,6 @@ variable "force_destroy" {
   type        = bool
   description = "Let `terraform destroy` delete a bucket that still holds objects."
   default     = false
-  validation {
-    condition     = var.force_destroy == true || var.force_destroy == false
-    error_message = "force_destroy must be true or false."
-  }
 }
 
 variable "labels" {

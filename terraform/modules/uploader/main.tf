@@ -15,6 +15,9 @@ locals {
     DICOM_INGEST_DEAD_LETTER_TOPIC = var.dead_letter_topic
     DICOM_INGEST_KEEP_UPLOADED     = tostring(var.keep_uploaded)
     DICOM_INGEST_LOG_FORMAT        = "json"
+    # Each wait for the DICOM store (connect, then each read) well inside the request timeout,
+    # so that a stalled store answers 503 (redelivery) before Cloud Run cuts the request off.
+    DICOM_INGEST_HTTP_TIMEOUT = tostring(var.http_timeout_seconds)
     # functions-framework's server runs this many threads: one per concurrent request.
     THREADS = tostring(var.concurrency)
   }, local.optional_env)

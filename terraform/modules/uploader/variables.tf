@@ -83,7 +83,7 @@ variable "oversize_topic" {
 variable "push_max_bytes" {
   type        = number
   description = "Instances larger than this go to the oversize topic (used only with oversize_topic)."
-  default     = 2147483648
+  default     = 536870912
   validation {
     condition     = var.push_max_bytes >= 1048576
     error_message = "push_max_bytes must be at least 1 MiB."
@@ -94,10 +94,6 @@ variable "keep_uploaded" {
   type        = bool
   description = "Keep objects after a confirmed store (the bucket's lifecycle rule ages them out); false deletes them."
   default     = true
-  validation {
-    condition     = var.keep_uploaded == true || var.keep_uploaded == false
-    error_message = "keep_uploaded must be true or false."
-  }
 }
 
 variable "concurrency" {
@@ -152,11 +148,21 @@ variable "memory" {
 
 variable "timeout_seconds" {
   type        = number
-  description = "Request timeout; match the push subscription's ack deadline."
-  default     = 600
+  description = "Request timeout: shorter than the push subscription's ack deadline (at most 600 s), so Cloud Run ends a request before Pub/Sub gives up on it and redelivers a duplicate."
+  default     = 540
   validation {
-    condition     = var.timeout_seconds >= 10 && var.timeout_seconds <= 3600
-    error_message = "timeout_seconds must be between 10 and 3600."
+    condition     = var.timeout_seconds >= 10 && var.timeout_seconds < 600
+    error_message = "timeout_seconds must be between 10 and 599 (below the ack deadline, at most 600)."
+  }
+}
+
+variable "http_timeout_seconds" {
+  type        = number
+  description = "DICOM_INGEST_HTTP_TIMEOUT: how long one wait for the DICOM store may last; well below timeout_seconds."
+  default     = 120
+  validation {
+    condition     = var.http_timeout_seconds >= 5 && var.http_timeout_seconds <= 300
+    error_message = "http_timeout_seconds must be between 5 and 300."
   }
 }
 
@@ -164,10 +170,6 @@ variable "deletion_protection" {
   type        = bool
   description = "Refuse `terraform destroy` of the service."
   default     = true
-  validation {
-    condition     = var.deletion_protection == true || var.deletion_protection == false
-    error_message = "deletion_protection must be true or false."
-  }
 }
 
 variable "labels" {
