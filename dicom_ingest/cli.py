@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import signal
 import sqlite3
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 from google.api_core.exceptions import GoogleAPIError
 from google.auth.exceptions import GoogleAuthError
 
+from receiver.adapter_flags import add_adapter_flags, check_adapter_flags
 from receiver.config import FLAGS as RECEIVER_FLAGS
 from receiver.config import ReceiverConfig
 from uploader.config import FLAGS as UPLOADER_FLAGS
@@ -32,6 +34,8 @@ from .cloud import FLAGS as CLOUD_RECEIVER_FLAGS
 from .flags import ConfigError, Flag, add_flags, resolve, with_defaults
 from .message import MessageError, decode
 from .queue import QUEUE_FILE, SqliteQueue
+
+log = logging.getLogger(__name__)
 
 RECONCILE_MIN_AGE = 60.0
 
@@ -51,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
     local = sub.add_parser("local", help="run receiver, queue and uploader on this machine")
     add_flags(local, (SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS, *COMMON_FLAGS))
+    add_adapter_flags(local)
 
     status = sub.add_parser("status", help="show the local queue: pending, retrying, dead letters")
     add_flags(status, (SPOOL_FLAG,))
@@ -71,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         "receive", help="run the receiver: C-STORE to Cloud Storage and Pub/Sub (GKE)"
     )
     add_flags(receive, (SPOOL_FLAG, *RECEIVER_FLAGS, *CLOUD_RECEIVER_FLAGS, *COMMON_FLAGS))
+    add_adapter_flags(receive)
 
     work = sub.add_parser(
         "work", help="upload from a Pub/Sub subscription with streaming pull (backlogs, large)"
@@ -124,12 +130,15 @@ def _open_queue(spool: Path) -> SqliteQueue:
 
 
 def _run_local(namespace: argparse.Namespace) -> int:
+    notes = check_adapter_flags(namespace)
     values = resolve((SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS, *COMMON_FLAGS), namespace)
     if not values["spool_dir"]:
         raise ConfigError("--spool_dir is required")
     receiver = ReceiverConfig.from_values(values)
     uploader = UploaderConfig.from_values(values)
     logs.configure(values["log_format"], values["verbose"])
+    for note in notes:
+        log.warning(note)
     from .local import LocalConfig, LocalPipeline
 
     try:
@@ -231,10 +240,13 @@ def _run_reconcile(namespace: argparse.Namespace) -> int:
 def _run_receive(namespace: argparse.Namespace) -> int:
     from .cloud import CloudReceiver, CloudReceiverConfig
 
+    notes = check_adapter_flags(namespace)
     values = resolve((SPOOL_FLAG, *RECEIVER_FLAGS, *CLOUD_RECEIVER_FLAGS, *COMMON_FLAGS), namespace)
     if not values["spool_dir"]:
         raise ConfigError("--spool_dir is required (staging, and the spool with --ack_after=spool)")
     logs.configure(values["log_format"], values["verbose"])
+    for note in notes:
+        log.warning(note)
     config = CloudReceiverConfig.from_values(
         Path(values["spool_dir"]), ReceiverConfig.from_values(values), values
     )

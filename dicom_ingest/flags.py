@@ -53,12 +53,15 @@ def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
         if kebab != spellings[0]:
             spellings.append(kebab)
         default_text = "" if flag.default is None else f" (default: {flag.default})"
+        # A boolean may stand alone (``--verbose``), as with the DICOM adapter's flags.
+        alone: dict[str, Any] = {"nargs": "?", "const": "true"} if flag.type is parse_bool else {}
         parser.add_argument(
             *spellings,
             dest=flag.name,
             default=None,
             metavar=flag.name.upper(),
             help=f"{flag.help}{default_text}; env {flag.env}",
+            **alone,
         )
 
 
