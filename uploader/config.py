@@ -90,6 +90,12 @@ PUBSUB_FLAGS = (
         " (dicom-ingest work) takes them from its subscription",
     ),
     Flag("push_max_bytes", "largest instance a push request uploads itself", 1 << 30, int),
+    Flag(
+        "push_max_attempts",
+        "push deliveries of a message before it goes to the oversize topic (0: never)",
+        3,
+        int,
+    ),
     Flag("push_audience", "verify push OIDC tokens for this audience (without Cloud Run IAM)"),
     Flag("push_service_account", "the service account push tokens must be issued to"),
     Flag(
@@ -108,6 +114,7 @@ class PubSubConfig:
     dead_letter_topic: str | None = None
     oversize_topic: str | None = None
     push_max_bytes: int = 1 << 30
+    push_max_attempts: int = 3
     push_audience: str | None = None
     push_service_account: str | None = None
     push_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
@@ -122,6 +129,8 @@ class PubSubConfig:
             check_topic(self.oversize_topic, "oversize_topic")
         if bool(self.push_audience) != bool(self.push_service_account):
             raise ConfigError("--push_audience and --push_service_account go together")
+        if self.push_max_attempts < 0:
+            raise ConfigError("--push_max_attempts must be 0 or more")
         if self.push_max_bytes < 1:
             raise ConfigError("--push_max_bytes must be positive")
         if self.publish_timeout <= 0:

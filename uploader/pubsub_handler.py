@@ -72,11 +72,13 @@ class PubSubHandler:
         dead_letters: Publisher | None = None,
         oversize: Publisher | None = None,
         push_max_bytes: int | None = None,
+        push_max_attempts: int | None = None,
     ) -> None:
         self._service = service
         self._dead_letters = dead_letters
         self._oversize = oversize
         self._push_max_bytes = push_max_bytes
+        self._push_max_attempts = push_max_attempts
 
     def handle(self, received: Received, may_defer: bool = False) -> Handled:
         """Upload the message's instance; the caller acks or nacks by ``decision``.
@@ -90,7 +92,7 @@ class PubSubHandler:
         except MessageError as exc:
             log.error("undecodable message", extra=ids)
             return self._dead_letter(received, f"undecodable message: {exc}", None)
-        if may_defer and self._should_defer(message):
+        if may_defer and self._should_defer(message, received.delivery_attempt):
             return self._defer(received, message)
         try:
             outcome = self._service.process([message])[0]
@@ -108,12 +110,18 @@ class PubSubHandler:
         if handled.message is not None and handled.outcome is not None:
             self._service.finish(handled.message, handled.outcome)
 
-    def _should_defer(self, message: InstanceMessage) -> bool:
-        return (
-            self._oversize is not None
-            and self._push_max_bytes is not None
-            and message.size > self._push_max_bytes
+    def _should_defer(self, message: InstanceMessage, attempt: int | None) -> bool:
+        """Too large for a push, or pushed often enough already (each may have timed out:
+        a push that outlives its deadline is cut off before it can say why)."""
+        if self._oversize is None:
+            return False
+        too_large = self._push_max_bytes is not None and message.size > self._push_max_bytes
+        tried = (
+            self._push_max_attempts is not None
+            and attempt is not None
+            and attempt > self._push_max_attempts
         )
+        return too_large or tried
 
     def _defer(self, received: Received, message: InstanceMessage) -> Handled:
         assert self._oversize is not None
@@ -124,8 +132,9 @@ class PubSubHandler:
             log.warning("could not defer an oversize instance: %s", exc, extra=_ids(message))
             return Handled(Decision.NACK, "retry", f"oversize publish failed: {exc}", message)
         log.info(
-            "instance of %d bytes deferred to the pull worker",
+            "instance of %d bytes (delivery attempt %s) deferred to the pull worker",
             message.size,
+            received.delivery_attempt,
             extra={**_ids(message), "message_id": received.message_id, "deferred_as": new_id},
         )
         return Handled(Decision.ACK, "deferred", f"deferred as message {new_id}", message)

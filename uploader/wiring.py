@@ -56,4 +56,5 @@ def build_pubsub_handler(
         dead_letters=dead,
         oversize=oversize,
         push_max_bytes=pubsub.push_max_bytes,
+        push_max_attempts=pubsub.push_max_attempts or None,
     )

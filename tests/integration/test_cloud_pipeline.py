@@ -127,7 +127,12 @@ def test_the_store_down_for_a_while(cloud_stacks: Stacks, tmp_path: Path) -> Non
 
     server = FakeDicomWeb(responder).start()
     try:
-        stack = cloud_stacks(server.url, max_delivery_attempts=10)
+        # Every attempt by push: no hand-over to the pull worker after a few failures.
+        stack = cloud_stacks(
+            server.url,
+            max_delivery_attempts=10,
+            uploader_env={"DICOM_INGEST_PUSH_MAX_ATTEMPTS": "0"},
+        )
         receiver = stack.start_receiver()
         datasets = [ct_dataset(seed=n) for n in range(3)]
         assert send(receiver, *datasets, tmp_path=tmp_path) == [0, 0, 0]

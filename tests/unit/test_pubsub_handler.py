@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -312,3 +313,30 @@ def test_finish_needs_a_message_and_an_outcome(handled: Handled) -> None:
     service = FakeService()
     make_handler(service).finish(handled)
     assert service.finished == []
+
+
+@pytest.mark.parametrize(
+    ("attempt", "deferred"), [(None, False), (1, False), (3, False), (4, True), (9, True)]
+)
+def test_a_message_pushed_often_enough_goes_to_the_pull_worker(
+    attempt: int | None, deferred: bool
+) -> None:
+    """A push that outlives its deadline is cut off before it can say so; after the allowed
+    attempts the pull worker, which has no time limit, takes the message."""
+    service = FakeService()
+    oversize = RecordingPublisher()
+    handler = PubSubHandler(
+        service,  # type: ignore[arg-type]
+        None,
+        oversize,
+        push_max_bytes=1 << 30,
+        push_max_attempts=3,
+    )
+    message = make_message(size=10)
+    received = dataclasses.replace(make_received(message), delivery_attempt=attempt)
+    handled = handler.handle(received, may_defer=True)
+    assert (handled.result == "deferred") is deferred
+    assert len(oversize.published) == (1 if deferred else 0)
+    assert len(service.processed) == (0 if deferred else 1)
+    # The pull worker itself never defers, whatever the attempt.
+    assert handler.handle(received, may_defer=False).result == "done"
