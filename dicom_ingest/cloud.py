@@ -172,6 +172,7 @@ class CloudReceiver:
                     echo_check(
                         self.receiver.port,
                         config.receiver.dimse_aet,
+                        listening=self.receiver.serving,
                         saturated=lambda: (
                             self.receiver.active_associations() >= config.receiver.max_associations
                         ),

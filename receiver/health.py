@@ -8,7 +8,6 @@ added. Results are cached for a moment so probes cost little.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +26,11 @@ Check = Callable[[], str | None]  # None when healthy, else the reason
 
 
 def echo_check(
-    port: int, called_ae: str, saturated: Callable[[], bool] = lambda: False, timeout: float = 1.5
+    port: int,
+    called_ae: str,
+    listening: Callable[[], bool] = lambda: True,
+    saturated: Callable[[], bool] = lambda: False,
+    timeout: float = 1.5,
 ) -> Check:
     """A check that opens an association to ``127.0.0.1:port`` and sends C-ECHO.
 
@@ -37,10 +40,10 @@ def echo_check(
     """
 
     def check() -> str | None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=timeout).close()
-        except OSError:
-            return "the DIMSE port is not accepting connections"
+        # No bare TCP probe: the receiver would hold such a connection open for an
+        # association request until its ACSE timeout.
+        if not listening():
+            return "the DIMSE listener has stopped"
         if saturated():
             return None
         ae = AE(ae_title=HEALTH_CHECK_AE)

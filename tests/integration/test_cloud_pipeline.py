@@ -24,7 +24,7 @@ from support.cloud import CloudStack
 from support.corpus import build_corpus
 from support.datasets import ct_dataset, write
 from support.fake_dicomweb import FakeDicomWeb, Recorded, Reply, failed, referenced
-from support.net import wait_until
+from support.net import free_port, wait_until
 from support.orthanc import Orthanc
 from support.stored import assert_same, dcmsend, retrieve
 
@@ -295,7 +295,7 @@ def test_oversize_instances_go_to_the_pull_worker(
 
 def test_health_endpoints(fake_dicomweb: FakeDicomWeb, cloud_stacks: Stacks) -> None:
     stack = cloud_stacks(fake_dicomweb.url, push=False)
-    receiver = stack.start_receiver(health_port=_free())
+    receiver = stack.start_receiver(health_port=free_port())
     assert receiver.health is not None
     base = f"http://127.0.0.1:{receiver.health.port}"
     assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
@@ -306,12 +306,6 @@ def test_health_endpoints(fake_dicomweb: FakeDicomWeb, cloud_stacks: Stacks) -> 
     not_ready = requests.get(f"{base}/readyz", timeout=10)
     assert not_ready.status_code == 503
     assert requests.get(f"{base}/healthz", timeout=5).status_code == 503
-
-
-def _free() -> int:
-    from support.net import free_port
-
-    return free_port()
 
 
 def test_the_work_command_drains_a_backlog(
@@ -366,3 +360,41 @@ def test_a_resend_whose_publish_fails_still_gets_its_message(
     wait_until(lambda: received.extend(stack.pull(tap)) or received, 30, "the kept message")
     [again] = received
     assert decode(again.message.data).generation == str(live.generation)  # type: ignore[attr-defined]
+
+
+def test_the_receive_command_as_its_container_runs_it(
+    fake_dicomweb: FakeDicomWeb, cloud_stacks: Stacks, tmp_path: Path
+) -> None:
+    """``dicom-ingest receive`` with the guide's flags plus bucket and topic; SIGTERM drains."""
+    stack = cloud_stacks(fake_dicomweb.url, push=False)
+    tap = stack.tap()
+    port, health = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dicom_ingest.cli", "receive",
+         "--dimse_aet=IMPORTADAPTER", f"--dimse_port={port}", "--dimse_bind=127.0.0.1",
+         f"--dicomweb_address={fake_dicomweb.url}", "--verbose",
+         f"--bucket={stack.bucket}", f"--topic={stack.topic}",
+         f"--spool_dir={tmp_path / 'spool'}", f"--health_port={health}", "--log_format=json"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: _ready(health), 30, "/readyz")
+        ds = ct_dataset(seed=40)
+        result = dcmsend(port, [write(ds, tmp_path / "one.dcm")])
+        assert result.returncode == 0, result.stderr[-1000:]
+        [message] = stack.pull(tap)
+        assert decode(message.message.data).sop_instance_uid == ds.SOPInstanceUID
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=60)
+    assert process.returncode == 0, errors[-2000:]
+    assert '"severity": "INFO"' in errors and "stopped" in errors
+    assert "ignores it" in errors  # --dicomweb_address is the uploader's
+
+
+def _ready(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
