@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -28,6 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -85,7 +87,31 @@ class LatencyProxy:
         self._listener.close()
 
 
-def make_workload(directory: Path, count: int) -> list[Path]:
+class ProxyProcess:
+    """A ``LatencyProxy`` in a process of its own, so its copying does not compete with the
+    receiver for this process's interpreter lock."""
+
+    def __init__(self, target: tuple[str, int], delay: float) -> None:
+        parent, child = multiprocessing.Pipe()
+        self._process = multiprocessing.Process(
+            target=_serve_proxy, args=(target, delay, child), daemon=True
+        )
+        self._process.start()
+        self.port = int(parent.recv())
+
+    def close(self) -> None:
+        self._process.terminate()
+        self._process.join(10)
+
+
+def _serve_proxy(target: tuple[str, int], delay: float, pipe: Any) -> None:
+    proxy = LatencyProxy(target, delay)
+    pipe.send(proxy.port)
+    threading.Event().wait()
+
+
+def make_workload(directory: Path, count: int, frames: int = 0) -> list[Path]:
+    """``count`` small CT instances, or with ``frames`` one multi-frame of 8 MiB a frame."""
     directory.mkdir(parents=True, exist_ok=True)
     files = sorted(directory.glob("*.dcm"))
     if len(files) == count:
@@ -93,6 +119,9 @@ def make_workload(directory: Path, count: int) -> list[Path]:
     for old in files:
         old.unlink()
     study, series = ct_dataset().StudyInstanceUID, ct_dataset().SeriesInstanceUID
+    if frames:
+        ds = ct_dataset(study, series, rows=2048, columns=2048, frames=frames)
+        return [write(ds, directory / "large.dcm")]
     return [
         write(ct_dataset(study, series, rows=140, columns=140, seed=n), directory / f"{n:05}.dcm")
         for n in range(count)
@@ -100,7 +129,7 @@ def make_workload(directory: Path, count: int) -> list[Path]:
 
 
 def run_mode(
-    mode: str, files: list[Path], workdir: Path, bucket: str, topic: str
+    mode: str, files: list[Path], workdir: Path, bucket: str, topic: str, early: int
 ) -> tuple[float, float | None]:
     """(seconds storescu took, seconds until everything was shipped in spool mode)."""
     spool = Path(tempfile.mkdtemp(prefix=f"{mode}-", dir=workdir))
@@ -110,6 +139,7 @@ def run_mode(
         bucket=bucket,
         topic=topic,
         ack_after=mode,
+        early_upload_bytes=early,
     )
     receiver = CloudReceiver(config)
     receiver.start()
@@ -145,10 +175,20 @@ def main() -> int:
     parser.add_argument("--storage-ms", type=float, default=40.0)
     parser.add_argument("--publish-ms", type=float, default=20.0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/dicom-ingest-bench-cloud"))
+    parser.add_argument(
+        "--large-frames",
+        type=int,
+        default=0,
+        help="instead: one instance of this many 8 MiB frames; compares store mode with and"
+        " without uploading while the instance arrives",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    files = make_workload(args.workdir / "workload", args.count)
+    if args.large_frames:
+        files = make_workload(args.workdir / "large", 1, args.large_frames)
+    else:
+        files = make_workload(args.workdir / "workload", args.count)
     size = sum(f.stat().st_size for f in files)
     print(f"{len(files)} instances, {size / len(files) / 1024:.0f} KiB each, one association")
 
@@ -156,11 +196,14 @@ def main() -> int:
     with running_fake_gcs(args.workdir) as gcs, PubSubServer() as pubsub:
         gcs_port = int(gcs.url.rsplit(":", 1)[1])
         pubsub_port = int(pubsub.host.rsplit(":", 1)[1])
-        settings = [("store", 0.0, 0.0), ("store", args.storage_ms, args.publish_ms),
-                    ("spool", args.storage_ms, args.publish_ms)]  # fmt: skip
-        for n, (mode, storage_ms, publish_ms) in enumerate(settings):
-            gcs_proxy = LatencyProxy(("127.0.0.1", gcs_port), storage_ms / 1000)
-            pubsub_proxy = LatencyProxy(("127.0.0.1", pubsub_port), publish_ms / 1000)
+        latency = (args.storage_ms, args.publish_ms)
+        settings = [("store", 0.0, 0.0, 0), ("store", *latency, 0), ("spool", *latency, 0)]
+        if args.large_frames:  # the reference: no early upload, no added latency
+            settings = [("store", 0.0, 0.0, 0), ("store", *latency, 0),
+                        ("store", *latency, 32 << 20)]  # fmt: skip
+        for n, (mode, storage_ms, publish_ms, early) in enumerate(settings):
+            gcs_proxy = ProxyProcess(("127.0.0.1", gcs_port), storage_ms / 1000)
+            pubsub_proxy = ProxyProcess(("127.0.0.1", pubsub_port), publish_ms / 1000)
             os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{gcs_proxy.port}"
             os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{pubsub_proxy.port}"
             from google.cloud import pubsub_v1
@@ -169,23 +212,25 @@ def main() -> int:
             publisher = pubsub_v1.PublisherClient()
             publisher.create_topic(name=topic)
             bucket = gcs.new_bucket("bench")
-            sent, shipped = run_mode(mode, files, args.workdir, bucket, topic)
+            sent, shipped = run_mode(mode, files, args.workdir, bucket, topic, early)
             stored = len(list(gcs.client.list_blobs(bucket)))
             if stored != len(files):
                 raise RuntimeError(f"{mode}: {stored} objects in the bucket, expected {len(files)}")
             if len(pubsub.published(topic)) < len(files):
                 raise RuntimeError(f"{mode}: fewer messages than instances")
-            rows.append((mode, storage_ms, publish_ms, len(files) / sent, shipped))
+            label = f"{mode}+early" if early else mode
+            rows.append((label, storage_ms, publish_ms, len(files) / sent, shipped, sent))
             gcs_proxy.close()
             pubsub_proxy.close()
 
     reference = rows[0][3]
-    print(f"\n{'mode':6} {'storage':>8} {'publish':>8} {'inst/s':>8} {'ratio':>6}  shipped")
-    for mode, storage_ms, publish_ms, rate, shipped in rows:
+    header = f"{'mode':11} {'storage':>8} {'publish':>8} {'inst/s':>8} {'ratio':>6} {'wall':>7}"
+    print(f"\n{header}  shipped")
+    for mode, storage_ms, publish_ms, rate, shipped, sent in rows:
         done = f"{shipped:.1f} s" if shipped is not None else "-"
         print(
-            f"{mode:6} {storage_ms:6.0f}ms {publish_ms:6.0f}ms {rate:8.1f} "
-            f"{rate / reference:6.2f}  {done}"
+            f"{mode:11} {storage_ms:6.0f}ms {publish_ms:6.0f}ms {rate:8.2f} "
+            f"{rate / reference:6.2f} {sent:6.2f}s  {done}"
         )
     return 0
 

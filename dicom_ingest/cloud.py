@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from receiver.config import ReceiverConfig
+from receiver.early_upload import EarlyUploads, pynetdicom_transfers
 from receiver.health import HealthServer, echo_check
 from receiver.scp import Receiver
 from receiver.shipper import OutboxPublisher, RepublishService, ShipService
@@ -52,6 +53,13 @@ FLAGS = (
     Flag("publish_timeout", "seconds Pub/Sub may take to accept a message", 30.0, float),
     Flag("ship_workers", "background shippers with --ack_after=spool", 4, int),
     Flag(
+        "early_upload_bytes",
+        "with --ack_after=store, start uploading an instance once this much of it has arrived;"
+        " 0 turns it off",
+        32 << 20,
+        int,
+    ),
+    Flag(
         "dicomweb_address",
         "accepted for compatibility with the DICOM adapter's manifests; the uploader uses it",
     ),
@@ -76,6 +84,7 @@ class CloudReceiverConfig:
     storage_timeout: float = 60.0
     publish_timeout: float = 30.0
     ship_workers: int = 4
+    early_upload_bytes: int = 32 << 20
 
     def __post_init__(self) -> None:
         if not isinstance(self.bucket, str) or not _BUCKET.fullmatch(self.bucket):
@@ -90,6 +99,8 @@ class CloudReceiverConfig:
             raise ConfigError("--ack_after must be store or spool")
         if not all(0 < t < math.inf for t in (self.storage_timeout, self.publish_timeout)):
             raise ConfigError("--storage_timeout and --publish_timeout must be positive")
+        if self.early_upload_bytes < 0:
+            raise ConfigError("--early_upload_bytes must be 0 or more")
         if self.ship_workers < 1:
             raise ConfigError("--ship_workers must be at least 1")
 
@@ -132,6 +143,7 @@ class CloudReceiver:
             config.publish_timeout,
         )
         self.workers: QueueWorkers | None = None
+        self.early: EarlyUploads | None = None
         if config.ack_after == "spool":
             spool, queue = open_spool(
                 config.spool_dir, config.receiver.dimse_aet, SHIP_MAX_ATTEMPTS
@@ -153,7 +165,16 @@ class CloudReceiver:
             # Messages Pub/Sub refused after their object was written wait here.
             self.queue = SqliteQueue(config.spool_dir / OUTBOX_FILE, SHIP_MAX_ATTEMPTS)
             self.queue.release_leases()
-            store = StoreService(self.cloud, OutboxPublisher(self.publisher, self.queue))
+            if config.early_upload_bytes:
+                self.early = EarlyUploads(
+                    self.cloud,
+                    lambda: pynetdicom_transfers(self.receiver.server),
+                    config.early_upload_bytes,
+                    finish_timeout=config.storage_timeout,
+                )
+            store = StoreService(
+                self.cloud, OutboxPublisher(self.publisher, self.queue), self.early
+            )
             self.workers = QueueWorkers(
                 self.queue,
                 RepublishService(self.publisher),
@@ -188,6 +209,8 @@ class CloudReceiver:
         if self.workers is not None:
             self.workers.start()
         self.receiver.start()
+        if self.early is not None:
+            self.early.start()
         if self.health is not None:
             self.health.start()
         log.info(
@@ -209,6 +232,8 @@ class CloudReceiver:
         self._stopped = True
         log.info("stopping: no new associations; finishing those in flight")
         drained = self.receiver.stop()
+        if self.early is not None:
+            self.early.stop()
         if self.workers is not None:
             self.workers.stop()
         if self.queue is not None:

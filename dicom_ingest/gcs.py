@@ -251,3 +251,80 @@ class GcsObjectStore:
         except (api_exceptions.NotFound, api_exceptions.PreconditionFailed):
             return False
         return True
+
+
+RESUMABLE_QUANTUM = 256 << 10  # every chunk but the last is a multiple of this
+
+
+class ResumableSession:
+    """A resumable upload of an object whose size is known only at the end.
+
+    Chunks go up as the bytes arrive; the object (a new generation) exists only once
+    ``finish`` sends the last bytes with the total size. A session never finished creates
+    nothing, and ``cancel`` ends it at once.
+    """
+
+    def __init__(self, store: GcsObjectStore, key: str) -> None:
+        if store._writable is None:
+            raise ObjectStoreError("this store has no bucket to write to")
+        self._store = store
+        self._key = key
+        self._name = store.name_for(key)
+        self._http: Any = store._client._http
+        self._timeout = store._timeout
+        base = store._client._connection.API_BASE_URL
+        try:
+            response = self._http.post(
+                f"{base}/upload/storage/v1/b/{store.bucket}/o",
+                params={"uploadType": "resumable", "name": self._name},
+                json={"name": self._name, "contentType": "application/dicom"},
+                timeout=self._timeout,
+            )
+        except requests.RequestException as exc:
+            raise ObjectStoreError(f"resumable upload not started: {type(exc).__name__}") from exc
+        if response.status_code != 200 or "Location" not in response.headers:
+            raise ObjectStoreError(f"resumable upload not started: HTTP {response.status_code}")
+        self._url = response.headers["Location"]
+        self.sent = 0
+
+    def put(self, chunk: bytes) -> None:
+        """Send a chunk (a multiple of ``RESUMABLE_QUANTUM``) of an object of unknown size."""
+        if not chunk or len(chunk) % RESUMABLE_QUANTUM:
+            raise ValueError("intermediate chunks are whole multiples of 256 KiB")
+        end = self.sent + len(chunk) - 1
+        response = self._send(chunk, f"bytes {self.sent}-{end}/*")
+        if response.status_code != 308:
+            raise ObjectStoreError(f"resumable upload chunk: HTTP {response.status_code}")
+        self.sent = end + 1
+
+    def finish(self, last: bytes, crc32c: str) -> StoredObject:
+        """Send the last bytes; the server checks the CRC32C of the whole object."""
+        total = self.sent + len(last)
+        span = f"bytes {self.sent}-{total - 1}/{total}" if last else f"bytes */{total}"
+        response = self._send(last, span, {"X-Goog-Hash": f"crc32c={crc32c}"})
+        if response.status_code not in (200, 201):
+            raise ObjectStoreError(f"resumable upload final chunk: HTTP {response.status_code}")
+        resource = response.json()
+        generation = str(resource.get("generation", ""))
+        if resource.get("crc32c") != crc32c or int(resource.get("size", -1)) != total:
+            if generation.isdigit():
+                self._store._discard(self._name, int(generation), self._store._writable)
+            raise ObjectStoreError("Cloud Storage stored different bytes than were sent")
+        return StoredObject(self._store.uri_for(self._key), generation, total, crc32c)
+
+    def cancel(self) -> None:
+        try:
+            self._http.delete(self._url, timeout=self._timeout)
+        except requests.RequestException:
+            log.debug("could not cancel a resumable upload; it expires by itself")
+
+    def _send(self, data: bytes, content_range: str, extra: dict[str, str] | None = None) -> Any:
+        try:
+            return self._http.put(
+                self._url,
+                data=data,
+                headers={"Content-Range": content_range, **(extra or {})},
+                timeout=self._timeout,
+            )
+        except requests.RequestException as exc:
+            raise ObjectStoreError(f"resumable upload: {type(exc).__name__}") from exc

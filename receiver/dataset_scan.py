@@ -159,6 +159,7 @@ class _Walker:
         self.explicit = explicit
         self.endian = "<" if little else ">"
         self.found: dict[str, str] = {}
+        self.stop_when_found = False
 
     def header(self, explicit: bool, endian: str) -> tuple[int, bytes | None, int]:
         raw = self.src.read(8)
@@ -199,6 +200,8 @@ class _Walker:
                     raise MalformedDataset("a UID element is too long")
                 value = self.src.read(length).decode("ascii", "replace")
                 self.found[WANTED[tag]] = value.rstrip("\x00 ").strip()
+                if self.stop_when_found and len(self.found) == len(WANTED):
+                    raise _Found
             elif vr == b"SQ":
                 self.defined_sequence(length, depth, explicit, endian)
             else:
@@ -268,6 +271,39 @@ def scan_dataset(fp: BinaryIO, transfer_syntax: str) -> DatasetSummary:
         found.get("series_instance_uid"),
         source.file_bytes,
     )
+
+
+class _Found(Exception):
+    """Every wanted UID has been read; the rest of the dataset is not needed."""
+
+
+def scan_header(fp: BinaryIO, transfer_syntax: str) -> DatasetSummary | None:
+    """The UIDs from the start of a dataset that may still be arriving; None if not all there.
+
+    Reads only as far as the last wanted UID (they precede the pixel data), so a prefix of a
+    large instance is enough. A prefix that ends earlier, or that is malformed, gives None.
+    """
+    uid = UID(transfer_syntax)
+    known = uid.is_transfer_syntax
+    deflated = (uid.is_deflated if known else False) or uid in _DEFLATED_JPIP
+    explicit = not uid.is_implicit_VR if known else True
+    little = uid.is_little_endian if known else True
+    walker = _Walker(_Source(fp, deflated), explicit, little)
+    walker.stop_when_found = True
+    try:
+        walker.dataset(0, explicit, walker.endian, until_item_end=False)
+    except _Found:
+        found = walker.found
+        return DatasetSummary(
+            found.get("sop_class_uid"),
+            found.get("sop_instance_uid"),
+            found.get("study_instance_uid"),
+            found.get("series_instance_uid"),
+            0,
+        )
+    except (MalformedDataset, struct.error, zlib.error):
+        return None
+    return None
 
 
 def part10_dataset_offset(fp: BinaryIO) -> int:

@@ -224,6 +224,11 @@ class Receiver:
             extra={"ae_title": self.config.dimse_aet, "port": self.port},
         )
 
+    @property
+    def server(self) -> Any:
+        """The pynetdicom association server (its active associations, for watchers)."""
+        return self._server
+
     def serving(self) -> bool:
         """True while the listener thread runs."""
         return self._thread.is_alive()

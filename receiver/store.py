@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 from dicom_ingest.message import InstanceMessage, MessageError, encode, is_valid_uid
-from dicom_ingest.objectstore import ObjectStore, ObjectStoreError
+from dicom_ingest.objectstore import ObjectStore, ObjectStoreError, StoredObject
 from dicom_ingest.queue import Publisher
 
 from .dataset_scan import MalformedDataset, part10_dataset_offset, scan_dataset
@@ -63,12 +64,23 @@ def object_key(study: str, series: str, sop: str) -> str:
     return f"{study}/{series}/{sop}.dcm"
 
 
+class EarlyFinisher(Protocol):
+    """Uploads that started while the dataset was arriving (``receiver.early_upload``)."""
+
+    def finish(self, path: Path, dataset_length: int) -> StoredObject | None: ...
+
+    def cancel(self, path: Path) -> None: ...
+
+
 class StoreService:
     """Turns a received dataset file into a stored object and a committed message."""
 
-    def __init__(self, objects: ObjectStore, publisher: Publisher) -> None:
+    def __init__(
+        self, objects: ObjectStore, publisher: Publisher, early: EarlyFinisher | None = None
+    ) -> None:
         self._objects = objects
         self._publisher = publisher
+        self._early = early
 
     def store(self, request: StoreRequest, received: Path) -> StoreResult:
         """Handle the dataset pynetdicom wrote to ``received`` (a Part-10 file of its own)."""
@@ -80,6 +92,9 @@ class StoreService:
                 extra={"sop_instance_uid": request.sop_instance_uid},
             )
             return StoreResult(Status.PROCESSING_FAILURE, "Internal error; retry later")
+        finally:
+            if self._early is not None:  # rejected or failed: an upload under way never lands
+                self._early.cancel(received)
 
     def _store(self, request: StoreRequest, received: Path) -> StoreResult:
         with open(received, "rb") as source:
@@ -106,23 +121,16 @@ class StoreService:
                 request.calling_ae,
             )
             key = object_key(study, series, request.sop_instance_uid)
-            staged: Path | None = None
-            try:
-                staged = self._objects.reserve(key)
-                with open(staged, "wb") as dest:
-                    source.seek(offset)
-                    length = os.fstat(source.fileno()).st_size - offset
-                    size, crc = write_part10(dest, meta, source, length)
-                stored = self._objects.put(key, staged, size, crc)
-            except (OSError, ObjectStoreError) as exc:
-                log.error(
-                    "object store write failed: %s",
-                    exc,
-                    extra={"sop_instance_uid": request.sop_instance_uid},
-                )
-                if staged is not None:  # never made current (put undoes itself on failure)
-                    staged.unlink(missing_ok=True)
-                return StoreResult(Status.STORAGE_UNAVAILABLE, "Storage unavailable; retry later")
+            length = os.fstat(source.fileno()).st_size - offset
+            stored = self._early.finish(received, length) if self._early is not None else None
+            if stored is not None and not stored.uri.endswith("/" + key):
+                log.error("an early upload named another object; storing again")
+                stored = None
+            if stored is None:
+                written = self._write(key, meta, source, offset, length, request)
+                if isinstance(written, StoreResult):
+                    return written
+                stored = written
 
         try:
             message = InstanceMessage(
@@ -154,6 +162,33 @@ class StoreService:
             return StoreResult(Status.QUEUE_UNAVAILABLE, "Queue unavailable; retry later")
         self._objects.commit(stored)
         return StoreResult(Status.SUCCESS, size=stored.size, message_id=message_id)
+
+    def _write(
+        self,
+        key: str,
+        meta: bytes,
+        source: BinaryIO,
+        offset: int,
+        length: int,
+        request: StoreRequest,
+    ) -> StoredObject | StoreResult:
+        """Write the Part-10 object from the received file; the failure status otherwise."""
+        staged: Path | None = None
+        try:
+            staged = self._objects.reserve(key)
+            with open(staged, "wb") as dest:
+                source.seek(offset)
+                size, crc = write_part10(dest, meta, source, length)
+            return self._objects.put(key, staged, size, crc)
+        except (OSError, ObjectStoreError) as exc:
+            log.error(
+                "object store write failed: %s",
+                exc,
+                extra={"sop_instance_uid": request.sop_instance_uid},
+            )
+            if staged is not None:  # never made current (put undoes itself on failure)
+                staged.unlink(missing_ok=True)
+            return StoreResult(Status.STORAGE_UNAVAILABLE, "Storage unavailable; retry later")
 
 
 def _mismatch(request: StoreRequest, sop_class: str | None, sop_instance: str | None) -> str | None:

@@ -1,0 +1,133 @@
+"""Large instances uploaded to Cloud Storage while they arrive (``--ack_after=store``).
+
+The receiver starts a resumable upload once a transfer passes the threshold and sends the
+last chunk when the C-STORE completes; anything rejected or cut off never becomes an object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, _config
+from support.cloud import CloudStack
+from support.datasets import ct_dataset, write
+from support.fake_dicomweb import FakeDicomWeb
+from support.net import wait_until
+from support.stored import assert_same, dcmsend
+
+from dicom_ingest.message import decode
+from receiver.dataset_scan import part10_dataset_offset
+from receiver.part10 import IMPLEMENTATION_CLASS_UID, file_meta_bytes
+
+Stacks = Callable[..., CloudStack]
+THRESHOLD = 1 << 20
+
+
+def big_dataset(seed: int, frames: int = 12) -> pydicom.Dataset:
+    # 8 MiB a frame: long enough on the wire for the watcher to see the transfer
+    return ct_dataset(rows=2048, columns=2048, frames=frames, seed=seed)
+
+
+def test_a_large_instance_is_uploaded_while_it_arrives(
+    fake_dicomweb: FakeDicomWeb, cloud_stacks: Stacks, tmp_path: Path
+) -> None:
+    stack = cloud_stacks(fake_dicomweb.url, push=False)
+    tap = stack.tap()
+    receiver = stack.start_receiver(early_upload_bytes=THRESHOLD)
+    ds = big_dataset(1)
+    small = ct_dataset(seed=2)
+    files = [write(ds, tmp_path / "big.dcm"), write(small, tmp_path / "small.dcm")]
+
+    result = dcmsend(receiver.receiver.port, files)
+    assert result.returncode == 0, result.stderr[-1000:]
+    assert receiver.early is not None
+    assert receiver.early.used == 1  # the large one; the small one went the ordinary way
+
+    messages = {decode(m.message.data).sop_instance_uid: decode(m.message.data)
+                for m in stack.pull(tap)}  # fmt: skip
+    assert set(messages) == {ds.SOPInstanceUID, small.SOPInstanceUID}
+    message = messages[ds.SOPInstanceUID]
+    name = message.uri.split("/", 3)[3]
+    blob = stack.gcs.client.bucket(stack.bucket).get_blob(name)
+    assert blob is not None
+    assert (str(blob.generation), blob.size, blob.crc32c) == (
+        message.generation, message.size, message.crc32c
+    )  # fmt: skip
+    stored = pydicom.dcmread(io.BytesIO(blob.download_as_bytes()))
+    assert stored.file_meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+    assert stored.file_meta.SourceApplicationEntityTitle.strip() == "DCMSEND"
+    assert_same(pydicom.dcmread(files[0]), stored)
+
+
+def _raw_big_instance(tmp_path: Path, command_sop: str) -> Path:
+    """A large Part-10 file whose dataset names another SOP instance than its file meta."""
+    encoded = io.BytesIO()
+    write(big_dataset(3, frames=4), tmp_path / "source.dcm")
+    data = (tmp_path / "source.dcm").read_bytes()
+    encoded.write(data)
+    encoded.seek(0)
+    dataset = data[part10_dataset_offset(encoded) :]
+    path = tmp_path / "mismatch.dcm"
+    path.write_bytes(
+        file_meta_bytes(CTImageStorage, command_sop, ExplicitVRLittleEndian, "TESTSCU") + dataset
+    )
+    return path
+
+
+def _association(port: int) -> object:
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.maximum_pdu_size = 16384
+    assoc = ae.associate("127.0.0.1", port, ae_title="IMPORTADAPTER")
+    assert assoc.is_established
+    return assoc
+
+
+def test_a_rejected_instance_never_becomes_an_object(
+    fake_dicomweb: FakeDicomWeb,
+    cloud_stacks: Stacks,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)  # send the bytes as they are
+    stack = cloud_stacks(fake_dicomweb.url, push=False)
+    receiver = stack.start_receiver(early_upload_bytes=THRESHOLD)
+    assoc: object = _association(receiver.receiver.port)
+    status = assoc.send_c_store(_raw_big_instance(tmp_path, generate_uid()))  # type: ignore[attr-defined]
+    assoc.release()  # type: ignore[attr-defined]
+    assert status.Status == 0xA900
+    assert receiver.early is not None
+    assert (receiver.early.started, receiver.early.used) == (1, 0)
+    assert stack.gcs.objects(stack.bucket) == {}
+
+
+def test_a_transfer_cut_off_never_becomes_an_object(
+    fake_dicomweb: FakeDicomWeb, cloud_stacks: Stacks, tmp_path: Path
+) -> None:
+    stack = cloud_stacks(fake_dicomweb.url, push=False)
+    receiver = stack.start_receiver(early_upload_bytes=THRESHOLD)
+    assert receiver.early is not None
+    big = write(big_dataset(4), tmp_path / "huge.dcm")
+    assoc: object = _association(receiver.receiver.port)
+
+    def send() -> None:
+        with contextlib.suppress(Exception):  # fails once the connection is cut under it
+            assoc.send_c_store(big)  # type: ignore[attr-defined]
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    wait_until(lambda: receiver.early._uploads, 30, "an upload under way")  # type: ignore[union-attr]
+    assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+    sender.join(30)
+    wait_until(lambda: receiver.receiver.active_associations() == 0, 10, "association end")
+    assert stack.gcs.objects(stack.bucket) == {}
+    assert (receiver.early.started, receiver.early.used) == (1, 0)
