@@ -248,13 +248,19 @@ class _Walker:
                 self.src.skip(length)
 
 
-def scan_dataset(fp: BinaryIO, transfer_syntax: str) -> DatasetSummary:
-    """Walk the dataset that starts at fp's position, encoded in transfer_syntax."""
+def _encoding(transfer_syntax: str) -> tuple[bool, bool, bool]:
+    """(deflated, explicit VR, little endian); an unknown syntax is read as explicit LE."""
     uid = UID(transfer_syntax)
     known = uid.is_transfer_syntax
     deflated = (uid.is_deflated if known else False) or uid in _DEFLATED_JPIP
     explicit = not uid.is_implicit_VR if known else True
     little = uid.is_little_endian if known else True
+    return deflated, explicit, little
+
+
+def scan_dataset(fp: BinaryIO, transfer_syntax: str) -> DatasetSummary:
+    """Walk the dataset that starts at fp's position, encoded in transfer_syntax."""
+    deflated, explicit, little = _encoding(transfer_syntax)
     source = _Source(fp, deflated)
     if source.at_end():
         raise MalformedDataset("dataset is empty")
@@ -283,11 +289,7 @@ def scan_header(fp: BinaryIO, transfer_syntax: str) -> DatasetSummary | None:
     Reads only as far as the last wanted UID (they precede the pixel data), so a prefix of a
     large instance is enough. A prefix that ends earlier, or that is malformed, gives None.
     """
-    uid = UID(transfer_syntax)
-    known = uid.is_transfer_syntax
-    deflated = (uid.is_deflated if known else False) or uid in _DEFLATED_JPIP
-    explicit = not uid.is_implicit_VR if known else True
-    little = uid.is_little_endian if known else True
+    deflated, explicit, little = _encoding(transfer_syntax)
     walker = _Walker(_Source(fp, deflated), explicit, little)
     walker.stop_when_found = True
     try:

@@ -31,6 +31,7 @@ from receiver.dataset_scan import (
     MalformedDataset,
     part10_dataset_offset,
     scan_dataset,
+    scan_header,
 )
 
 SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
@@ -567,3 +568,20 @@ def test_deflate_stream_cut_at_an_element_boundary_is_malformed() -> None:
     assert_uids(scan_bytes(whole, DeflatedExplicitVRLittleEndian))  # the full stream is fine
     with pytest.raises(MalformedDataset):
         scan_bytes(prefix, DeflatedExplicitVRLittleEndian)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_scan_header_reads_the_uids_from_a_prefix(syntax: UID) -> None:
+    full = encode(make_dataset(pixels=200_000), syntax)
+    pixels_at = full.index(struct.pack("<HH", 0x7FE0, 0x0010))
+    summary = scan_header(io.BytesIO(full[: pixels_at + 100]), syntax)  # still arriving
+    assert summary is not None
+    assert (summary.study_instance_uid, summary.series_instance_uid) == (STUDY, SERIES)
+    assert summary.sop_instance_uid == SOP_INSTANCE
+
+
+def test_scan_header_needs_every_uid_before_the_prefix_ends() -> None:
+    full = encode(make_dataset(pixels=1000), ExplicitVRLittleEndian)
+    series_at = full.index(struct.pack("<HH", 0x0020, 0x000E))
+    assert scan_header(io.BytesIO(full[:series_at]), ExplicitVRLittleEndian) is None
+    assert scan_header(io.BytesIO(b"\xff" * 64), ExplicitVRLittleEndian) is None
