@@ -116,6 +116,11 @@ class CloudReceiverConfig:
         return cls(spool_dir, receiver, **{k: values[k] for k in names})
 
 
+def _reachable(bind: str) -> str:
+    """Where this process reaches its own listener."""
+    return "127.0.0.1" if bind in ("", "0.0.0.0", "::") else bind  # noqa: S104
+
+
 class CloudReceiver:
     """The receiver process on GKE; ``run`` serves until SIGTERM, then drains."""
 
@@ -170,7 +175,7 @@ class CloudReceiver:
                     self.cloud,
                     lambda: pynetdicom_transfers(self.receiver.server),
                     config.early_upload_bytes,
-                    finish_timeout=config.storage_timeout,
+                    stall_timeout=config.storage_timeout,
                 )
             store = StoreService(
                 self.cloud, OutboxPublisher(self.publisher, self.queue), self.early
@@ -194,8 +199,11 @@ class CloudReceiver:
                         self.receiver.port,
                         config.receiver.dimse_aet,
                         listening=self.receiver.serving,
+                        host=_reachable(config.receiver.dimse_bind),
                         saturated=lambda: (
-                            self.receiver.active_associations() >= config.receiver.max_associations
+                            # the check takes a slot itself: leave the last one to a PACS
+                            self.receiver.active_associations()
+                            >= config.receiver.max_associations - 1
                         ),
                     )
                 ],
@@ -237,6 +245,13 @@ class CloudReceiver:
         if self.workers is not None:
             self.workers.stop()
         if self.queue is not None:
+            left = self.queue.stats()
+            if self.config.ack_after == "store" and left.pending + left.retrying:
+                log.warning(
+                    "%d unpublished messages stay in the outbox for the next start; if this"
+                    " volume does not outlive the pod, run `dicom-ingest replay reconcile`",
+                    left.pending + left.retrying,
+                )
             self.queue.close()
         if self.health is not None:
             self.health.stop()

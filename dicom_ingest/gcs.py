@@ -295,6 +295,8 @@ class ResumableSession:
         response = self._send(chunk, f"bytes {self.sent}-{end}/*")
         if response.status_code != 308:
             raise ObjectStoreError(f"resumable upload chunk: HTTP {response.status_code}")
+        if response.headers.get("Range") != f"bytes=0-{end}":
+            raise ObjectStoreError("resumable upload: the server kept fewer bytes than were sent")
         self.sent = end + 1
 
     def finish(self, last: bytes, crc32c: str) -> StoredObject:

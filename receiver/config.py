@@ -103,7 +103,7 @@ class ReceiverConfig:
         """True when the calling AE (from that address) may associate."""
         if not self.allowed_peers:
             return True
-        if calling_ae == HEALTH_CHECK_AE and address in ("127.0.0.1", "::1"):
+        if calling_ae == HEALTH_CHECK_AE and address in ("127.0.0.1", "::1", self.dimse_bind):
             return True  # the receiver's own readiness check
         return any(rule.matches(calling_ae, address) for rule in self.allowed_peers)
 

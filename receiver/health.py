@@ -31,6 +31,7 @@ def echo_check(
     listening: Callable[[], bool] = lambda: True,
     saturated: Callable[[], bool] = lambda: False,
     timeout: float = 1.5,
+    host: str = "127.0.0.1",
 ) -> Check:
     """A check that opens an association to ``127.0.0.1:port`` and sends C-ECHO.
 
@@ -49,7 +50,7 @@ def echo_check(
         ae = AE(ae_title=HEALTH_CHECK_AE)
         ae.add_requested_context(VERIFICATION)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-        assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
+        assoc = ae.associate(host, port, ae_title=called_ae)
         if not assoc.is_established:
             return "C-ECHO association to the receiver was not accepted"
         try:

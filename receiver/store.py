@@ -67,7 +67,7 @@ def object_key(study: str, series: str, sop: str) -> str:
 class EarlyFinisher(Protocol):
     """Uploads that started while the dataset was arriving (``receiver.early_upload``)."""
 
-    def finish(self, path: Path, dataset_length: int) -> StoredObject | None: ...
+    def finish(self, path: Path, dataset_length: int, key: str) -> StoredObject | None: ...
 
     def cancel(self, path: Path) -> None: ...
 
@@ -122,10 +122,15 @@ class StoreService:
             )
             key = object_key(study, series, request.sop_instance_uid)
             length = os.fstat(source.fileno()).st_size - offset
-            stored = self._early.finish(received, length) if self._early is not None else None
-            if stored is not None and not stored.uri.endswith("/" + key):
-                log.error("an early upload named another object; storing again")
-                stored = None
+            stored = None
+            if self._early is not None:
+                try:
+                    stored = self._early.finish(received, length, key)
+                except ObjectStoreError as exc:  # stuck: writing again could race it
+                    log.error("object store write failed: %s", exc)
+                    return StoreResult(
+                        Status.STORAGE_UNAVAILABLE, "Storage unavailable; retry later"
+                    )
             if stored is None:
                 written = self._write(key, meta, source, offset, length, request)
                 if isinstance(written, StoreResult):

@@ -10,6 +10,7 @@ import contextlib
 import io
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from support.fake_dicomweb import FakeDicomWeb
 from support.net import wait_until
 from support.stored import assert_same, dcmsend
 
+from dicom_ingest.gcs import ResumableSession
 from dicom_ingest.message import decode
+from dicom_ingest.objectstore import ObjectStoreError
 from receiver.dataset_scan import part10_dataset_offset
 from receiver.part10 import IMPLEMENTATION_CLASS_UID, file_meta_bytes
 
@@ -131,3 +134,64 @@ def test_a_transfer_cut_off_never_becomes_an_object(
     wait_until(lambda: receiver.receiver.active_associations() == 0, 10, "association end")
     assert stack.gcs.objects(stack.bucket) == {}
     assert (receiver.early.started, receiver.early.used) == (1, 0)
+
+
+def _only_message_names_the_live_object(stack: CloudStack, tap: str, sop: str) -> None:
+    [received] = stack.pull(tap)
+    message = decode(received.message.data)
+    assert message.sop_instance_uid == sop
+    blobs = list(stack.gcs.client.list_blobs(stack.bucket))
+    assert len(blobs) == 1
+    assert str(blobs[0].generation) == message.generation
+    assert blobs[0].crc32c == message.crc32c
+
+
+def test_a_failing_upload_falls_back_to_the_ordinary_write(
+    fake_dicomweb: FakeDicomWeb,
+    cloud_stacks: Stacks,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(self: ResumableSession, chunk: bytes) -> None:
+        raise ObjectStoreError("resumable upload chunk: HTTP 503")
+
+    monkeypatch.setattr(ResumableSession, "put", refuse)
+    stack = cloud_stacks(fake_dicomweb.url, push=False)
+    tap = stack.tap()
+    receiver = stack.start_receiver(early_upload_bytes=THRESHOLD)
+    ds = big_dataset(5)
+    result = dcmsend(receiver.receiver.port, [write(ds, tmp_path / "big.dcm")])
+    assert result.returncode == 0, result.stderr[-1000:]
+    assert receiver.early is not None
+    assert (receiver.early.started, receiver.early.used) == (1, 0)
+    _only_message_names_the_live_object(stack, tap, ds.SOPInstanceUID)
+
+
+def test_a_stalled_upload_is_stopped_before_the_ordinary_write(
+    fake_dicomweb: FakeDicomWeb,
+    cloud_stacks: Stacks,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stalled upload must not create its object after (or while) the fallback does."""
+    original = ResumableSession.put
+    stalled = threading.Event()
+
+    def slow(self: ResumableSession, chunk: bytes) -> None:
+        if not stalled.is_set():
+            stalled.set()
+            time.sleep(4)  # longer than the stall timeout below
+        original(self, chunk)
+
+    monkeypatch.setattr(ResumableSession, "put", slow)
+    stack = cloud_stacks(fake_dicomweb.url, push=False)
+    tap = stack.tap()
+    receiver = stack.start_receiver(early_upload_bytes=THRESHOLD, storage_timeout=1.5)
+    ds = big_dataset(6)
+    result = dcmsend(receiver.receiver.port, [write(ds, tmp_path / "big.dcm")])
+    assert result.returncode == 0, result.stderr[-1000:]
+    assert stalled.is_set()
+    assert receiver.early is not None
+    assert (receiver.early.started, receiver.early.used) == (1, 0)
+    time.sleep(1)  # a late last chunk from the stalled upload would land by now
+    _only_message_names_the_live_object(stack, tap, ds.SOPInstanceUID)
