@@ -25,6 +25,8 @@ class DicomWebClient(Protocol):
 
     def delete_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> int: ...
 
+    def has_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> bool: ...
+
 
 def make_session(auth: str, bearer_token: str | None = None) -> requests.Session:
     """A session for ``--auth``: ``none``, ``bearer`` (static token) or ``adc`` (google-auth)."""
@@ -81,6 +83,24 @@ class HttpDicomWebClient:
             timeout=self._timeout,
         )
         return response.status_code
+
+    def has_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> bool:
+        """Whether the store holds the instance (QIDO-RS); raises when it cannot say."""
+        response = self._session.get(
+            f"{self._base}/studies/{study_uid}/series/{series_uid}/instances",
+            params={"SOPInstanceUID": sop_uid, "includefield": "00080018"},
+            headers={"Accept": "application/dicom+json"},
+            timeout=self._timeout,
+        )
+        if response.status_code in (204, 404):
+            return False
+        if response.status_code != 200:
+            raise DicomWebError(f"QIDO-RS answered HTTP {response.status_code}")
+        items = response.json() if response.text.strip() else []
+        return isinstance(items, list) and any(
+            isinstance(item, dict) and sop_uid in (item.get("00080018", {}).get("Value") or [])
+            for item in items
+        )
 
 
 class DicomWebError(Exception):

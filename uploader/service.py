@@ -26,7 +26,7 @@ from dicom_ingest.objectstore import (
     ObjectSuperseded,
 )
 
-from .dicomweb import DicomWebClient
+from .dicomweb import DicomWebClient, DicomWebError
 from .outcome import Action, Outcome, classify
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class UploadService:
         except ObjectSuperseded as exc:
             return Outcome(Action.SUPERSEDED, str(exc))
         except ObjectMissing as exc:
-            return Outcome(Action.DEAD, f"object missing: {exc}")
+            return self._missing(message, exc)
         except (OSError, ObjectStoreError) as exc:
             return Outcome(Action.RETRY, f"object store: {exc}")
         actual = _object_size(handle, message.size)
@@ -116,6 +116,20 @@ class UploadService:
         if crc32c and crc32c != message.crc32c:
             return Outcome(Action.DEAD, "object checksum differs from the message's")
         return handle
+
+    def _missing(self, message: InstanceMessage, exc: ObjectMissing) -> Outcome:
+        """An object removed after its upload (a redelivery after a crash between removal and
+        acknowledgement) is no failure when the store has the instance."""
+        try:
+            present = self._client.has_instance(
+                message.study_instance_uid, message.series_instance_uid, message.sop_instance_uid
+            )
+        except (requests.RequestException, GoogleAuthError, DicomWebError, ValueError) as err:
+            reason = f"object missing: {exc}; the DICOM store could not be asked ({err})"
+            return Outcome(Action.DEAD, reason)
+        if present:
+            return Outcome(Action.SKIPPED, "object already removed; the DICOM store has it")
+        return Outcome(Action.DEAD, f"object missing: {exc}")
 
     def _upload_batch(self, batch: list[tuple[int, InstanceMessage]]) -> dict[int, Outcome]:
         results: dict[int, Outcome] = {}

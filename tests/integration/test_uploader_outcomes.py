@@ -17,6 +17,7 @@ import pytest
 from support.datasets import ct_dataset
 from support.fake_dicomweb import FakeDicomWeb, Recorded, Reply, failed, referenced
 from support.net import free_port
+from support.orthanc import Orthanc
 from support.spool import put_instance
 
 from dicom_ingest.message import InstanceMessage
@@ -235,6 +236,32 @@ def test_missing_object_is_dead_lettered(tmp_path: Path, fake_dicomweb: FakeDico
     assert outcome.action is Action.DEAD
     assert "missing" in outcome.reason
     assert fake_dicomweb.posts() == []
+
+
+def test_a_removed_object_whose_instance_is_stored_is_skipped(
+    tmp_path: Path, orthanc: Orthanc
+) -> None:
+    """A redelivery after the object was removed but before the acknowledgement landed."""
+    store = SpoolObjectStore(tmp_path)
+    message = put_instance(store, ct_dataset(seed=7))
+    uploader = service(store, orthanc.dicomweb)
+    assert uploader.process([message])[0].action is Action.DONE
+    assert store.delete(message.uri, message.generation)
+    [outcome] = uploader.process([message])
+    assert outcome.action is Action.SKIPPED
+    assert "has it" in outcome.reason
+
+
+def test_a_missing_object_the_store_cannot_be_asked_about_is_dead_lettered(
+    tmp_path: Path, fake_dicomweb: FakeDicomWeb
+) -> None:
+    fake_dicomweb.responder = lambda request: Reply(503, "maintenance")
+    store = SpoolObjectStore(tmp_path)
+    message = put_instance(store, ct_dataset())
+    assert store.delete(message.uri, message.generation)
+    [outcome] = service(store, fake_dicomweb.url).process([message])
+    assert outcome.action is Action.DEAD
+    assert "could not be asked" in outcome.reason
 
 
 def test_bearer_token_is_sent_and_not_logged(
