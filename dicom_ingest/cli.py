@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,13 @@ from google.auth.exceptions import GoogleAuthError
 from receiver.adapter_flags import add_adapter_flags, check_adapter_flags
 from receiver.config import FLAGS as RECEIVER_FLAGS
 from receiver.config import ReceiverConfig
+from uploader.config import CLOUD_FLAGS as CLOUD_UPLOADER_FLAGS
 from uploader.config import FLAGS as UPLOADER_FLAGS
-from uploader.config import PUBSUB_FLAGS, PubSubConfig, UploaderConfig
+from uploader.config import PubSubConfig, UploaderConfig
 
 from . import logs
 from .cloud import FLAGS as CLOUD_RECEIVER_FLAGS
-from .flags import ConfigError, Flag, add_flags, resolve, with_defaults
+from .flags import ConfigError, Flag, add_flags, resolve
 from .message import MessageError, decode
 from .queue import QUEUE_FILE, SqliteQueue
 
@@ -42,8 +44,6 @@ RECONCILE_MIN_AGE = 60.0
 COMMON_FLAGS = logs.FLAGS
 SPOOL_FLAG = Flag("spool_dir", "spool directory: objects, queue database, staging")
 SUBSCRIPTION_FLAG = Flag("subscription", "Pub/Sub subscription (projects/P/subscriptions/S)")
-# In the cloud a bucket lifecycle rule ages uploaded objects out unless told otherwise.
-CLOUD_UPLOADER_FLAGS = (*with_defaults(UPLOADER_FLAGS, keep_uploaded=True), *PUBSUB_FLAGS)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -304,12 +304,7 @@ def _run_replay(namespace: argparse.Namespace) -> int:
     subscriber = pubsub_v1.SubscriberClient()
     try:
         if command == "seek":
-            when = None
-            if namespace.time:
-                try:
-                    when = replay.parse_time(namespace.time)
-                except ValueError as exc:
-                    raise ConfigError(str(exc)) from exc
+            when = _time(namespace.time)
             replay.seek(subscriber, subscription, when, namespace.snapshot)
             print(f"{subscription}: sought to {namespace.time or namespace.snapshot}")
             return 0
@@ -337,6 +332,15 @@ def _run_replay(namespace: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _time(text: str | None) -> datetime | None:
+    from .replay import parse_time
+
+    try:
+        return parse_time(text) if text else None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def _run_bucket_reconcile(namespace: argparse.Namespace) -> int:
     from google.cloud import storage
 
@@ -354,12 +358,7 @@ def _run_bucket_reconcile(namespace: argparse.Namespace) -> int:
     if not address:
         raise ConfigError("--dicomweb_address is required")
     session = make_session(values["auth"], values["bearer_token"])
-    newer_than = None
-    if namespace.newer_than:
-        try:
-            newer_than = replay.parse_time(namespace.newer_than)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
+    newer_than = _time(namespace.newer_than)
     publisher = None
     if not namespace.dry_run:
         publisher = PubSubPublisher(make_publisher_client(), check_topic(values["topic"] or ""))

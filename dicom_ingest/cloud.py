@@ -21,7 +21,7 @@ from receiver.health import HealthServer, echo_check
 from receiver.scp import Receiver
 from receiver.shipper import OutboxPublisher, RepublishService, ShipService
 from receiver.store import StoreService
-from uploader.worker import Backoff, QueueWorkers
+from uploader.worker import Backoff, BatchService, QueueWorkers
 
 from .flags import ConfigError, Flag
 from .gcs import GcsObjectStore, make_storage_client
@@ -48,7 +48,10 @@ FLAGS = (
     ),
     Flag("health_port", "HTTP port for /healthz and /readyz; 0 turns them off", 0, int),
     Flag(
-        "storage_timeout", "seconds a Cloud Storage write may take, retries included", 60.0, float
+        "storage_timeout",
+        "seconds a Cloud Storage request may take, with its retries of transient errors",
+        60.0,
+        float,
     ),
     Flag("publish_timeout", "seconds Pub/Sub may take to accept a message", 30.0, float),
     Flag("ship_workers", "background shippers with --ack_after=spool", 4, int),
@@ -147,21 +150,16 @@ class CloudReceiver:
             config.topic,
             config.publish_timeout,
         )
-        self.workers: QueueWorkers | None = None
         self.early: EarlyUploads | None = None
+        background: BatchService
         if config.ack_after == "spool":
-            spool, queue = open_spool(
+            spool, self.queue = open_spool(
                 config.spool_dir, config.receiver.dimse_aet, SHIP_MAX_ATTEMPTS
             )
-            self.queue: Any = queue
-            store = StoreService(spool, queue)
-            self.workers = QueueWorkers(
-                queue,
+            store = StoreService(spool, self.queue)
+            background, workers = (
                 ShipService(spool, self.cloud, self.publisher),
-                workers=config.ship_workers,
-                batch=1,
-                lease_seconds=120.0,
-                backoff=Backoff(0.5, 60.0),
+                config.ship_workers,
             )
         else:
             for leftover in staging.iterdir():
@@ -180,14 +178,16 @@ class CloudReceiver:
             store = StoreService(
                 self.cloud, OutboxPublisher(self.publisher, self.queue), self.early
             )
-            self.workers = QueueWorkers(
-                self.queue,
-                RepublishService(self.publisher),
-                workers=1,
-                batch=1,
-                lease_seconds=120.0,
-                backoff=Backoff(0.5, 60.0),
-            )
+            background, workers = RepublishService(self.publisher), 1
+        # Shipping (spool) or re-publishing (outbox) from the local queue, one message at a time.
+        self.workers = QueueWorkers(
+            self.queue,
+            background,
+            workers=workers,
+            batch=1,
+            lease_seconds=120.0,
+            backoff=Backoff(0.5, 60.0),
+        )
         self.receiver = Receiver(config.receiver, store)
         self.health: HealthServer | None = None
         if config.health_port:
@@ -214,8 +214,7 @@ class CloudReceiver:
         return None if self.receiver.serving() else "the DIMSE listener has stopped"
 
     def start(self) -> None:
-        if self.workers is not None:
-            self.workers.start()
+        self.workers.start()
         self.receiver.start()
         if self.early is not None:
             self.early.start()
@@ -242,17 +241,15 @@ class CloudReceiver:
         drained = self.receiver.stop()
         if self.early is not None:
             self.early.stop()
-        if self.workers is not None:
-            self.workers.stop()
-        if self.queue is not None:
-            left = self.queue.stats()
-            if self.config.ack_after == "store" and left.pending + left.retrying:
-                log.warning(
-                    "%d unpublished messages stay in the outbox for the next start; if this"
-                    " volume does not outlive the pod, run `dicom-ingest replay reconcile`",
-                    left.pending + left.retrying,
-                )
-            self.queue.close()
+        self.workers.stop()
+        left = self.queue.stats()
+        if self.config.ack_after == "store" and left.pending + left.retrying:
+            log.warning(
+                "%d unpublished messages stay in the outbox for the next start; if this"
+                " volume does not outlive the pod, run `dicom-ingest replay reconcile`",
+                left.pending + left.retrying,
+            )
+        self.queue.close()
         if self.health is not None:
             self.health.stop()
         self.publisher.close()

@@ -165,16 +165,15 @@ class GcsObjectStore:
         blob = self._writable.blob(name, chunk_size=CHUNK_SIZE if size > MULTIPART_LIMIT else None)
         try:
             # Each attempt creates a new generation at most; the message names the one this
-            # call reports, so a retried upload is harmless. The client compares the CRC32C
-            # it computes while sending with the one the server reports back.
+            # call reports, so a retried upload is harmless. The server checks the object
+            # against the CRC32C the receiver computed while writing it (no second pass over
+            # the file here), and the one it reports back is compared below.
             blob.upload_from_file(
                 source,
                 size=size,
                 rewind=True,
                 content_type="application/dicom",
-                checksum="crc32c",
-                # The server checks the object against the receiver's own CRC32C before it
-                # creates the generation.
+                checksum=None,
                 crc32c_checksum_value=crc32c,
                 retry=self._retry,
                 timeout=self._timeout,
@@ -195,8 +194,8 @@ class GcsObjectStore:
     def rollback(self, stored: StoredObject) -> None:
         """The message was not published. The object stays: it is the newest receipt.
 
-        The PACS was told the store failed and sends the instance again; if it never does,
-        bucket reconciliation (``dicom-ingest replay reconcile``) finds the object that the
+        The receiver keeps the message in its outbox and publishes it later; should that be
+        lost, bucket reconciliation (``dicom-ingest replay reconcile``) finds the object the
         DICOM store lacks and publishes its message.
         """
         log.warning("object kept without a message: %s#%s", stored.uri, stored.generation)

@@ -18,8 +18,7 @@ from receiver.reconcile import reconcile
 from receiver.scp import Receiver
 from receiver.store import StoreService
 from uploader.config import UploaderConfig
-from uploader.dicomweb import HttpDicomWebClient, make_session
-from uploader.service import BatchLimits, UploadService
+from uploader.wiring import build_service
 from uploader.worker import Backoff, QueueWorkers
 
 from .objectstore import SpoolObjectStore
@@ -96,21 +95,9 @@ class LocalPipeline:
             config.spool_dir, config.receiver.dimse_aet, up.max_attempts
         )
         self.receiver = Receiver(config.receiver, StoreService(self.objects, self.queue))
-        client = HttpDicomWebClient(
-            up.dicomweb_address,
-            make_session(up.auth, up.bearer_token),
-            timeout=(10.0, up.http_timeout),
-        )
-        service = UploadService(
-            self.objects,
-            client,
-            conflict=up.conflict,
-            limits=BatchLimits(up.batch_max_instances, up.batch_max_bytes),
-            delete_uploaded=not up.keep_uploaded,
-        )
         self.workers = QueueWorkers(
             self.queue,
-            service,
+            build_service(up, self.objects),
             workers=up.upload_workers,
             batch=up.batch_max_instances,
             lease_seconds=up.lease_seconds,

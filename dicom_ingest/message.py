@@ -75,6 +75,15 @@ class InstanceMessage:
             raise MessageError("crc32c is required")
 
     @property
+    def log_ids(self) -> dict[str, str]:
+        """The UIDs a log line about this instance carries (no patient data)."""
+        return {
+            "study_instance_uid": self.study_instance_uid,
+            "series_instance_uid": self.series_instance_uid,
+            "sop_instance_uid": self.sop_instance_uid,
+        }
+
+    @property
     def attributes(self) -> dict[str, str]:
         """Small string attributes for routing and filtering (Pub/Sub attributes)."""
         return {

@@ -17,15 +17,16 @@ from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
 
 from .flags import ConfigError
 
-TOPIC_PATTERN = re.compile(
-    r"^projects/[a-z][-a-z0-9.:]{4,61}[a-z0-9]/topics/[A-Za-z][-\w.~+%]{2,254}$"
-)
-SUBSCRIPTION_PATTERN = re.compile(
-    r"^projects/[a-z][-a-z0-9.:]{4,61}[a-z0-9]/subscriptions/[A-Za-z][-\w.~+%]{2,254}$"
-)
-SNAPSHOT_PATTERN = re.compile(
-    r"^projects/[a-z][-a-z0-9.:]{4,61}[a-z0-9]/snapshots/[A-Za-z][-\w.~+%]{2,254}$"
-)
+
+def _resource(kind: str) -> re.Pattern[str]:
+    """``projects/<project id>/<kind>/<name>`` as Pub/Sub allows them."""
+    return re.compile(
+        rf"projects/[a-z][-a-z0-9.:]{{4,61}}[a-z0-9]/{kind}/[A-Za-z][-\w.~+%]{{2,254}}"
+    )
+
+
+TOPIC_PATTERN = _resource("topics")
+SUBSCRIPTION_PATTERN = _resource("subscriptions")
 
 # Publish errors worth retrying within the publish timeout.
 _RETRYABLE = (

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 from google.api_core import exceptions as api_exceptions
 from pydicom.filereader import read_file_meta_info
 
+from receiver.reconcile import message_from_meta
 from uploader.pubsub_handler import (
     DEAD_LETTER_ATTRIBUTES,
     Decision,
@@ -34,6 +35,7 @@ from uploader.pubsub_handler import (
 )
 
 from .message import InstanceMessage, decode, encode, is_valid_uid
+from .objectstore import StoredObject
 from .queue import Publisher
 
 log = logging.getLogger(__name__)
@@ -306,7 +308,6 @@ class ReconcileReport:
     published: int = 0
     unusable: int = 0
     failed: int = 0  # studies the store could not be asked about, publishes that failed
-    published_uids: list[str] = field(default_factory=list)
 
 
 def bucket_objects(
@@ -336,21 +337,11 @@ def message_for_blob(
         meta = read_file_meta_info(probe.name)
     if str(meta.MediaStorageSOPInstanceUID) != sop:
         raise ValueError("file meta names another SOP instance than the object name")
-    created = blob.time_created or datetime.now(UTC)
-    return InstanceMessage(
-        uri=f"gs://{bucket}/{blob.name}",
-        generation=str(blob.generation),
-        size=int(blob.size),
-        crc32c=str(blob.crc32c),
-        sop_class_uid=str(meta.MediaStorageSOPClassUID),
-        sop_instance_uid=sop,
-        study_instance_uid=study,
-        series_instance_uid=series,
-        transfer_syntax_uid=str(meta.TransferSyntaxUID),
-        calling_ae=str(meta.get("SourceApplicationEntityTitle", "")).strip(),
-        called_ae=called_ae,
-        received_at=created.isoformat(timespec="milliseconds"),
+    stored = StoredObject(
+        f"gs://{bucket}/{blob.name}", str(blob.generation), int(blob.size), str(blob.crc32c)
     )
+    created = blob.time_created or datetime.now(UTC)
+    return message_from_meta(meta, stored, study, series, called_ae, created)
 
 
 def reconcile_bucket(
@@ -405,5 +396,4 @@ def reconcile_bucket(
                 extra={"sop_instance_uid": sop, "message_id": message_id},
             )
         report.published += 1
-        report.published_uids.append(sop)
     return report

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydicom.filereader import read_file_meta_info
 
@@ -50,22 +51,41 @@ def rebuild_message(stored: StoredObject, path: Path, called_ae: str) -> Instanc
             handle.seek(0)
             crc32c = stream_crc32c(handle)
         received = datetime.fromtimestamp(os.stat(path).st_mtime, UTC)
-        return InstanceMessage(
-            uri=stored.uri,
-            generation=stored.generation,
-            size=stored.size,
-            crc32c=crc32c,
-            sop_class_uid=str(meta.MediaStorageSOPClassUID),
-            sop_instance_uid=str(meta.MediaStorageSOPInstanceUID),
-            study_instance_uid=str(summary.study_instance_uid or ""),
-            series_instance_uid=str(summary.series_instance_uid or ""),
-            transfer_syntax_uid=syntax,
-            calling_ae=str(meta.get("SourceApplicationEntityTitle", "")).strip(),
-            called_ae=called_ae,
-            received_at=received.isoformat(timespec="milliseconds"),
+        return message_from_meta(
+            meta,
+            StoredObject(stored.uri, stored.generation, stored.size, crc32c),
+            str(summary.study_instance_uid or ""),
+            str(summary.series_instance_uid or ""),
+            called_ae,
+            received,
         )
     except Exception as exc:  # any damage to one object must not stop the others
         raise UnusableObject(f"{type(exc).__name__}: {exc}") from exc
+
+
+def message_from_meta(
+    meta: Any,
+    stored: StoredObject,
+    study: str,
+    series: str,
+    called_ae: str,
+    received: datetime,
+) -> InstanceMessage:
+    """The message for a stored object, from its Part-10 file meta and its dataset's UIDs."""
+    return InstanceMessage(
+        uri=stored.uri,
+        generation=stored.generation,
+        size=stored.size,
+        crc32c=stored.crc32c,
+        sop_class_uid=str(meta.MediaStorageSOPClassUID),
+        sop_instance_uid=str(meta.MediaStorageSOPInstanceUID),
+        study_instance_uid=study,
+        series_instance_uid=series,
+        transfer_syntax_uid=str(meta.TransferSyntaxUID),
+        calling_ae=str(meta.get("SourceApplicationEntityTitle", "")).strip(),
+        called_ae=called_ae,
+        received_at=received.isoformat(timespec="milliseconds"),
+    )
 
 
 def reconcile(

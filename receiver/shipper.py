@@ -46,7 +46,7 @@ class ShipService:
         try:
             self._spool.delete(message.uri, message.generation)
         except (OSError, ObjectStoreError):
-            log.warning("could not remove a shipped spool file", extra=_ids(message))
+            log.warning("could not remove a shipped spool file", extra=message.log_ids)
 
     def _ship(self, message: InstanceMessage) -> Outcome:
         key = object_key(
@@ -62,12 +62,8 @@ class ShipService:
         except (OSError, ObjectStoreError) as exc:
             return Outcome(Action.RETRY, f"Cloud Storage: {exc}")
         shipped = dataclasses.replace(message, uri=stored.uri, generation=stored.generation)
-        try:
-            message_id = self._publisher.publish(encode(shipped), shipped.attributes)
-        except Exception as exc:  # the object stays; the next attempt writes a newer one
-            return Outcome(Action.RETRY, f"Pub/Sub: {type(exc).__name__}: {exc}")
-        log.debug("shipped", extra={**_ids(message), "message_id": message_id})
-        return Outcome(Action.DONE)
+        # A failed publish leaves the object; the next attempt writes a newer one.
+        return _publish(self._publisher, shipped, "shipped")
 
 
 class OutboxPublisher:
@@ -100,25 +96,17 @@ class RepublishService:
         self._publisher = publisher
 
     def process(self, messages: list[InstanceMessage]) -> list[Outcome]:
-        outcomes = []
-        for message in messages:
-            try:
-                message_id = self._publisher.publish(encode(message), message.attributes)
-            except Exception as exc:
-                outcomes.append(Outcome(Action.RETRY, f"Pub/Sub: {type(exc).__name__}: {exc}"))
-                continue
-            log.info(
-                "re-published a kept message", extra={**_ids(message), "message_id": message_id}
-            )
-            outcomes.append(Outcome(Action.DONE))
-        return outcomes
+        return [_publish(self._publisher, m, "re-published a kept message") for m in messages]
 
     def finish(self, message: InstanceMessage, outcome: Outcome) -> None:
         """Nothing to clean up: the object is the uploader's."""
 
 
-def _ids(message: InstanceMessage) -> dict[str, str]:
-    return {
-        "study_instance_uid": message.study_instance_uid,
-        "sop_instance_uid": message.sop_instance_uid,
-    }
+def _publish(publisher: Publisher, message: InstanceMessage, done: str) -> Outcome:
+    """Publish the message; done, or retry with Pub/Sub's reason."""
+    try:
+        message_id = publisher.publish(encode(message), message.attributes)
+    except Exception as exc:
+        return Outcome(Action.RETRY, f"Pub/Sub: {type(exc).__name__}: {exc}")
+    log.info(done, extra={**message.log_ids, "message_id": message_id})
+    return Outcome(Action.DONE)

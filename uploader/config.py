@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from dicom_ingest.flags import ConfigError, Flag, parse_bool
+from dicom_ingest.flags import ConfigError, Flag, parse_bool, with_defaults
 
 from .service import CONFLICT_POLICIES
 
@@ -139,3 +139,7 @@ class PubSubConfig:
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> PubSubConfig:
         return cls(**{k: values[k] for k in cls.__dataclass_fields__})
+
+
+# In the cloud a bucket lifecycle rule ages uploaded objects out unless told otherwise.
+CLOUD_FLAGS = (*with_defaults(FLAGS, keep_uploaded=True), *PUBSUB_FLAGS)

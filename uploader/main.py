@@ -16,16 +16,12 @@ from cloudevents.http import CloudEvent
 
 from dicom_ingest import logs
 from dicom_ingest.flags import resolve, with_defaults
-from uploader.config import FLAGS, PUBSUB_FLAGS, PubSubConfig, UploaderConfig
+from uploader.config import CLOUD_FLAGS as UPLOADER_CLOUD_FLAGS
+from uploader.config import PubSubConfig, UploaderConfig
 from uploader.push import PushApp
 from uploader.wiring import build_pubsub_handler
 
-# In the cloud a bucket lifecycle rule ages uploaded objects out unless told otherwise.
-CLOUD_FLAGS = (
-    *with_defaults(FLAGS, keep_uploaded=True),
-    *PUBSUB_FLAGS,
-    *with_defaults(logs.FLAGS, log_format="json"),
-)
+CLOUD_FLAGS = (*UPLOADER_CLOUD_FLAGS, *with_defaults(logs.FLAGS, log_format="json"))
 
 _lock = threading.Lock()
 _built: list[PushApp] = []

@@ -129,20 +129,20 @@ class PubSubHandler:
         try:
             new_id = self._oversize.publish(received.data, attributes)
         except Exception as exc:
-            log.warning("could not defer an oversize instance: %s", exc, extra=_ids(message))
+            log.warning("could not defer an oversize instance: %s", exc, extra=message.log_ids)
             return Handled(Decision.NACK, "retry", f"oversize publish failed: {exc}", message)
         log.info(
             "instance of %d bytes (delivery attempt %s) deferred to the pull worker",
             message.size,
             received.delivery_attempt,
-            extra={**_ids(message), "message_id": received.message_id, "deferred_as": new_id},
+            extra={**message.log_ids, "message_id": received.message_id, "deferred_as": new_id},
         )
         return Handled(Decision.ACK, "deferred", f"deferred as message {new_id}", message)
 
     def _dead_letter(
         self, received: Received, reason: str, message: InstanceMessage | None
     ) -> Handled:
-        extra = {"message_id": received.message_id, **(_ids(message) if message else {})}
+        extra = {"message_id": received.message_id, **(message.log_ids if message else {})}
         if self._dead_letters is None:
             log.error("permanent failure; left for the dead-letter policy: %s", reason, extra=extra)
             return Handled(Decision.NACK, "dead", reason, message)
@@ -165,12 +165,3 @@ def _truncate(text: str) -> str:
     if len(encoded) <= _ATTRIBUTE_LIMIT:
         return text
     return encoded[: _ATTRIBUTE_LIMIT - 3].decode("utf-8", "ignore") + "..."
-
-
-def _ids(message: InstanceMessage | None) -> dict[str, str]:
-    if message is None:
-        return {}
-    return {
-        "study_instance_uid": message.study_instance_uid,
-        "sop_instance_uid": message.sop_instance_uid,
-    }

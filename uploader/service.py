@@ -77,7 +77,7 @@ class UploadService:
         try:
             self._objects.delete(message.uri, message.generation)
         except Exception:  # the object stays; a lifecycle rule or the next run removes it
-            log.warning("could not delete uploaded object", extra=_ids(message))
+            log.warning("could not delete uploaded object", extra=message.log_ids)
 
     def _batches(
         self, items: list[tuple[int, InstanceMessage]]
@@ -216,17 +216,9 @@ def _object_size(handle: BinaryIO, default: int) -> int:
         return default
 
 
-def _ids(message: InstanceMessage) -> dict[str, str]:
-    return {
-        "study_instance_uid": message.study_instance_uid,
-        "series_instance_uid": message.series_instance_uid,
-        "sop_instance_uid": message.sop_instance_uid,
-    }
-
-
 def _log_outcome(message: InstanceMessage, outcome: Outcome) -> None:
     if outcome.action is Action.DONE:
-        log.debug("uploaded", extra=_ids(message))
+        log.debug("uploaded", extra=message.log_ids)
         return
     level = logging.ERROR if outcome.action is Action.DEAD else logging.WARNING
     if outcome.action in (Action.SUPERSEDED, Action.SKIPPED):
@@ -236,5 +228,5 @@ def _log_outcome(message: InstanceMessage, outcome: Outcome) -> None:
         "instance %s: %s",
         outcome.action.value,
         outcome.reason,
-        extra={**_ids(message), "outcome": outcome.action.value},
+        extra={**message.log_ids, "outcome": outcome.action.value},
     )
