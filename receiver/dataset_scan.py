@@ -161,6 +161,16 @@ class _Walker:
         self.found: dict[str, str] = {}
         self.stop_when_found = False
 
+    def summary(self, length: int) -> DatasetSummary:
+        found = self.found
+        return DatasetSummary(
+            found.get("sop_class_uid"),
+            found.get("sop_instance_uid"),
+            found.get("study_instance_uid"),
+            found.get("series_instance_uid"),
+            length,
+        )
+
     def header(self, explicit: bool, endian: str) -> tuple[int, bytes | None, int]:
         raw = self.src.read(8)
         group, element = struct.unpack(endian + "HH", raw[:4])
@@ -269,14 +279,7 @@ def scan_dataset(fp: BinaryIO, transfer_syntax: str) -> DatasetSummary:
         walker.dataset(0, explicit, walker.endian, until_item_end=False)
     except struct.error as exc:  # pragma: no cover - reads are exact, kept as a guard
         raise MalformedDataset(f"dataset is malformed: {exc}") from exc
-    found = walker.found
-    return DatasetSummary(
-        found.get("sop_class_uid"),
-        found.get("sop_instance_uid"),
-        found.get("study_instance_uid"),
-        found.get("series_instance_uid"),
-        source.file_bytes,
-    )
+    return walker.summary(source.file_bytes)
 
 
 class _Found(Exception):
@@ -295,14 +298,7 @@ def scan_header(fp: BinaryIO, transfer_syntax: str) -> DatasetSummary | None:
     try:
         walker.dataset(0, explicit, walker.endian, until_item_end=False)
     except _Found:
-        found = walker.found
-        return DatasetSummary(
-            found.get("sop_class_uid"),
-            found.get("sop_instance_uid"),
-            found.get("study_instance_uid"),
-            found.get("series_instance_uid"),
-            0,
-        )
+        return walker.summary(0)
     except (MalformedDataset, struct.error, zlib.error):
         return None
     return None
