@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from receiver.config import ReceiverConfig
-from receiver.early_upload import EarlyUploads, pynetdicom_transfers
+from receiver.early_upload import EarlyUploads
 from receiver.health import HealthServer, echo_check
 from receiver.scp import Receiver
 from receiver.shipper import OutboxPublisher, RepublishService, ShipService
@@ -25,7 +25,7 @@ from uploader.worker import Backoff, BatchService, QueueWorkers
 
 from .flags import ConfigError, Flag
 from .gcs import GcsObjectStore, make_storage_client
-from .local import configure_pynetdicom, open_spool, run_until_signal
+from .local import open_spool, run_until_signal
 from .pubsub import PubSubPublisher, check_topic, make_publisher_client
 from .queue import SqliteQueue
 
@@ -137,6 +137,8 @@ class CloudReceiver:
         config.spool_dir.mkdir(parents=True, exist_ok=True)
         staging = config.spool_dir / "incoming"
         staging.mkdir(parents=True, exist_ok=True)
+        for leftover in staging.iterdir():  # datasets cut off by the last stop
+            leftover.unlink(missing_ok=True)
         pool = config.receiver.max_associations + config.ship_workers
         self.cloud = GcsObjectStore(
             storage_client or make_storage_client(pool),
@@ -162,16 +164,13 @@ class CloudReceiver:
                 config.ship_workers,
             )
         else:
-            for leftover in staging.iterdir():
-                leftover.unlink(missing_ok=True)
-            configure_pynetdicom(staging)
             # Messages Pub/Sub refused after their object was written wait here.
             self.queue = SqliteQueue(config.spool_dir / OUTBOX_FILE, SHIP_MAX_ATTEMPTS)
             self.queue.release_leases()
             if config.early_upload_bytes:
                 self.early = EarlyUploads(
                     self.cloud,
-                    lambda: pynetdicom_transfers(self.receiver.server),
+                    lambda: self.receiver.transfers(),  # noqa: PLW0108 - built below
                     config.early_upload_bytes,
                     stall_timeout=config.storage_timeout,
                 )
@@ -188,7 +187,7 @@ class CloudReceiver:
             lease_seconds=120.0,
             backoff=Backoff(0.5, 60.0),
         )
-        self.receiver = Receiver(config.receiver, store)
+        self.receiver = Receiver(config.receiver, store, staging)
         self.health: HealthServer | None = None
         if config.health_port:
             self.health = HealthServer(

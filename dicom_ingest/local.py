@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import logging
 import signal
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-
-from pynetdicom import _config as pynetdicom_config
 
 from receiver.config import ReceiverConfig
 from receiver.reconcile import reconcile
@@ -34,14 +31,6 @@ class LocalConfig:
     uploader: UploaderConfig
 
 
-def configure_pynetdicom(staging: Path) -> None:
-    """Process-wide pynetdicom settings; called once from main, never at import."""
-    # Stream each incoming dataset to a file instead of memory (bounded memory for any size),
-    # and put those files on the spool's filesystem.
-    pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
-    tempfile.tempdir = str(staging)
-
-
 def open_spool(
     spool_dir: Path, called_ae: str, max_attempts: int
 ) -> tuple[SpoolObjectStore, SqliteQueue]:
@@ -55,7 +44,6 @@ def open_spool(
     leftovers = objects.clear_staging()
     if leftovers:
         log.info("removed %d partial files from an earlier run", leftovers)
-    configure_pynetdicom(objects.staging_dir())
     queue = SqliteQueue(spool_dir / QUEUE_FILE, max_attempts=max_attempts)
     released = queue.release_leases()
     if released:
@@ -94,7 +82,9 @@ class LocalPipeline:
         self.objects, self.queue = open_spool(
             config.spool_dir, config.receiver.dimse_aet, up.max_attempts
         )
-        self.receiver = Receiver(config.receiver, StoreService(self.objects, self.queue))
+        self.receiver = Receiver(
+            config.receiver, StoreService(self.objects, self.queue), self.objects.staging_dir()
+        )
         self.workers = QueueWorkers(
             self.queue,
             build_service(up, self.objects),

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from dicom_ingest.flags import ConfigError, Flag, parse_list
+from dicom_ingest.flags import ConfigError, Flag, parse_bool, parse_list
 from dicom_ingest.message import is_valid_uid
 
 FLAGS = (
@@ -21,15 +21,46 @@ FLAGS = (
         parse_list,
     ),
     Flag("max_associations", "concurrent associations before rejecting", 32, int),
-    Flag("max_pdu", "maximum PDU length we receive, in bytes", 262144, int),
-    Flag("acse_timeout", "seconds to wait for association messages", 30.0, float),
+    Flag(
+        "max_connections_per_host",
+        "concurrent connections from one source address, negotiating or associated",
+        16,
+        int,
+    ),
+    Flag(
+        "max_pdu",
+        "maximum P-DATA-TF length we receive, in bytes (4096-4194304; each connection's buffer)",
+        262144,
+        int,
+    ),
+    Flag(
+        "acse_timeout",
+        "seconds from connect to A-ASSOCIATE-RQ, and for any PDU once begun",
+        10.0,
+        float,
+    ),
     Flag("dimse_timeout", "seconds to wait for DIMSE messages", 60.0, float),
     Flag("network_timeout", "seconds an idle association is kept open", 60.0, float),
     Flag("extra_sop_classes", "comma-separated private storage SOP class UIDs", (), parse_list),
+    Flag(
+        "accept_storage_root",
+        "accept any SOP class UID under 1.2.840.10008.5.1.4.1.1. as storage (classes newer"
+        " than the receiver's list)",
+        True,
+        parse_bool,
+    ),
+    Flag(
+        "max_instance_bytes",
+        "largest dataset accepted, in bytes (0: no limit); larger ones get 0xC000",
+        0,
+        int,
+    ),
     Flag("shutdown_grace", "seconds to let associations finish on SIGTERM", 30.0, float),
 )
 
 AE_TITLE_MAX = 16
+# The receive buffer of a connection is one P-DATA-TF: bounded, so memory is too.
+MIN_PDU, MAX_PDU = 4096, 4 << 20
 # The calling AE title of the receiver's C-ECHO to itself (readiness), allowed from loopback.
 HEALTH_CHECK_AE = "DI-HEALTHCHECK"
 
@@ -77,11 +108,14 @@ class ReceiverConfig:
     dimse_bind: str = "0.0.0.0"  # noqa: S104 - a PACS-facing service listens on its LB address
     allowed_peers: tuple[PeerRule, ...] = ()
     max_associations: int = 32
+    max_connections_per_host: int = 16
     max_pdu: int = 262144
-    acse_timeout: float = 30.0
+    acse_timeout: float = 10.0
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0
     extra_sop_classes: tuple[str, ...] = ()
+    accept_storage_root: bool = True
+    max_instance_bytes: int = 0
     shutdown_grace: float = 30.0
 
     def __post_init__(self) -> None:
@@ -90,8 +124,12 @@ class ReceiverConfig:
             raise ConfigError("--dimse_port must be between 0 and 65535")
         if self.max_associations < 1:
             raise ConfigError("--max_associations must be at least 1")
-        if self.max_pdu != 0 and self.max_pdu < 4096:
-            raise ConfigError("--max_pdu must be 0 (unlimited) or at least 4096")
+        if self.max_connections_per_host < 1:
+            raise ConfigError("--max_connections_per_host must be at least 1")
+        if not MIN_PDU <= self.max_pdu <= MAX_PDU:
+            raise ConfigError(f"--max_pdu must be between {MIN_PDU} and {MAX_PDU}")
+        if self.max_instance_bytes < 0:
+            raise ConfigError("--max_instance_bytes must be 0 (no limit) or more")
         for name in ("acse_timeout", "dimse_timeout", "network_timeout", "shutdown_grace"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name} must be positive")
@@ -115,10 +153,13 @@ class ReceiverConfig:
             dimse_bind=values["dimse_bind"],
             allowed_peers=tuple(PeerRule.parse(t) for t in values["allowed_calling_aets"]),
             max_associations=values["max_associations"],
+            max_connections_per_host=values["max_connections_per_host"],
             max_pdu=values["max_pdu"],
             acse_timeout=values["acse_timeout"],
             dimse_timeout=values["dimse_timeout"],
             network_timeout=values["network_timeout"],
             extra_sop_classes=tuple(values["extra_sop_classes"]),
+            accept_storage_root=values["accept_storage_root"],
+            max_instance_bytes=values["max_instance_bytes"],
             shutdown_grace=values["shutdown_grace"],
         )

@@ -1,8 +1,8 @@
 """Large instances go to Cloud Storage while they are still arriving (``--ack_after=store``).
 
-pynetdicom writes each incoming dataset to a file as its fragments arrive. Once such a file
-passes ``threshold`` bytes, an uploader thread reads the dataset's first UIDs (which name
-the object), opens a resumable upload and sends the Part-10 object (this receiver's file
+The front door writes each incoming dataset to a staging file as its fragments arrive. Once
+such a file passes ``threshold`` bytes, an uploader thread reads the dataset's first UIDs
+(which name the object), opens a resumable upload and sends the Part-10 object (this receiver's file
 meta, then the dataset bytes as they land) in chunks. When the C-STORE completes, the store
 service hands over the checked dataset's length and object key, and the thread sends the
 last bytes: the PACS waits for one final chunk and the publish, not for the whole instance
@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import google_crc32c
-from pydicom.filereader import read_file_meta_info
 
 from dicom_ingest.gcs import CHUNK_SIZE, GcsObjectStore, ResumableSession
 from dicom_ingest.objectstore import ObjectStoreError, StoredObject
 
-from .dataset_scan import part10_dataset_offset, scan_header
+from .association import Transfer
+from .dataset_scan import scan_header
 from .part10 import crc32c_b64, file_meta_bytes
 from .store import object_key
 
@@ -53,12 +53,10 @@ class EarlyUploadFailed(Exception):
 class _Upload:
     """One instance's upload, fed from the file pynetdicom is writing."""
 
-    def __init__(
-        self, store: GcsObjectStore, path: Path, calling_ae: str, done: Callable[[], None]
-    ) -> None:
-        self.path = path
+    def __init__(self, store: GcsObjectStore, transfer: Transfer, done: Callable[[], None]) -> None:
+        self.path = transfer.path
+        self._transfer = transfer
         self._store = store
-        self._calling_ae = calling_ae
         self._state = threading.Condition()
         self._final: tuple[int, str] | None = None  # (dataset length, object key)
         self._cancelled = False
@@ -145,12 +143,11 @@ class _Upload:
             self._on_done()
 
     def _upload(self) -> None:
-        meta = read_file_meta_info(self.path)
-        sop_class = str(meta.MediaStorageSOPClassUID)
-        sop = str(meta.MediaStorageSOPInstanceUID)
-        syntax = str(meta.TransferSyntaxUID)
+        transfer = self._transfer
+        sop_class, sop = transfer.sop_class_uid, transfer.sop_instance_uid
+        syntax = transfer.transfer_syntax_uid
         with open(self.path, "rb") as source:
-            offset = part10_dataset_offset(source)
+            offset = 0
             header = None
             while header is None:
                 size = self.path.stat().st_size
@@ -169,7 +166,7 @@ class _Upload:
                     session.cancel()
                     return
                 self._session = session
-            meta_bytes = file_meta_bytes(sop_class, sop, syntax, self._calling_ae)
+            meta_bytes = file_meta_bytes(sop_class, sop, syntax, transfer.calling_ae)
             self._stream(session, key, meta_bytes, source, offset)
 
     def _stream(
@@ -219,13 +216,13 @@ class EarlyUploads:
     def __init__(
         self,
         store: GcsObjectStore,
-        transfers: Callable[[], Iterable[tuple[Path, str]]],
+        transfers: Callable[[], Iterable[Transfer]],
         threshold: int,
         stall_timeout: float = 60.0,
         max_concurrent: int = MAX_CONCURRENT,
     ) -> None:
         self._store = store
-        self._transfers = transfers  # (file being written, calling AE) per transfer
+        self._transfers = transfers  # the datasets being received
         self._threshold = threshold
         self._stall = stall_timeout
         self._slots = threading.BoundedSemaphore(max_concurrent)
@@ -280,7 +277,8 @@ class EarlyUploads:
     def _scan(self) -> None:
         now = time.monotonic()
         live: set[Path] = set()
-        for path, calling_ae in self._transfers():
+        for transfer in self._transfers():
+            path = transfer.path
             live.add(path)
             with self._lock:
                 known = self._uploads.get(path)
@@ -292,7 +290,7 @@ class EarlyUploads:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 if path.stat().st_size > self._threshold and self._slots.acquire(blocking=False):
-                    self._begin(path, calling_ae)
+                    self._begin(transfer)
         with self._lock:
             gone = [
                 p for p, u in self._uploads.items()
@@ -302,19 +300,11 @@ class EarlyUploads:
         for upload in abandoned:
             upload.cancel()
 
-    def _begin(self, path: Path, calling_ae: str) -> None:
+    def _begin(self, transfer: Transfer) -> None:
+        path = transfer.path
         with self._lock:
             if path in self._closed or path in self._uploads:  # completed meanwhile
                 self._slots.release()
                 return
-            self._uploads[path] = _Upload(self._store, path, calling_ae, self._slots.release)
+            self._uploads[path] = _Upload(self._store, transfer, self._slots.release)
             self.started += 1
-
-
-def pynetdicom_transfers(server: Any) -> Iterable[tuple[Path, str]]:
-    """The files pynetdicom is writing incoming C-STORE datasets to, with the calling AE."""
-    for assoc in list(getattr(server, "active_associations", [])):
-        message = getattr(getattr(assoc, "dimse", None), "message", None)
-        path = getattr(message, "_data_set_path", None)
-        if isinstance(path, Path):
-            yield path, str(assoc.requestor.ae_title).strip()

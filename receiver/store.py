@@ -18,7 +18,7 @@ from dicom_ingest.message import InstanceMessage, MessageError, encode, is_valid
 from dicom_ingest.objectstore import ObjectStore, ObjectStoreError, StoredObject
 from dicom_ingest.queue import Publisher
 
-from .dataset_scan import MalformedDataset, part10_dataset_offset, scan_dataset
+from .dataset_scan import MalformedDataset, scan_dataset
 from .part10 import file_meta_bytes, write_part10
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class StoreService:
         self._early = early
 
     def store(self, request: StoreRequest, received: Path) -> StoreResult:
-        """Handle the dataset pynetdicom wrote to ``received`` (a Part-10 file of its own)."""
+        """Handle a received dataset: ``received`` holds its bytes as they arrived."""
         try:
             return self._store(request, received)
         except Exception:
@@ -96,11 +96,15 @@ class StoreService:
             if self._early is not None:  # rejected or failed: an upload under way never lands
                 self._early.cancel(received)
 
+    def cancel(self, received: Path) -> None:
+        """A dataset that will never be stored (cut off or refused while it arrived)."""
+        if self._early is not None:
+            self._early.cancel(received)
+
     def _store(self, request: StoreRequest, received: Path) -> StoreResult:
         with open(received, "rb") as source:
             try:
-                offset = part10_dataset_offset(source)
-                source.seek(offset)
+                offset = 0
                 summary = scan_dataset(source, request.transfer_syntax_uid)
             except MalformedDataset as exc:
                 return StoreResult(Status.CANNOT_UNDERSTAND, f"Cannot parse dataset: {exc}")

@@ -151,6 +151,10 @@ def test_parse_list() -> None:
         pytest.param({"dimse_port": -1}, id="port-negative"),
         pytest.param({"max_associations": 0}, id="max-associations-0"),
         pytest.param({"max_pdu": 100}, id="max-pdu-small"),
+        pytest.param({"max_pdu": 0}, id="max-pdu-unlimited"),
+        pytest.param({"max_pdu": (4 << 20) + 1}, id="max-pdu-large"),
+        pytest.param({"max_connections_per_host": 0}, id="no-connections-per-host"),
+        pytest.param({"max_instance_bytes": -1}, id="negative-instance-bytes"),
         pytest.param({"acse_timeout": 0}, id="acse-timeout-0"),
         pytest.param({"shutdown_grace": -1.0}, id="grace-negative"),
         pytest.param({"extra_sop_classes": ("1.2.3", "1..2")}, id="extra-sop-class-invalid"),
@@ -176,7 +180,7 @@ def test_receiver_config_accepts_limits() -> None:
         dimse_aet="A" * 16,
         dimse_port=65535,
         max_associations=1,
-        max_pdu=0,
+        max_pdu=4 << 20,
         extra_sop_classes=("1.2.840.10008.5.1.4.1.1.2", "1.3.6.1.4.1.99.1"),
     )
     assert config.dimse_aet == "A" * 16

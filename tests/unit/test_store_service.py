@@ -10,7 +10,6 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicom_ingest.message import decode
 from dicom_ingest.objectstore import ObjectMissing, SpoolObjectStore
-from receiver.part10 import file_meta_bytes
 from receiver.store import Status, StoreRequest, StoreService
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -37,9 +36,9 @@ def dataset(sop: str = SOP, pixels: bytes = b"\x01\x02") -> bytes:
 
 
 def received(tmp_path: Path, data: bytes) -> Path:
-    """A file as pynetdicom's chunked receive writes it: its own meta, then the raw dataset."""
-    path = tmp_path / "received.dcm"
-    path.write_bytes(file_meta_bytes(CT, SOP, ExplicitVRLittleEndian, "") + data)
+    """A file as the front door writes it: the dataset's bytes as they arrived."""
+    path = tmp_path / "received.dataset"
+    path.write_bytes(data)
     return path
 
 
@@ -133,8 +132,7 @@ def test_dataset_starting_with_group_0002_keeps_those_bytes(
             (0x0020000E, SERIES.encode()),
         )
     )
-    path = tmp_path / "received.dcm"
-    path.write_bytes(file_meta_bytes(CT, SOP, ImplicitVRLittleEndian, "") + data)
+    path = received(tmp_path, data)
     publisher = Publisher()
     req = StoreRequest(CT, SOP, ImplicitVRLittleEndian, "PACS", "IMPORTADAPTER")
     result = StoreService(store, publisher).store(req, path)

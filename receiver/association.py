@@ -1,0 +1,456 @@
+"""One connection, from accept to close: negotiate, receive C-STORE and C-ECHO, answer, end.
+
+The front door's contract (DESIGN.md, "The front door") is kept here:
+
+- every read runs against a timer (``PduReader``): the A-ASSOCIATE-RQ within the ACSE
+  timeout of the accept, every PDU once begun within the ACSE timeout, the next PDU within
+  the network (idle) or DIMSE (mid-message) timeout;
+- a dataset streams to its staging file one PDV at a time, never held in memory;
+- a request that is malformed or unsupported gets a failure status on its own Message ID
+  and the association goes on; only a stream that can no longer be framed is aborted;
+- whatever ends the association, it leaves one log line and no staging file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from dicom_ingest.message import is_valid_uid
+
+from . import dimse, pdu
+from .acse_codec import (
+    APPLICATION_CONTEXT,
+    AssociateDecodeError,
+    AssociateRequest,
+    decode_associate_rq,
+    encode_associate_ac,
+)
+from .config import HEALTH_CHECK_AE, ReceiverConfig
+from .negotiation import VERIFICATION, AcceptedContext, negotiate
+from .part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from .store import Status, StoreRequest, StoreService
+
+log = logging.getLogger(__name__)
+
+# A-ASSOCIATE-RJ (result, source, reason), PS3.8 §9.3.4.
+REJECT_CALLED_AE = (0x01, 0x01, 0x07)
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)
+REJECT_APPLICATION_CONTEXT = (0x01, 0x01, 0x02)
+REJECT_PROTOCOL_VERSION = (0x01, 0x02, 0x02)
+REJECT_BUSY = (0x02, 0x03, 0x02)  # transient, local limit exceeded
+
+UNRECOGNIZED_OPERATION = 0x0211
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+
+
+class ProtocolViolation(pdu.FramingError):
+    """PDUs that frame correctly but break the DIMSE message sequence."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, abort_reason=0x05)  # unexpected PDU parameter
+
+
+class AssociationEnded(Exception):
+    """The association is over (release or abort); the outcome is set."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """A C-STORE dataset being received into a staging file (for early uploads)."""
+
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    calling_ae: str
+
+
+@dataclass
+class AssociationStats:
+    peer: str
+    calling_ae: str = ""
+    called_ae: str = ""
+    started: float = field(default_factory=time.monotonic)
+    instances: int = 0
+    failed: int = 0
+    bytes: int = 0
+    rejected_contexts: list[str] = field(default_factory=list)
+    outcome: str = "closed"
+    reason: str = ""
+
+
+class SlotGate(Protocol):
+    """What the association needs from its server: a slot, and whether it is stopping."""
+
+    def acquire(self, address: str) -> bool: ...
+
+    def stopping(self) -> bool: ...
+
+
+@dataclass
+class _Message:
+    """A DIMSE request being received: its command, and where its dataset goes."""
+
+    context_id: int
+    command: dimse.Command
+    refusal: tuple[int, str] | None = None  # answer this instead of storing
+    sink: BinaryIO | None = None
+    path: Path | None = None
+    received: int = 0
+
+
+class Association:
+    """Serves one accepted connection; ``run`` returns when it is closed."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: tuple[str, int],
+        config: ReceiverConfig,
+        service: StoreService,
+        staging: Path,
+        gate: SlotGate,
+        is_storage: Callable[[str], bool],
+    ) -> None:
+        self._sock = sock
+        self._config = config
+        self._service = service
+        self._staging = staging
+        self._gate = gate
+        self._is_storage = is_storage
+        self._reader = pdu.PduReader(sock, config.max_pdu)
+        self.stats = AssociationStats(peer=f"{peer[0]}:{peer[1]}")
+        self.address = peer[0]
+        self.established = False
+        self.holds_slot = False
+        self.transfer: Transfer | None = None
+        self._accepted: dict[int, AcceptedContext] = {}
+        self._peer_max_pdu = 0
+        self._command = bytearray()
+        self._command_context = 0
+        self._message: _Message | None = None
+        self._closing = threading.Event()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def run(self, accepted_at: float) -> None:
+        try:
+            self._negotiate(accepted_at)
+            while True:
+                self._next_pdu()
+        except AssociationEnded:
+            pass
+        except pdu.FramingError as exc:
+            self._abort(exc.abort_reason, "aborted", str(exc))
+        except pdu.PeerTimeout as exc:
+            self._abort(pdu.REASON_NOT_SPECIFIED, "timed out", f"waited too long for {exc}")
+        except pdu.PeerClosed as exc:
+            self._end("aborted at shutdown" if self._closing.is_set() else "closed", str(exc))
+        except Exception as exc:  # a fault of ours: the association must still end cleanly
+            log.exception("association failed", extra={"peer": self.stats.peer})
+            self._abort(
+                pdu.REASON_NOT_SPECIFIED, "aborted", f"internal error: {type(exc).__name__}"
+            )
+        finally:
+            self._discard_message()
+            with contextlib.suppress(OSError):
+                self._sock.close()
+
+    def close(self) -> None:
+        """Cut the connection from another thread (shutdown after the grace period)."""
+        self._closing.set()
+        with contextlib.suppress(OSError):
+            self._sock.sendall(pdu.abort())
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _end(self, outcome: str, reason: str = "") -> None:
+        self.stats.outcome = outcome
+        self.stats.reason = reason
+
+    def _abort(self, reason_code: int, outcome: str, reason: str) -> None:
+        self._end(outcome, reason)
+        with contextlib.suppress(OSError):
+            self._send(pdu.abort(pdu.ABORT_SOURCE_PROVIDER, reason_code))
+
+    def _send(self, data: bytes) -> None:
+        self._sock.settimeout(self._config.network_timeout)
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            raise pdu.PeerClosed(f"send failed: {exc.strerror or exc}") from exc
+
+    # -- association establishment ------------------------------------------------------------
+
+    def _negotiate(self, accepted_at: float) -> None:
+        deadline = accepted_at + self._config.acse_timeout
+        pdu_type, body = self._reader.read(deadline, self._config.acse_timeout, first_pdu=True)
+        if pdu_type != pdu.ASSOCIATE_RQ:
+            raise pdu.FramingError(
+                f"{pdu.PDU_NAMES[pdu_type]} before A-ASSOCIATE-RQ", pdu.REASON_UNEXPECTED_PDU
+            )
+        try:
+            request = decode_associate_rq(bytes(body))
+        except AssociateDecodeError as exc:
+            raise pdu.FramingError(f"undecodable A-ASSOCIATE-RQ: {exc}") from exc
+        self.stats.calling_ae, self.stats.called_ae = request.calling_ae, request.called_ae
+        refusal = self._refusal(request)
+        if refusal is not None:
+            (result, source, reason), why = refusal
+            self._send(pdu.reject(result, source, reason))
+            self._end("rejected", why)
+            raise AssociationEnded
+        negotiated = negotiate(request, self._is_storage)
+        self._accepted = negotiated.accepted
+        self.stats.rejected_contexts = negotiated.rejected
+        self._peer_max_pdu = request.max_pdu
+        self._send(
+            encode_associate_ac(
+                request,
+                negotiated.results,
+                self._config.max_pdu,
+                IMPLEMENTATION_CLASS_UID,
+                IMPLEMENTATION_VERSION_NAME,
+            )
+        )
+        self.established = True
+
+    def _refusal(self, request: AssociateRequest) -> tuple[tuple[int, int, int], str] | None:
+        if not request.protocol_version & 1:
+            return REJECT_PROTOCOL_VERSION, "protocol version not supported"
+        if request.application_context != APPLICATION_CONTEXT:
+            return REJECT_APPLICATION_CONTEXT, "application context not supported"
+        if request.called_ae != self._config.dimse_aet:
+            return REJECT_CALLED_AE, "called AE title not recognised"
+        if not self._config.allows(request.calling_ae, self.address):
+            return REJECT_CALLING_AE, "calling AE title not allowed"
+        if self._gate.stopping():
+            return REJECT_BUSY, "the receiver is stopping"
+        if not self._gate.acquire(self.address):
+            return REJECT_BUSY, "association limit reached"
+        self.holds_slot = True
+        return None
+
+    # -- data transfer ------------------------------------------------------------------------
+
+    def _next_pdu(self) -> None:
+        config = self._config
+        idle = config.dimse_timeout if self._message is not None else config.network_timeout
+        pdu_type, body = self._reader.read(time.monotonic() + idle, config.acse_timeout)
+        if pdu_type == pdu.P_DATA_TF:
+            for pdv in pdu.pdvs(body):
+                self._pdv(pdv)
+        elif pdu_type == pdu.RELEASE_RQ:
+            if self._message is not None:
+                self._end("released", "a request was cut short by the release")
+            else:
+                self._end("released")
+            self._discard_message()
+            self._send(pdu.RELEASE_RESPONSE)
+            raise AssociationEnded
+        elif pdu_type == pdu.ABORT:
+            self._end("aborted by peer")
+            raise AssociationEnded
+        else:
+            raise pdu.FramingError(
+                f"unexpected {pdu.PDU_NAMES[pdu_type]}", pdu.REASON_UNEXPECTED_PDU
+            )
+
+    def _pdv(self, pdv: pdu.Pdv) -> None:
+        if pdv.context_id not in self._accepted:
+            raise pdu.FramingError(
+                f"P-DATA on presentation context {pdv.context_id}, which was not accepted"
+            )
+        message = self._message
+        if pdv.command:
+            if message is not None:
+                raise ProtocolViolation("a command began before the last request's data set")
+            if self._command and pdv.context_id != self._command_context:
+                raise ProtocolViolation("a command changed presentation context mid-way")
+            self._command_context = pdv.context_id
+            self._command += pdv.data
+            if len(self._command) > dimse.MAX_COMMAND_BYTES:
+                raise ProtocolViolation("a command set exceeds 64 KiB")
+            if pdv.last:
+                self._begin_message()
+            return
+        if message is None or not message.command.has_dataset:
+            raise ProtocolViolation("a data set arrived without its command")
+        if pdv.context_id != message.context_id:
+            raise ProtocolViolation("a data set changed presentation context mid-way")
+        message.received += len(pdv.data)
+        limit = self._config.max_instance_bytes
+        if message.sink is not None:
+            if limit and message.received > limit:
+                self._discard_message(keep_command=True)
+                message.refusal = (Status.CANNOT_UNDERSTAND, f"Instance exceeds {limit} bytes")
+            else:
+                message.sink.write(pdv.data)
+        if pdv.last:
+            self._complete(message)
+
+    def _begin_message(self) -> None:
+        data, self._command = bytes(self._command), bytearray()
+        try:
+            command = dimse.parse_command(data)
+        except dimse.CommandError as exc:
+            # Whether a data set follows is unknown: the stream can no longer be followed.
+            raise ProtocolViolation(f"unreadable command set: {exc}") from exc
+        message = _Message(self._command_context, command)
+        if command.command_field == dimse.C_STORE_RQ:
+            message.refusal = self._store_refusal(command)
+            if message.refusal is None:
+                self._open_sink(message)
+        elif command.command_field != dimse.C_ECHO_RQ:
+            message.refusal = (UNRECOGNIZED_OPERATION, "Operation not supported here")
+        if command.has_dataset:
+            self._message = message
+        else:
+            self._complete(message)
+
+    def _store_refusal(self, command: dimse.Command) -> tuple[int, str] | None:
+        context = self._accepted[self._command_context]
+        if not command.has_dataset:
+            return Status.CANNOT_UNDERSTAND, "C-STORE request without a data set"
+        if command.message_id is None:
+            return Status.CANNOT_UNDERSTAND, "C-STORE request lacks a Message ID"
+        if not is_valid_uid(command.sop_instance_uid):
+            return Status.DATASET_MISMATCH, "Request lacks a valid Affected SOP Instance UID"
+        sop_class = command.sop_class_uid
+        if context.abstract_syntax == VERIFICATION or not self._is_storage(sop_class):
+            return SOP_CLASS_NOT_SUPPORTED, "SOP class not supported for storage"
+        if sop_class != context.abstract_syntax:
+            return SOP_CLASS_NOT_SUPPORTED, "SOP class differs from its presentation context"
+        return None
+
+    def _open_sink(self, message: _Message) -> None:
+        path = self._staging / f"{uuid.uuid4().hex}.dataset"
+        message.sink = open(path, "wb")  # noqa: SIM115 - closed in _complete or _discard
+        message.path = path
+        self.transfer = Transfer(
+            path,
+            message.command.sop_class_uid,
+            message.command.sop_instance_uid,
+            self._accepted[message.context_id].transfer_syntax,
+            self.stats.calling_ae,
+        )
+
+    def _complete(self, message: _Message) -> None:
+        self._message = None
+        command = message.command
+        status, comment = message.refusal or (Status.SUCCESS, "")
+        if message.sink is not None and message.path is not None:
+            try:
+                message.sink.close()
+                status, comment = self._store(message, message.path)
+            finally:
+                self.transfer = None
+                message.path.unlink(missing_ok=True)
+        elif command.command_field == dimse.C_STORE_RQ:
+            self.stats.failed += 1
+            log.warning(
+                "instance refused",
+                extra={
+                    "sop_instance_uid": command.sop_instance_uid,
+                    "sop_class_uid": command.sop_class_uid,
+                    "status": f"0x{int(status):04X}",
+                    "reason": comment,
+                    "calling_ae": self.stats.calling_ae,
+                },
+            )
+        if command.command_field == dimse.C_CANCEL_RQ or command.command_field & dimse.RESPONSE_BIT:
+            return  # nothing answers a cancel (or a response sent to us)
+        response = dimse.response(command, int(status), comment)
+        self._send(pdu.p_data(message.context_id, response, self._peer_max_pdu))
+
+    def _store(self, message: _Message, path: Path) -> tuple[int, str]:
+        command = message.command
+        request = StoreRequest(
+            sop_class_uid=command.sop_class_uid,
+            sop_instance_uid=command.sop_instance_uid,
+            transfer_syntax_uid=self._accepted[message.context_id].transfer_syntax,
+            calling_ae=self.stats.calling_ae,
+            called_ae=self.stats.called_ae,
+        )
+        result = self._service.store(request, path)
+        if result.ok:
+            self.stats.instances += 1
+            self.stats.bytes += result.size
+            log.debug(
+                "stored instance",
+                extra={
+                    "sop_instance_uid": request.sop_instance_uid,
+                    "message_id": result.message_id,
+                },
+            )
+        else:
+            self.stats.failed += 1
+            log.warning(
+                "instance refused",
+                extra={
+                    "sop_instance_uid": request.sop_instance_uid,
+                    "sop_class_uid": request.sop_class_uid,
+                    "status": f"0x{int(result.status):04X}",
+                    "reason": result.comment,
+                    "calling_ae": request.calling_ae,
+                },
+            )
+        return result.status, result.comment
+
+    def _discard_message(self, keep_command: bool = False) -> None:
+        """Close and remove a dataset being received; forget the request unless kept."""
+        message = self._message
+        if message is not None and message.sink is not None:
+            with contextlib.suppress(OSError):
+                message.sink.close()
+            if message.path is not None:
+                self._service.cancel(message.path)
+                with contextlib.suppress(OSError):
+                    os.unlink(message.path)
+            message.sink = message.path = None
+            self.transfer = None
+        if not keep_command:
+            self._message = None
+
+    # -- the closing line ---------------------------------------------------------------------
+
+    def log_line(self) -> None:
+        stats = self.stats
+        outcome = stats.outcome
+        quiet = outcome == "released" and not stats.failed and not stats.reason
+        level = logging.INFO if quiet else logging.WARNING
+        if stats.calling_ae == HEALTH_CHECK_AE and outcome == "released":
+            level = logging.DEBUG  # the readiness probe, every few seconds
+        extra: dict[str, object] = {
+            "peer": stats.peer,
+            "calling_ae": stats.calling_ae,
+            "called_ae": stats.called_ae,
+            "instances": stats.instances,
+            "failed": stats.failed,
+            "bytes": stats.bytes,
+            "outcome": outcome,
+            "seconds": round(time.monotonic() - stats.started, 3),
+        }
+        if stats.reason:
+            extra["reason"] = stats.reason
+        if stats.rejected_contexts:
+            extra["rejected_contexts"] = ",".join(stats.rejected_contexts)
+        log.log(
+            level,
+            "association %s: %d stored, %d failed, %d bytes",
+            outcome,
+            stats.instances,
+            stats.failed,
+            stats.bytes,
+            extra=extra,
+        )
