@@ -1,9 +1,11 @@
 """A streaming structural check of an encoded dataset, without decoding values.
 
 The scan walks element headers, steps over values (pixel data included) and descends into
-sequences and encapsulated pixel data, so it reads any size in bounded memory. It proves
-the dataset is complete (no truncated element) and returns the few UIDs the pipeline needs.
-It never keeps any other value, so no patient data leaves this module.
+sequences (defined and undefined length alike) and encapsulated pixel data, so it reads any
+size in bounded memory. It proves the dataset is complete (no truncated element, every item's
+contents end exactly at its length), enforces the content limits of ``ScanLimits`` and returns
+the few UIDs the pipeline needs. It never keeps any other value, so no patient data leaves
+this module.
 """
 
 from __future__ import annotations
@@ -14,7 +16,28 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from pydicom._dicom_dict import DicomDictionary
 from pydicom.uid import UID
+
+from .scan_limits import (
+    RATIO_AFTER,
+    LimitExceeded,
+    MalformedDataset,
+    ScanLimits,
+    check_instance_bytes,
+    size_text,
+)
+
+__all__ = [
+    "DatasetSummary",
+    "LimitExceeded",
+    "MalformedDataset",
+    "ScanLimits",
+    "check_instance_bytes",
+    "part10_dataset_offset",
+    "scan_dataset",
+    "scan_header",
+]
 
 _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 _VALID_VRS = _LONG_VRS | frozenset(
@@ -25,8 +48,13 @@ _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQ_END = 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
-_MAX_DEPTH = 32
 _STEP = 1 << 20
+# Ends of a nested dataset besides a byte offset: the end of the input, or an item delimiter.
+_TO_EOF = -1
+_TO_DELIMITER = -2
+_ITEM_LE = b"\xfe\xff\x00\xe0"
+# Tags the standard defines as sequences; others it defines are never read as one.
+_SQ_TAGS = frozenset(tag for tag, entry in DicomDictionary.items() if entry[0] == "SQ")
 # JPIP Referenced Deflate and JPIP HTJ2K Referenced Deflate: deflated datasets that pydicom's
 # UID.is_deflated does not flag.
 _DEFLATED_JPIP = frozenset({"1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"})
@@ -37,10 +65,6 @@ WANTED = {
     0x0020000D: "study_instance_uid",
     0x0020000E: "series_instance_uid",
 }
-
-
-class MalformedDataset(ValueError):
-    """The bytes are not a complete, well-formed DICOM dataset."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,19 +86,21 @@ class _Source:
     multi-frame image) costs time linear in its size and memory of a few MiB.
     """
 
-    def __init__(self, fp: BinaryIO, deflated: bool) -> None:
+    def __init__(self, fp: BinaryIO, deflated: bool, limits: ScanLimits) -> None:
         self._fp = fp
         self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflated else None
+        self._limits = limits
         self._buffer = bytearray()
         self._pos = 0
         self._eof = False
         self._raw = 0
+        self._inflated = 0
         self.consumed = 0
-        if self._inflater is None:
-            start = fp.tell()
-            fp.seek(0, io.SEEK_END)
-            self._remaining = fp.tell() - start
-            fp.seek(start)
+        start = fp.tell()
+        fp.seek(0, io.SEEK_END)
+        self._remaining = fp.tell() - start
+        fp.seek(start)
+        check_instance_bytes(self._remaining, limits)
 
     def _available(self) -> int:
         return len(self._buffer) - self._pos
@@ -93,16 +119,31 @@ class _Source:
             if not data:
                 data = self._fp.read(_STEP)
                 if not data:
-                    self._buffer += inflater.flush()
+                    self._inflate(inflater.flush())
                     self._eof = True
                     if self._raw and not inflater.eof:
                         raise MalformedDataset("deflated dataset is truncated")
                     break
                 self._raw += len(data)
             try:
-                self._buffer += inflater.decompress(data, _STEP)
+                output = inflater.decompress(data, _STEP)
             except zlib.error as exc:
                 raise MalformedDataset(f"deflated dataset is corrupt: {exc}") from exc
+            self._inflate(output)
+
+    def _inflate(self, output: bytes) -> None:
+        """Take inflated output, refusing it beyond the inflate limits."""
+        self._buffer += output
+        self._inflated += len(output)
+        limits = self._limits
+        if limits.max_inflated_bytes and self._inflated > limits.max_inflated_bytes:
+            size = size_text(limits.max_inflated_bytes)
+            raise LimitExceeded(f"deflated dataset inflates beyond {size}")
+        if limits.max_inflate_ratio and self._inflated > RATIO_AFTER:
+            assert self._inflater is not None
+            deflated = self._raw - len(self._inflater.unconsumed_tail)
+            if self._inflated > limits.max_inflate_ratio * deflated:
+                raise LimitExceeded(f"deflate ratio above {limits.max_inflate_ratio}:1")
 
     @property
     def file_bytes(self) -> int:
@@ -125,6 +166,15 @@ class _Source:
         self._pos += n
         self.consumed += n
         return view
+
+    def peek(self, n: int) -> bytes:
+        """Up to n of the next bytes, without consuming them."""
+        if self._inflater is not None:
+            self._fill(n)
+            return bytes(self._buffer[self._pos : self._pos + n])
+        data = self._fp.read(min(n, self._remaining))
+        self._fp.seek(-len(data), io.SEEK_CUR)
+        return data
 
     def read(self, n: int) -> bytes:
         if self._inflater is not None:
@@ -154,10 +204,11 @@ class _Source:
 
 
 class _Walker:
-    def __init__(self, source: _Source, explicit: bool, little: bool) -> None:
+    def __init__(self, source: _Source, explicit: bool, little: bool, limits: ScanLimits) -> None:
         self.src = source
         self.explicit = explicit
         self.endian = "<" if little else ">"
+        self.max_depth = limits.max_depth
         self.found: dict[str, str] = {}
         self.stop_when_found = False
 
@@ -190,43 +241,77 @@ class _Walker:
             (length,) = struct.unpack(endian + "H", raw[6:])
         return tag, vr, length
 
-    def dataset(self, depth: int, explicit: bool, endian: str, until_item_end: bool) -> None:
-        if depth > _MAX_DEPTH:
-            raise MalformedDataset("sequences are nested too deeply")
+    def dataset(self, depth: int, explicit: bool, endian: str, end: int) -> None:
+        """Walk elements until ``end``: a byte offset, ``_TO_EOF`` or ``_TO_DELIMITER``."""
+        src = self.src
         while True:
-            if not until_item_end and depth == 0 and self.src.at_end():
+            if end == _TO_EOF:
+                if src.at_end():
+                    return
+            elif end >= 0 and src.consumed >= end:
+                if src.consumed != end:
+                    raise MalformedDataset("item length disagrees with its contents")
                 return
             tag, vr, length = self.header(explicit, endian)
             if tag == _ITEM_END:
-                if not until_item_end:
+                if end != _TO_DELIMITER:
                     raise MalformedDataset("unexpected item delimiter")
                 return
             if tag in (_ITEM, _SEQ_END):
                 raise MalformedDataset("unexpected item tag in a dataset")
             if length == _UNDEFINED:
                 self.undefined(tag, vr, depth, explicit, endian)
-            elif depth == 0 and tag in WANTED:
+                continue
+            if end >= 0 and length > end - src.consumed:
+                raise MalformedDataset("item length disagrees with its contents")
+            if depth == 0 and tag in WANTED:
                 if length > 128:
                     raise MalformedDataset("a UID element is too long")
-                value = self.src.read(length).decode("ascii", "replace")
+                value = src.read(length).decode("ascii", "replace")
                 self.found[WANTED[tag]] = value.rstrip("\x00 ").strip()
                 if self.stop_when_found and len(self.found) == len(WANTED):
                     raise _Found
             elif vr == b"SQ":
                 self.defined_sequence(length, depth, explicit, endian)
+            elif vr in (b"UN", None) and self.holds_items(tag, length):
+                # Implicit VR, or a UN: a sequence is told by the dictionary or by its first item
+                # tag; either way it is implicit VR little endian (PS3.5 6.2.2).
+                self.defined_sequence(length, depth, False, "<")
             else:
-                self.src.skip(length)
+                src.skip(length)
+
+    def holds_items(self, tag: int, length: int) -> bool:
+        """Whether an element of unknown VR is a sequence (checked with its first bytes)."""
+        if length < 8:
+            return False
+        if tag in _SQ_TAGS:
+            return True
+        if tag in DicomDictionary:  # the standard says what it is, and it is not a sequence
+            return False
+        return self.src.peek(4) == _ITEM_LE
+
+    def enter_sequence(self, depth: int) -> None:
+        if depth >= self.max_depth:
+            raise LimitExceeded(f"sequences nested deeper than {self.max_depth} levels")
+
+    def item(self, length: int, depth: int, explicit: bool, endian: str, limit: int) -> None:
+        """Walk one item of a sequence whose own contents end at ``limit`` (or -1: unknown)."""
+        src = self.src
+        if length == _UNDEFINED:
+            self.dataset(depth + 1, explicit, endian, _TO_DELIMITER)
+            return
+        if limit >= 0 and length > limit - src.consumed:
+            raise MalformedDataset("item longer than its sequence")
+        self.dataset(depth + 1, explicit, endian, src.consumed + length)
 
     def defined_sequence(self, length: int, depth: int, explicit: bool, endian: str) -> None:
+        self.enter_sequence(depth)
         end = self.src.consumed + length
         while self.src.consumed < end:
             tag, _, item_length = self.header(False, endian)
             if tag != _ITEM:
                 raise MalformedDataset("sequence holds something other than items")
-            if item_length == _UNDEFINED:
-                self.dataset(depth + 1, explicit, endian, until_item_end=True)
-            else:
-                self.src.skip(item_length)
+            self.item(item_length, depth, explicit, endian, end)
         if self.src.consumed != end:
             raise MalformedDataset("sequence length disagrees with its items")
 
@@ -244,6 +329,7 @@ class _Walker:
                 self.src.skip(length)
         if vr not in (b"SQ", b"UN", None):
             raise MalformedDataset("undefined length on an element that cannot have one")
+        self.enter_sequence(depth)
         # A UN of undefined length holds an implicit VR little endian sequence (PS3.5 6.2.2).
         inner_explicit, inner_endian = (False, "<") if vr == b"UN" else (explicit, endian)
         while True:
@@ -252,10 +338,7 @@ class _Walker:
                 return
             if item_tag != _ITEM:
                 raise MalformedDataset("sequence holds something other than items")
-            if length == _UNDEFINED:
-                self.dataset(depth + 1, inner_explicit, inner_endian, until_item_end=True)
-            else:
-                self.src.skip(length)
+            self.item(length, depth, inner_explicit, inner_endian, -1)
 
 
 def _encoding(transfer_syntax: str) -> tuple[bool, bool, bool]:
@@ -268,15 +351,22 @@ def _encoding(transfer_syntax: str) -> tuple[bool, bool, bool]:
     return deflated, explicit, little
 
 
-def scan_dataset(fp: BinaryIO, transfer_syntax: str) -> DatasetSummary:
-    """Walk the dataset that starts at fp's position, encoded in transfer_syntax."""
+def scan_dataset(
+    fp: BinaryIO, transfer_syntax: str, limits: ScanLimits | None = None
+) -> DatasetSummary:
+    """Walk the dataset that starts at fp's position, encoded in transfer_syntax.
+
+    Raises MalformedDataset if it is incomplete or malformed, LimitExceeded (a kind of it) if
+    it is beyond ``limits`` (``ScanLimits()`` when not given).
+    """
     deflated, explicit, little = _encoding(transfer_syntax)
-    source = _Source(fp, deflated)
+    limits = limits or ScanLimits()
+    source = _Source(fp, deflated, limits)
     if source.at_end():
         raise MalformedDataset("dataset is empty")
-    walker = _Walker(source, explicit, little)
+    walker = _Walker(source, explicit, little, limits)
     try:
-        walker.dataset(0, explicit, walker.endian, until_item_end=False)
+        walker.dataset(0, explicit, walker.endian, _TO_EOF)
     except struct.error as exc:  # pragma: no cover - reads are exact, kept as a guard
         raise MalformedDataset(f"dataset is malformed: {exc}") from exc
     return walker.summary(source.file_bytes)
@@ -286,17 +376,20 @@ class _Found(Exception):
     """Every wanted UID has been read; the rest of the dataset is not needed."""
 
 
-def scan_header(fp: BinaryIO, transfer_syntax: str) -> DatasetSummary | None:
+def scan_header(
+    fp: BinaryIO, transfer_syntax: str, limits: ScanLimits | None = None
+) -> DatasetSummary | None:
     """The UIDs from the start of a dataset that may still be arriving; None if not all there.
 
     Reads only as far as the last wanted UID (they precede the pixel data), so a prefix of a
     large instance is enough. A prefix that ends earlier, or that is malformed, gives None.
     """
     deflated, explicit, little = _encoding(transfer_syntax)
-    walker = _Walker(_Source(fp, deflated), explicit, little)
-    walker.stop_when_found = True
+    limits = limits or ScanLimits()
     try:
-        walker.dataset(0, explicit, walker.endian, until_item_end=False)
+        walker = _Walker(_Source(fp, deflated, limits), explicit, little, limits)
+        walker.stop_when_found = True
+        walker.dataset(0, explicit, walker.endian, _TO_EOF)
     except _Found:
         return walker.summary(0)
     except (MalformedDataset, struct.error, zlib.error):

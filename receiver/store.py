@@ -18,10 +18,16 @@ from dicom_ingest.message import InstanceMessage, MessageError, encode, is_valid
 from dicom_ingest.objectstore import ObjectStore, ObjectStoreError, StoredObject
 from dicom_ingest.queue import Publisher
 
-from .dataset_scan import MalformedDataset, scan_dataset
+from .dataset_scan import (
+    LimitExceeded,
+    MalformedDataset,
+    ScanLimits,
+    scan_dataset,
+)
 from .part10 import file_meta_bytes, write_part10
 
 log = logging.getLogger(__name__)
+_COMMENT_MAX = 64  # Error Comment (0000,0902) is an LO: at most 64 characters
 
 
 class Status(IntEnum):
@@ -31,7 +37,7 @@ class Status(IntEnum):
     STORAGE_UNAVAILABLE = 0xA700  # Refused: out of resources (object store write failed)
     QUEUE_UNAVAILABLE = 0xA701  # Refused: out of resources (queue did not accept)
     DATASET_MISMATCH = 0xA900  # Error: data set does not match SOP class / request
-    CANNOT_UNDERSTAND = 0xC000  # Error: cannot understand (not DICOM, truncated)
+    CANNOT_UNDERSTAND = 0xC000  # Error: cannot understand (not DICOM, truncated, over a limit)
     PROCESSING_FAILURE = 0x0110  # an unexpected fault; the PACS may retry
 
 
@@ -76,11 +82,16 @@ class StoreService:
     """Turns a received dataset file into a stored object and a committed message."""
 
     def __init__(
-        self, objects: ObjectStore, publisher: Publisher, early: EarlyFinisher | None = None
+        self,
+        objects: ObjectStore,
+        publisher: Publisher,
+        early: EarlyFinisher | None = None,
+        limits: ScanLimits | None = None,
     ) -> None:
         self._objects = objects
         self._publisher = publisher
         self._early = early
+        self._limits = limits or ScanLimits()
 
     def store(self, request: StoreRequest, received: Path) -> StoreResult:
         """Handle a received dataset: ``received`` holds its bytes as they arrived."""
@@ -105,7 +116,11 @@ class StoreService:
         with open(received, "rb") as source:
             try:
                 offset = 0
-                summary = scan_dataset(source, request.transfer_syntax_uid)
+                summary = scan_dataset(source, request.transfer_syntax_uid, self._limits)
+            except LimitExceeded as exc:
+                # A dataset beyond a content limit would poison the DICOM store: refused for
+                # good (not a resource shortage the PACS should retry), with the limit named.
+                return StoreResult(Status.CANNOT_UNDERSTAND, f"Refused: {exc}"[:_COMMENT_MAX])
             except MalformedDataset as exc:
                 return StoreResult(Status.CANNOT_UNDERSTAND, f"Cannot parse dataset: {exc}")
             problem = _mismatch(request, summary.sop_class_uid, summary.sop_instance_uid)

@@ -195,7 +195,31 @@ BAD_INPUTS = {
     "missing-study-uid": (lambda sop: _minimal(sop, None, generate_uid()), 0xA900),
     "missing-series-uid": (lambda sop: _minimal(sop, generate_uid(), None), 0xA900),
     "invalid-study-uid": (lambda sop: _minimal(sop, "1.2.abc", generate_uid()), 0xA900),
+    "nested-60-defined": (
+        lambda sop: _minimal(sop, generate_uid(), generate_uid()) + _nested(60, defined=True),
+        0xC000,
+    ),
+    "nested-60-undefined": (
+        lambda sop: _minimal(sop, generate_uid(), generate_uid()) + _nested(60, defined=False),
+        0xC000,
+    ),
 }
+
+
+def _nested(levels: int, *, defined: bool) -> bytes:
+    """Referenced Series Sequences, each in the only item of the one above."""
+    content = _element(0x00081150, b"UI", _uid(CTImageStorage))
+    for _ in range(levels):
+        if defined:
+            item = struct.pack("<HHL", 0xFFFE, 0xE000, len(content)) + content
+            head = struct.pack("<HH2sHL", 0x0008, 0x1115, b"SQ", 0, len(item))
+            content = head + item
+        else:
+            item = struct.pack("<HHL", 0xFFFE, 0xE000, 0xFFFFFFFF) + content
+            item += struct.pack("<HHL", 0xFFFE, 0xE00D, 0)
+            head = struct.pack("<HH2sHL", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF)
+            content = head + item + struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+    return content
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
@@ -208,6 +232,8 @@ def test_bad_input_gets_failure_status_and_stores_nothing(
     assert status.Status == expected
     assert status.ErrorComment  # a reason for the PACS operator
     assert "Synthetic" not in str(status.ErrorComment)
+    if case.startswith("nested"):
+        assert str(status.ErrorComment) == "Refused: sequences nested deeper than 16 levels"
     assert queued(receiver) == 0
     assert stored_objects(receiver) == []
     assert list(receiver.objects.staging_dir().iterdir()) == []

@@ -492,26 +492,6 @@ def test_oversized_uid_element_is_malformed() -> None:
         scan_bytes(data, ExplicitVRLittleEndian)
 
 
-def test_too_deeply_nested_sequences_are_malformed() -> None:
-    item_start = struct.pack("<HHL", 0xFFFE, 0xE000, 0xFFFFFFFF)
-    sequence_start = struct.pack("<HH2sHL", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF)
-    item_end = struct.pack("<HHL", 0xFFFE, 0xE00D, 0)
-    sequence_end = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
-    depth = 40
-    data = (sequence_start + item_start) * depth + (item_end + sequence_end) * depth
-    with pytest.raises(MalformedDataset, match="nested too deeply"):
-        scan_bytes(data, ExplicitVRLittleEndian)
-
-
-def test_moderately_nested_sequences_are_fine() -> None:
-    item_start = struct.pack("<HHL", 0xFFFE, 0xE000, 0xFFFFFFFF)
-    sequence_start = struct.pack("<HH2sHL", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF)
-    item_end = struct.pack("<HHL", 0xFFFE, 0xE00D, 0)
-    sequence_end = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
-    data = (sequence_start + item_start) * 10 + (item_end + sequence_end) * 10
-    assert scan_bytes(data, ExplicitVRLittleEndian).length == len(data)
-
-
 # --- deflate ---------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicom_ingest.message import decode
 from dicom_ingest.objectstore import ObjectMissing, SpoolObjectStore
+from receiver.dataset_scan import ScanLimits
 from receiver.store import Status, StoreRequest, StoreService
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -140,3 +141,51 @@ def test_dataset_starting_with_group_0002_keeps_those_bytes(
     message = decode(publisher.bodies[0])
     with store.open(message.uri, message.generation) as handle:
         assert handle.read().endswith(data)
+
+
+def nested_sequences(levels: int) -> bytes:
+    """Defined-length sequences, each in the only item of the one above."""
+    content = element(0x00081150, b"UI", b"1.2")
+    for _ in range(levels):
+        item = struct.pack("<HHL", 0xFFFE, 0xE000, len(content)) + content
+        content = struct.pack("<HH2sHL", 0x0008, 0x1115, b"SQ", 0, len(item)) + item
+    return content
+
+
+@pytest.mark.parametrize(
+    ("limits", "extra", "comment"),
+    [
+        (None, nested_sequences(17), "Refused: sequences nested deeper than 16 levels"),
+        (ScanLimits(max_depth=2), nested_sequences(3), "Refused: sequences nested deeper"),
+        (ScanLimits(max_instance_bytes=64), b"", "Refused: instance larger than 64 bytes"),
+    ],
+)
+def test_content_over_a_limit_is_refused_and_nothing_is_stored(
+    tmp_path: Path,
+    store: SpoolObjectStore,
+    limits: ScanLimits | None,
+    extra: bytes,
+    comment: str,
+) -> None:
+    publisher = Publisher()
+    service = StoreService(store, publisher, limits=limits)
+    data = dataset(pixels=bytes(64))
+    # Sequences go before the pixel data, in tag order.
+    pixels_at = data.index(struct.pack("<HH", 0x7FE0, 0x0010))
+    data = data[:pixels_at] + extra + data[pixels_at:] if extra else data
+    result = service.store(request(), received(tmp_path, data))
+    assert result.status is Status.CANNOT_UNDERSTAND
+    assert result.comment.startswith(comment)
+    assert len(result.comment) <= 64
+    assert publisher.bodies == []
+    assert [p for p in store.root.rglob("*") if p.is_file()] == []
+
+
+def test_nesting_at_the_limit_is_stored(tmp_path: Path, store: SpoolObjectStore) -> None:
+    data = dataset()
+    pixels_at = data.index(struct.pack("<HH", 0x7FE0, 0x0010))
+    data = data[:pixels_at] + nested_sequences(16) + data[pixels_at:]
+    publisher = Publisher()
+    result = StoreService(store, publisher).store(request(), received(tmp_path, data))
+    assert result.status is Status.SUCCESS, result
+    assert len(publisher.bodies) == 1
