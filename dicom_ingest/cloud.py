@@ -158,7 +158,7 @@ class CloudReceiver:
             spool, self.queue = open_spool(
                 config.spool_dir, config.receiver.dimse_aet, SHIP_MAX_ATTEMPTS
             )
-            store = StoreService(spool, self.queue)
+            store = StoreService(spool, self.queue, limits=config.receiver.scan_limits)
             background, workers = (
                 ShipService(spool, self.cloud, self.publisher),
                 config.ship_workers,
@@ -175,7 +175,10 @@ class CloudReceiver:
                     stall_timeout=config.storage_timeout,
                 )
             store = StoreService(
-                self.cloud, OutboxPublisher(self.publisher, self.queue), self.early
+                self.cloud,
+                OutboxPublisher(self.publisher, self.queue),
+                self.early,
+                limits=config.receiver.scan_limits,
             )
             background, workers = RepublishService(self.publisher), 1
         # Shipping (spool) or re-publishing (outbox) from the local queue, one message at a time.

@@ -83,7 +83,9 @@ class LocalPipeline:
             config.spool_dir, config.receiver.dimse_aet, up.max_attempts
         )
         self.receiver = Receiver(
-            config.receiver, StoreService(self.objects, self.queue), self.objects.staging_dir()
+            config.receiver,
+            StoreService(self.objects, self.queue, limits=config.receiver.scan_limits),
+            self.objects.staging_dir(),
         )
         self.workers = QueueWorkers(
             self.queue,

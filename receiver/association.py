@@ -38,6 +38,7 @@ from .acse_codec import (
 from .config import HEALTH_CHECK_AE, ReceiverConfig
 from .negotiation import VERIFICATION, AcceptedContext, negotiate
 from .part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from .scan_limits import LimitExceeded, check_instance_bytes
 from .store import Status, StoreRequest, StoreService
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class Association:
         self._gate = gate
         self._is_storage = is_storage
         self._reader = pdu.PduReader(sock, config.max_pdu)
+        self._limits = config.scan_limits
         self.stats = AssociationStats(peer=f"{peer[0]}:{peer[1]}")
         self.address = peer[0]
         self.established = False
@@ -289,13 +291,13 @@ class Association:
         if pdv.context_id != message.context_id:
             raise ProtocolViolation("a data set changed presentation context mid-way")
         message.received += len(pdv.data)
-        limit = self._config.max_instance_bytes
         if message.sink is not None:
-            if limit and message.received > limit:
-                self._discard_message(keep_command=True)
-                message.refusal = (Status.CANNOT_UNDERSTAND, f"Instance exceeds {limit} bytes")
-            else:
+            try:
+                check_instance_bytes(message.received, self._limits)
                 message.sink.write(pdv.data)
+            except LimitExceeded as exc:
+                self._discard_message(keep_command=True)
+                message.refusal = (Status.CANNOT_UNDERSTAND, f"Refused: {exc}")
         if pdv.last:
             self._complete(message)
 

@@ -9,6 +9,10 @@ from typing import Any
 from dicom_ingest.flags import ConfigError, Flag, parse_bool, parse_list
 from dicom_ingest.message import is_valid_uid
 
+from .scan_limits import ScanLimits
+
+_SCAN_DEFAULTS = ScanLimits()
+
 FLAGS = (
     Flag("dimse_aet", "AE title this receiver answers to", "IMPORTADAPTER"),
     Flag("dimse_port", "TCP port for DIMSE associations", 2575, int),
@@ -53,6 +57,25 @@ FLAGS = (
         "max_instance_bytes",
         "largest dataset accepted, in bytes (0: no limit); larger ones get 0xC000",
         0,
+        int,
+    ),
+    Flag(
+        "max_nesting_depth",
+        "deepest sequence nesting accepted (defined and undefined length alike); deeper"
+        " datasets get 0xC000",
+        _SCAN_DEFAULTS.max_depth,
+        int,
+    ),
+    Flag(
+        "max_inflated_bytes",
+        "bytes a deflated dataset may inflate to (0: no limit)",
+        _SCAN_DEFAULTS.max_inflated_bytes,
+        int,
+    ),
+    Flag(
+        "max_inflate_ratio",
+        "inflated bytes per deflated byte, judged after 16 MiB (0: no limit)",
+        _SCAN_DEFAULTS.max_inflate_ratio,
         int,
     ),
     Flag("shutdown_grace", "seconds to let associations finish on SIGTERM", 30.0, float),
@@ -116,6 +139,9 @@ class ReceiverConfig:
     extra_sop_classes: tuple[str, ...] = ()
     accept_storage_root: bool = True
     max_instance_bytes: int = 0
+    max_nesting_depth: int = _SCAN_DEFAULTS.max_depth
+    max_inflated_bytes: int = _SCAN_DEFAULTS.max_inflated_bytes
+    max_inflate_ratio: int = _SCAN_DEFAULTS.max_inflate_ratio
     shutdown_grace: float = 30.0
 
     def __post_init__(self) -> None:
@@ -128,14 +154,26 @@ class ReceiverConfig:
             raise ConfigError("--max_connections_per_host must be at least 1")
         if not MIN_PDU <= self.max_pdu <= MAX_PDU:
             raise ConfigError(f"--max_pdu must be between {MIN_PDU} and {MAX_PDU}")
-        if self.max_instance_bytes < 0:
-            raise ConfigError("--max_instance_bytes must be 0 (no limit) or more")
+        try:
+            self.scan_limits  # noqa: B018 - validates the content limits
+        except ValueError as exc:
+            raise ConfigError(f"content limits: {exc}") from exc
         for name in ("acse_timeout", "dimse_timeout", "network_timeout", "shutdown_grace"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name} must be positive")
         for uid in self.extra_sop_classes:
             if not is_valid_uid(uid):
                 raise ConfigError(f"--extra_sop_classes: {uid!r} is not a valid UID")
+
+    @property
+    def scan_limits(self) -> ScanLimits:
+        """The content limits of the dataset check (``--max_nesting_depth`` and others)."""
+        return ScanLimits(
+            max_depth=self.max_nesting_depth,
+            max_inflated_bytes=self.max_inflated_bytes,
+            max_inflate_ratio=self.max_inflate_ratio,
+            max_instance_bytes=self.max_instance_bytes,
+        )
 
     def allows(self, calling_ae: str, address: str) -> bool:
         """True when the calling AE (from that address) may associate."""
@@ -161,5 +199,8 @@ class ReceiverConfig:
             extra_sop_classes=tuple(values["extra_sop_classes"]),
             accept_storage_root=values["accept_storage_root"],
             max_instance_bytes=values["max_instance_bytes"],
+            max_nesting_depth=values["max_nesting_depth"],
+            max_inflated_bytes=values["max_inflated_bytes"],
+            max_inflate_ratio=values["max_inflate_ratio"],
             shutdown_grace=values["shutdown_grace"],
         )
