@@ -202,6 +202,7 @@ class CloudReceiver:
                         config.receiver.dimse_aet,
                         listening=self.receiver.serving,
                         host=_reachable(config.receiver.dimse_bind),
+                        probe=not config.receiver.tls_only,
                         saturated=lambda: (
                             # the check takes a slot itself: leave the last one to a PACS
                             self.receiver.active_associations()

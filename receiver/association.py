@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -54,6 +55,12 @@ UNRECOGNIZED_OPERATION = 0x0211
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 
 
+def _tls_reason(exc: Exception) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc.__class__.__name__)
+    return exc.strerror or type(exc).__name__ if isinstance(exc, OSError) else str(exc)
+
+
 class ProtocolViolation(pdu.FramingError):
     """PDUs that frame correctly but break the DIMSE message sequence."""
 
@@ -86,6 +93,7 @@ class AssociationStats:
     failed: int = 0
     bytes: int = 0
     rejected_contexts: list[str] = field(default_factory=list)
+    transport: str = "tcp"
     outcome: str = "closed"
     reason: str = ""
 
@@ -122,14 +130,16 @@ class Association:
         staging: Path,
         gate: SlotGate,
         is_storage: Callable[[str], bool],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        self._sock = sock
+        self._sock: socket.socket = sock
+        self._tls = tls
         self._config = config
         self._service = service
         self._staging = staging
         self._gate = gate
         self._is_storage = is_storage
-        self._reader = pdu.PduReader(sock, config.max_pdu)
+        self._reader: pdu.PduReader | None = None
         self._limits = config.scan_limits
         self.stats = AssociationStats(peer=f"{peer[0]}:{peer[1]}")
         self.address = peer[0]
@@ -147,6 +157,7 @@ class Association:
 
     def run(self, accepted_at: float) -> None:
         try:
+            self._handshake(accepted_at)
             self._negotiate(accepted_at)
             while True:
                 self._next_pdu()
@@ -171,10 +182,31 @@ class Association:
     def close(self) -> None:
         """Cut the connection from another thread (shutdown after the grace period)."""
         self._closing.set()
-        with contextlib.suppress(OSError):
-            self._sock.sendall(pdu.abort())
+        if self.established and self._tls is None:  # a TLS session is not ours to write to
+            with contextlib.suppress(OSError):
+                self._sock.sendall(pdu.abort())
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _handshake(self, accepted_at: float) -> None:
+        """TLS first, on the TLS port, under the same timer as the A-ASSOCIATE-RQ."""
+        if self._tls is not None:
+            self.stats.transport = "tls"
+            sock = self._tls.wrap_socket(
+                self._sock, server_side=True, do_handshake_on_connect=False
+            )
+            self._sock = sock
+            remaining = accepted_at + self._config.acse_timeout - time.monotonic()
+            try:
+                sock.settimeout(max(remaining, 0.001))
+                sock.do_handshake()
+            except TimeoutError as exc:  # nothing can be sent on a half-made TLS session
+                self._end("timed out", "waited too long for the TLS handshake")
+                raise AssociationEnded from exc
+            except (ssl.SSLError, OSError) as exc:
+                self._end("refused", f"TLS handshake failed: {_tls_reason(exc)}")
+                raise AssociationEnded from exc
+        self._reader = pdu.PduReader(self._sock, self._config.max_pdu)
 
     def _end(self, outcome: str, reason: str = "") -> None:
         self.stats.outcome = outcome
@@ -196,6 +228,7 @@ class Association:
 
     def _negotiate(self, accepted_at: float) -> None:
         deadline = accepted_at + self._config.acse_timeout
+        assert self._reader is not None
         pdu_type, body = self._reader.read(deadline, self._config.acse_timeout, first_pdu=True)
         if pdu_type != pdu.ASSOCIATE_RQ:
             raise pdu.FramingError(
@@ -248,6 +281,7 @@ class Association:
     def _next_pdu(self) -> None:
         config = self._config
         idle = config.dimse_timeout if self._message is not None else config.network_timeout
+        assert self._reader is not None
         pdu_type, body = self._reader.read(time.monotonic() + idle, config.acse_timeout)
         if pdu_type == pdu.P_DATA_TF:
             for pdv in pdu.pdvs(body):
@@ -441,6 +475,7 @@ class Association:
             "failed": stats.failed,
             "bytes": stats.bytes,
             "outcome": outcome,
+            "transport": stats.transport,
             "seconds": round(time.monotonic() - stats.started, 3),
         }
         if stats.reason:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dicom_ingest.flags import ConfigError, Flag, parse_bool, parse_list
 from dicom_ingest.message import is_valid_uid
 
 from .scan_limits import ScanLimits
+from .tls import TlsFiles
 
 _SCAN_DEFAULTS = ScanLimits()
 
@@ -78,6 +80,11 @@ FLAGS = (
         _SCAN_DEFAULTS.max_inflate_ratio,
         int,
     ),
+    Flag("tls_cert", "PEM certificate (chain) for DICOM TLS; enables the TLS port", ""),
+    Flag("tls_key", "PEM private key of --tls_cert", ""),
+    Flag("tls_ca", "PEM CA certificates: require client certificates signed by them", ""),
+    Flag("tls_port", "TCP port for DICOM TLS associations (2762 is DICOM's TLS port)", 2762, int),
+    Flag("tls_only", "serve only the TLS port, not --dimse_port", False, parse_bool),
     Flag("shutdown_grace", "seconds to let associations finish on SIGTERM", 30.0, float),
 )
 
@@ -142,6 +149,11 @@ class ReceiverConfig:
     max_nesting_depth: int = _SCAN_DEFAULTS.max_depth
     max_inflated_bytes: int = _SCAN_DEFAULTS.max_inflated_bytes
     max_inflate_ratio: int = _SCAN_DEFAULTS.max_inflate_ratio
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    tls_port: int = 2762
+    tls_only: bool = False
     shutdown_grace: float = 30.0
 
     def __post_init__(self) -> None:
@@ -154,6 +166,12 @@ class ReceiverConfig:
             raise ConfigError("--max_connections_per_host must be at least 1")
         if not MIN_PDU <= self.max_pdu <= MAX_PDU:
             raise ConfigError(f"--max_pdu must be between {MIN_PDU} and {MAX_PDU}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("--tls_cert and --tls_key go together")
+        if (self.tls_ca or self.tls_only) and not self.tls_cert:
+            raise ConfigError("--tls_ca and --tls_only need --tls_cert and --tls_key")
+        if not 0 <= self.tls_port <= 65535:
+            raise ConfigError("--tls_port must be between 0 and 65535")
         try:
             self.scan_limits  # noqa: B018 - validates the content limits
         except ValueError as exc:
@@ -173,6 +191,14 @@ class ReceiverConfig:
             max_inflated_bytes=self.max_inflated_bytes,
             max_inflate_ratio=self.max_inflate_ratio,
             max_instance_bytes=self.max_instance_bytes,
+        )
+
+    @property
+    def tls_files(self) -> TlsFiles | None:
+        if not self.tls_cert:
+            return None
+        return TlsFiles(
+            Path(self.tls_cert), Path(self.tls_key), Path(self.tls_ca) if self.tls_ca else None
         )
 
     def allows(self, calling_ae: str, address: str) -> bool:
@@ -202,5 +228,10 @@ class ReceiverConfig:
             max_nesting_depth=values["max_nesting_depth"],
             max_inflated_bytes=values["max_inflated_bytes"],
             max_inflate_ratio=values["max_inflate_ratio"],
+            tls_cert=values["tls_cert"],
+            tls_key=values["tls_key"],
+            tls_ca=values["tls_ca"],
+            tls_port=values["tls_port"],
+            tls_only=values["tls_only"],
             shutdown_grace=values["shutdown_grace"],
         )

@@ -32,12 +32,15 @@ def echo_check(
     saturated: Callable[[], bool] = lambda: False,
     timeout: float = 1.5,
     host: str = "127.0.0.1",
+    probe: bool = True,
 ) -> Check:
     """A check that opens an association to ``127.0.0.1:port`` and sends C-ECHO.
 
     A receiver at its association limit would refuse the check's own association; it is
     serving, so the check then only asks that the port accepts connections. Each step waits
-    at most ``timeout``, so the whole check stays within a 5 s probe.
+    at most ``timeout``, so the whole check stays within a 5 s probe. Without ``probe`` (a
+    receiver that serves only DICOM TLS, where the check would need a client certificate)
+    only the listener is checked.
     """
 
     def check() -> str | None:
@@ -45,7 +48,7 @@ def echo_check(
         # association request until its ACSE timeout.
         if not listening():
             return "the DIMSE listener has stopped"
-        if saturated():
+        if saturated() or not probe:
             return None
         ae = AE(ae_title=HEALTH_CHECK_AE)
         ae.add_requested_context(VERIFICATION)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import selectors
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -25,12 +27,20 @@ from .association import Association, Transfer
 from .config import ReceiverConfig
 from .sop_classes import is_storage_sop_class
 from .store import StoreService
+from .tls import TlsContexts
 
 log = logging.getLogger(__name__)
 
 # Connections that have not finished negotiating, from every address together.
 PENDING_LIMIT = 64
 _ACCEPT_POLL = 0.25  # how often the listener looks at its stop flag
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.create_server((host, port), family=family, backlog=128)
+    listener.setblocking(False)
+    return listener
 
 
 class Receiver:
@@ -42,11 +52,13 @@ class Receiver:
         self._service = service
         self._staging = staging
         staging.mkdir(parents=True, exist_ok=True)
-        family = socket.AF_INET6 if ":" in config.dimse_bind else socket.AF_INET
-        self._listener = socket.create_server(
-            (config.dimse_bind, config.dimse_port), family=family, backlog=128
-        )
-        self._listener.settimeout(_ACCEPT_POLL)
+        self._tls = TlsContexts(config.tls_files) if config.tls_files else None
+        # (listening socket, TLS contexts or None for plain TCP)
+        self._listeners: list[tuple[socket.socket, TlsContexts | None]] = []
+        if not config.tls_only:
+            self._listeners.append((_listen(config.dimse_bind, config.dimse_port), None))
+        if self._tls is not None:
+            self._listeners.append((_listen(config.dimse_bind, config.tls_port), self._tls))
         self._lock = threading.Lock()
         self._connections: dict[Association, threading.Thread] = {}
         self._per_host: collections.Counter[str] = collections.Counter()
@@ -58,7 +70,15 @@ class Receiver:
 
     @property
     def port(self) -> int:
-        return int(self._listener.getsockname()[1])
+        """The plain DIMSE port (the TLS port with --tls_only)."""
+        return int(self._listeners[0][0].getsockname()[1])
+
+    @property
+    def tls_port(self) -> int | None:
+        for listener, tls in self._listeners:
+            if tls is not None:
+                return int(listener.getsockname()[1])
+        return None
 
     def start(self) -> None:
         self._thread.start()
@@ -105,19 +125,28 @@ class Receiver:
     # -- connections --------------------------------------------------------------------------
 
     def _accept_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                sock, peer = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self._stopping.is_set():
-                    return
-                time.sleep(_ACCEPT_POLL)  # e.g. out of file descriptors: back off
-                continue
-            self._admit(sock, (str(peer[0]), int(peer[1])))
+        with selectors.DefaultSelector() as selector:
+            for listening, tls in self._listeners:
+                selector.register(listening, selectors.EVENT_READ, tls)
+            while not self._stopping.is_set():
+                for key, _ in selector.select(_ACCEPT_POLL):
+                    ready = key.fileobj
+                    assert isinstance(ready, socket.socket)
+                    try:
+                        sock, peer = ready.accept()
+                    except BlockingIOError:
+                        continue  # another event took it
+                    except OSError:
+                        if self._stopping.is_set():
+                            return
+                        time.sleep(_ACCEPT_POLL)  # e.g. out of file descriptors: back off
+                        continue
+                    tls = key.data.current() if key.data is not None else None
+                    self._admit(sock, (str(peer[0]), int(peer[1])), tls)
 
-    def _admit(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+    def _admit(
+        self, sock: socket.socket, peer: tuple[str, int], tls: ssl.SSLContext | None
+    ) -> None:
         accepted_at = time.monotonic()
         host = peer[0]
         with self._lock:
@@ -138,7 +167,7 @@ class Receiver:
             # Many PACS leave Nagle on; the receiver answers each request in one segment.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         association = Association(
-            sock, peer, self.config, self._service, self._staging, self, self._is_storage
+            sock, peer, self.config, self._service, self._staging, self, self._is_storage, tls
         )
         thread = threading.Thread(
             target=self._serve, args=(association, accepted_at), name=f"dimse-{host}:{peer[1]}"
@@ -170,8 +199,9 @@ class Receiver:
         grace = self.config.shutdown_grace if grace is None else grace
         self._stopping.set()
         self._thread.join(timeout=5)
-        with contextlib.suppress(OSError):
-            self._listener.close()
+        for listener, _ in self._listeners:
+            with contextlib.suppress(OSError):
+                listener.close()
         with self._lock:
             negotiating = [a for a in self._connections if not a.holds_slot]
         for association in negotiating:  # they hold nothing yet: no reason to wait for them
