@@ -80,7 +80,9 @@ class PduReader:
     def __init__(self, sock: socket.socket, max_pdata: int) -> None:
         self._sock = sock
         self._max_pdata = max_pdata
-        self._buffer = bytearray(HEADER + max_pdata + PDV_SLACK)
+        # Grown to a P-DATA-TF's size only when one arrives: a connection that never
+        # associates holds at most an association PDU.
+        self._buffer = bytearray(HEADER + MAX_ASSOCIATION_PDU)
         self._view = memoryview(self._buffer)
         self._start = 0  # first unread byte
         self._end = 0  # end of the bytes received
@@ -93,7 +95,12 @@ class PduReader:
         """Make at least count bytes available from _start, receiving before deadline."""
         if self._start + count > len(self._buffer):  # compact: move the partial PDU down
             pending = self._end - self._start
-            self._buffer[:pending] = self._view[self._start : self._end]
+            if count > len(self._buffer):  # bounded by body_limit, checked by the caller
+                grown = bytearray(max(count, HEADER + self._max_pdata + PDV_SLACK))
+                grown[:pending] = self._view[self._start : self._end]
+                self._buffer, self._view = grown, memoryview(grown)
+            else:
+                self._buffer[:pending] = self._view[self._start : self._end]
             self._start, self._end = 0, pending
         while self._end - self._start < count:
             remaining = deadline - time.monotonic()
