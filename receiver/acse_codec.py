@@ -102,7 +102,9 @@ def _name(data: bytes, start: int, end: int) -> str:
 
 
 def _title(raw: bytes) -> str:
-    return raw.decode("ascii", "replace").strip(" \x00")
+    """An AE title field; bytes outside printable ASCII become '?' (never matched, safe to log)."""
+    text = "".join(chr(b) if 0x20 <= b <= 0x7E else "?" for b in raw.rstrip(b" \x00"))
+    return text.strip()
 
 
 def decode_associate_rq(pdu: bytes) -> AssociateRequest:
