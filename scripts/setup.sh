@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Installs what dicom-ingest needs on a Debian machine: DCMTK and Orthanc with its DICOMweb
-# plugin (system packages), and a Python virtual environment in .venv with the project.
+# Installs what dicom-ingest needs on a Debian machine: DCMTK, GDCM's tools, and Orthanc with its
+# DICOMweb plugin (system packages), and a Python virtual environment in .venv with the project.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for package in dcmtk orthanc orthanc-dicomweb curl; do
+for package in dcmtk libgdcm-tools orthanc orthanc-dicomweb curl; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if ((${#missing[@]})); then

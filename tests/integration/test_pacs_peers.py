@@ -14,13 +14,9 @@ from support.datasets import ct_dataset, write
 from support.fake_dicomweb import FakeDicomWeb
 from support.net import wait_until
 from support.orthanc import Orthanc
+from support.pipeline import settled
 
 from dicom_ingest.local import LocalPipeline
-
-
-def settled(pipeline: LocalPipeline) -> bool:
-    stats = pipeline.queue.stats()
-    return stats.pending + stats.in_flight + stats.retrying == 0
 
 
 def test_orthanc_as_the_pacs_pushes_a_study(

@@ -35,3 +35,9 @@ def start_pipeline(spool: Path, dicomweb: str, **overrides: Any) -> LocalPipelin
     pipeline = LocalPipeline(make_config(spool, dicomweb, **overrides))
     pipeline.start()
     return pipeline
+
+
+def settled(pipeline: LocalPipeline) -> bool:
+    """Nothing waiting, uploading or backing off: every message uploaded or dead-lettered."""
+    stats = pipeline.queue.stats()
+    return stats.pending + stats.in_flight + stats.retrying == 0
