@@ -23,19 +23,35 @@ from typing import Any
 
 from google.api_core.exceptions import GoogleAPIError
 from google.auth.exceptions import GoogleAuthError
+from google.cloud import pubsub_v1, storage
 
+from ingest.adapters.dicomweb import instance_uids, make_session
+from ingest.adapters.pubsub import (
+    PubSubPublisher,
+    check_subscription,
+    check_topic,
+    make_publisher_client,
+)
+from ingest.adapters.spool import SpoolObjectStore
+from ingest.adapters.sqlite_queue import QUEUE_FILE, SqliteQueue
+from ingest.contracts import logs
+from ingest.contracts.message import MessageError, decode
+from ingest.contracts.settings import ConfigError, Flag, add_flags, resolve
 from receiver.adapter_flags import add_adapter_flags, check_adapter_flags
 from receiver.config import FLAGS as RECEIVER_FLAGS
 from receiver.config import ReceiverConfig
+from receiver.reconcile import reconcile
 from uploader.config import CLOUD_FLAGS as CLOUD_UPLOADER_FLAGS
 from uploader.config import FLAGS as UPLOADER_FLAGS
 from uploader.config import PubSubConfig, UploaderConfig
+from uploader.pull import PullWorker
 
-from . import logs
+from . import replay
 from .cloud import FLAGS as CLOUD_RECEIVER_FLAGS
-from .flags import ConfigError, Flag, add_flags, resolve
-from .message import MessageError, decode
-from .queue import QUEUE_FILE, SqliteQueue
+from .cloud import CloudReceiver, CloudReceiverConfig
+from .local import LocalConfig, LocalPipeline
+from .startup import configure_pynetdicom
+from .wiring import build_pubsub_handler
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +155,12 @@ def _run_local(namespace: argparse.Namespace) -> int:
     logs.configure(values["log_format"], values["verbose"])
     for note in notes:
         log.warning(note)
-    from .local import LocalConfig, LocalPipeline
 
     try:
         pipeline = LocalPipeline(LocalConfig(Path(values["spool_dir"]), receiver, uploader))
     except OSError as exc:
         raise ConfigError(f"cannot start: {exc}") from exc
+    configure_pynetdicom(pipeline.staging_dir)
     return pipeline.run()
 
 
@@ -218,9 +234,6 @@ def _run_requeue(namespace: argparse.Namespace) -> int:
 
 
 def _run_reconcile(namespace: argparse.Namespace) -> int:
-    from receiver.reconcile import reconcile
-
-    from .objectstore import SpoolObjectStore
 
     spool = _spool(namespace)
     queue = _open_queue(spool)
@@ -238,7 +251,6 @@ def _run_reconcile(namespace: argparse.Namespace) -> int:
 
 
 def _run_receive(namespace: argparse.Namespace) -> int:
-    from .cloud import CloudReceiver, CloudReceiverConfig
 
     notes = check_adapter_flags(namespace)
     values = resolve((SPOOL_FLAG, *RECEIVER_FLAGS, *CLOUD_RECEIVER_FLAGS, *COMMON_FLAGS), namespace)
@@ -254,17 +266,16 @@ def _run_receive(namespace: argparse.Namespace) -> int:
         receiver = CloudReceiver(config)
     except OSError as exc:
         raise ConfigError(f"cannot start: {exc}") from exc
+    configure_pynetdicom(receiver.staging_dir)
     return receiver.run()
 
 
 def _subscription(namespace: argparse.Namespace) -> str:
-    from .pubsub import check_subscription
 
     return check_subscription(resolve((SUBSCRIPTION_FLAG,), namespace)["subscription"] or "")
 
 
 def _pubsub_handler(namespace: argparse.Namespace, dead_letters: bool = True) -> Any:
-    from uploader.wiring import build_pubsub_handler
 
     values = resolve((*CLOUD_UPLOADER_FLAGS, *COMMON_FLAGS), namespace)
     logs.configure(values["log_format"], values["verbose"])
@@ -275,9 +286,6 @@ def _pubsub_handler(namespace: argparse.Namespace, dead_letters: bool = True) ->
 
 
 def _run_work(namespace: argparse.Namespace) -> int:
-    from google.cloud import pubsub_v1
-
-    from uploader.pull import PullWorker
 
     subscription = _subscription(namespace)
     handler, values = _pubsub_handler(namespace)
@@ -292,10 +300,6 @@ def _run_work(namespace: argparse.Namespace) -> int:
 
 
 def _run_replay(namespace: argparse.Namespace) -> int:
-    from google.cloud import pubsub_v1
-
-    from . import replay
-    from .pubsub import PubSubPublisher, check_topic, make_publisher_client
 
     command = namespace.replay_command
     if command == "reconcile":
@@ -333,21 +337,14 @@ def _run_replay(namespace: argparse.Namespace) -> int:
 
 
 def _time(text: str | None) -> datetime | None:
-    from .replay import parse_time
 
     try:
-        return parse_time(text) if text else None
+        return replay.parse_time(text) if text else None
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
 
 def _run_bucket_reconcile(namespace: argparse.Namespace) -> int:
-    from google.cloud import storage
-
-    from uploader.dicomweb import instance_uids, make_session
-
-    from . import replay
-    from .pubsub import PubSubPublisher, check_topic, make_publisher_client
 
     flags = (*CLOUD_RECEIVER_FLAGS[:3], RECEIVER_FLAGS[0], *UPLOADER_FLAGS[:3], *COMMON_FLAGS)
     values = resolve(flags, namespace)

@@ -15,19 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingest.adapters.gcs import GcsObjectStore, make_storage_client
+from ingest.adapters.pubsub import PubSubPublisher, check_topic, make_publisher_client
+from ingest.adapters.sqlite_queue import SqliteQueue
+from ingest.contracts.settings import ConfigError, Flag
+from ingest.workers import Backoff, BatchService, QueueWorkers
 from receiver.config import ReceiverConfig
 from receiver.early_upload import EarlyUploads, pynetdicom_transfers
 from receiver.health import HealthServer, echo_check
 from receiver.scp import Receiver
 from receiver.shipper import OutboxPublisher, RepublishService, ShipService
 from receiver.store import StoreService
-from uploader.worker import Backoff, BatchService, QueueWorkers
 
-from .flags import ConfigError, Flag
-from .gcs import GcsObjectStore, make_storage_client
-from .local import configure_pynetdicom, open_spool, run_until_signal
-from .pubsub import PubSubPublisher, check_topic, make_publisher_client
-from .queue import SqliteQueue
+from .startup import open_spool, run_until_signal
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ class CloudReceiver:
         config.spool_dir.mkdir(parents=True, exist_ok=True)
         staging = config.spool_dir / "incoming"
         staging.mkdir(parents=True, exist_ok=True)
+        self.staging_dir = staging  # the entry point points pynetdicom here
         pool = config.receiver.max_associations + config.ship_workers
         self.cloud = GcsObjectStore(
             storage_client or make_storage_client(pool),
@@ -156,6 +157,7 @@ class CloudReceiver:
             spool, self.queue = open_spool(
                 config.spool_dir, config.receiver.dimse_aet, SHIP_MAX_ATTEMPTS
             )
+            self.staging_dir = spool.staging_dir()
             store = StoreService(spool, self.queue)
             background, workers = (
                 ShipService(spool, self.cloud, self.publisher),
@@ -164,7 +166,6 @@ class CloudReceiver:
         else:
             for leftover in staging.iterdir():
                 leftover.unlink(missing_ok=True)
-            configure_pynetdicom(staging)
             # Messages Pub/Sub refused after their object was written wait here.
             self.queue = SqliteQueue(config.spool_dir / OUTBOX_FILE, SHIP_MAX_ATTEMPTS)
             self.queue.release_leases()

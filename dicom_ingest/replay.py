@@ -25,6 +25,8 @@ from typing import Any, TextIO
 from google.api_core import exceptions as api_exceptions
 from pydicom.filereader import read_file_meta_info
 
+from ingest.contracts.message import InstanceMessage, decode, encode, is_valid_uid
+from ingest.contracts.ports import Publisher, StoredObject
 from receiver.reconcile import message_from_meta
 from uploader.pubsub_handler import (
     DEAD_LETTER_ATTRIBUTES,
@@ -33,10 +35,6 @@ from uploader.pubsub_handler import (
     PubSubHandler,
     Received,
 )
-
-from .message import InstanceMessage, decode, encode, is_valid_uid
-from .objectstore import StoredObject
-from .queue import Publisher
 
 log = logging.getLogger(__name__)
 

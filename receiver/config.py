@@ -6,8 +6,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from dicom_ingest.flags import ConfigError, Flag, parse_list
-from dicom_ingest.message import is_valid_uid
+from ingest.contracts.message import is_valid_uid
+from ingest.contracts.settings import ConfigError, Flag, parse_list
 
 FLAGS = (
     Flag("dimse_aet", "AE title this receiver answers to", "IMPORTADAPTER"),

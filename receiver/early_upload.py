@@ -31,8 +31,8 @@ from typing import Any
 import google_crc32c
 from pydicom.filereader import read_file_meta_info
 
-from dicom_ingest.gcs import CHUNK_SIZE, GcsObjectStore, ResumableSession
-from dicom_ingest.objectstore import ObjectStoreError, StoredObject
+from ingest.adapters.gcs import CHUNK_SIZE, GcsObjectStore, ResumableSession
+from ingest.contracts.ports import ObjectStoreError, StoredObject
 
 from .dataset_scan import part10_dataset_offset, scan_header
 from .part10 import crc32c_b64, file_meta_bytes

@@ -18,9 +18,10 @@ from typing import Any
 
 from pydicom.filereader import read_file_meta_info
 
-from dicom_ingest.message import InstanceMessage, encode
-from dicom_ingest.objectstore import SpoolObjectStore, StoredObject
-from dicom_ingest.queue import SqliteQueue, object_key
+from ingest.adapters.spool import SpoolObjectStore
+from ingest.adapters.sqlite_queue import SqliteQueue, object_key
+from ingest.contracts.message import InstanceMessage, encode
+from ingest.contracts.ports import StoredObject
 
 from .dataset_scan import part10_dataset_offset, scan_dataset
 from .part10 import stream_crc32c

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from dicom_ingest.flags import ConfigError, Flag, parse_bool, with_defaults
+from ingest.adapters.pubsub import check_topic
+from ingest.contracts.settings import ConfigError, Flag, parse_bool, with_defaults
 
 from .service import CONFLICT_POLICIES
 
@@ -121,8 +122,6 @@ class PubSubConfig:
     publish_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        from dicom_ingest.pubsub import check_topic
-
         if self.dead_letter_topic:
             check_topic(self.dead_letter_topic, "dead_letter_topic")
         if self.oversize_topic:

@@ -30,10 +30,10 @@ from support.stored import assert_same, dcmsend, retrieve
 
 from dicom_ingest import cli
 from dicom_ingest.cloud import CloudReceiver
-from dicom_ingest.message import decode
+from dicom_ingest.wiring import build_pubsub_handler
+from ingest.contracts.message import decode
 from uploader.config import PubSubConfig, UploaderConfig
 from uploader.pull import PullWorker
-from uploader.wiring import build_pubsub_handler
 
 Stacks = Callable[..., CloudStack]
 

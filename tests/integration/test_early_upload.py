@@ -24,9 +24,9 @@ from support.fake_dicomweb import FakeDicomWeb
 from support.net import wait_until
 from support.stored import assert_same, dcmsend
 
-from dicom_ingest.gcs import ResumableSession
-from dicom_ingest.message import decode
-from dicom_ingest.objectstore import ObjectStoreError
+from ingest.adapters.gcs import ResumableSession
+from ingest.contracts.message import decode
+from ingest.contracts.ports import ObjectStoreError
 from receiver.dataset_scan import part10_dataset_offset
 from receiver.part10 import IMPLEMENTATION_CLASS_UID, file_meta_bytes
 

@@ -20,6 +20,7 @@ from google.cloud import pubsub_v1
 from google.protobuf import duration_pb2
 
 from dicom_ingest.cloud import CloudReceiver, CloudReceiverConfig
+from dicom_ingest.startup import configure_pynetdicom
 from receiver.config import ReceiverConfig
 
 from .gcs import FakeGcs
@@ -47,7 +48,7 @@ class UploaderFunction:
         self.process = subprocess.Popen(
             [
                 str(executable),
-                "--source", str(ROOT / "uploader" / "main.py"),
+                "--source", str(ROOT / "dicom_ingest" / "function.py"),
                 "--target", "upload",
                 "--signature-type", "cloudevent",
                 "--host", "127.0.0.1",
@@ -185,6 +186,7 @@ class CloudStack:
             **{"publish_timeout": 5.0, "storage_timeout": 10.0, **options},
         )
         started = CloudReceiver(config)
+        configure_pynetdicom(started.staging_dir)  # as `dicom-ingest receive` does
         started.start()
         self.receivers.append(started)
         return started

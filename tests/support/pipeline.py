@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_ingest.local import LocalConfig, LocalPipeline
+from dicom_ingest.startup import configure_pynetdicom
 from receiver.config import ReceiverConfig
 from uploader.config import UploaderConfig
 
@@ -33,5 +34,6 @@ def make_config(spool: Path, dicomweb: str, **overrides: Any) -> LocalConfig:
 
 def start_pipeline(spool: Path, dicomweb: str, **overrides: Any) -> LocalPipeline:
     pipeline = LocalPipeline(make_config(spool, dicomweb, **overrides))
+    configure_pynetdicom(pipeline.staging_dir)  # as `dicom-ingest local` does
     pipeline.start()
     return pipeline

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dicom_ingest.flags import ConfigError, Flag, add_flags, parse_bool, parse_list, resolve
+from ingest.contracts.settings import ConfigError, Flag, add_flags, parse_bool, parse_list, resolve
 from receiver.config import FLAGS as RECEIVER_FLAGS
 from receiver.config import PeerRule, ReceiverConfig
 from uploader.config import FLAGS as UPLOADER_FLAGS

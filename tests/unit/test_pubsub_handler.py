@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from support.messages import make_message as base_message
 
-from dicom_ingest.message import InstanceMessage, encode
-from uploader.outcome import Action, Outcome
+from ingest.contracts.message import InstanceMessage, encode
+from ingest.contracts.outcome import Action, Outcome
 from uploader.pubsub_handler import (
     DEAD_LETTER_ATTRIBUTES,
     DEFERRED_ATTRIBUTE,

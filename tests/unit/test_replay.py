@@ -13,7 +13,6 @@ import pytest
 from google.api_core.exceptions import DeadlineExceeded
 
 from dicom_ingest import replay
-from dicom_ingest.message import InstanceMessage, encode
 from dicom_ingest.replay import (
     LEASE_SECONDS,
     RateLimit,
@@ -24,6 +23,7 @@ from dicom_ingest.replay import (
     replay_attributes,
     republish_to,
 )
+from ingest.contracts.message import InstanceMessage, encode
 from uploader.pubsub_handler import DEAD_LETTER_ATTRIBUTES, DEFERRED_ATTRIBUTE, Received
 
 SUBSCRIPTION = "projects/p-123/subscriptions/dicom-dead-letters"

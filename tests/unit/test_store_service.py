@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from dicom_ingest.message import decode
-from dicom_ingest.objectstore import ObjectMissing, SpoolObjectStore
+from ingest.adapters.spool import SpoolObjectStore
+from ingest.contracts.message import decode
+from ingest.contracts.ports import ObjectMissing
 from receiver.part10 import file_meta_bytes
 from receiver.store import Status, StoreRequest, StoreService
 

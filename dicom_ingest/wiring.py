@@ -6,12 +6,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dicom_ingest.objectstore import ObjectStore
-
-from .config import PubSubConfig, UploaderConfig
-from .dicomweb import HttpDicomWebClient, make_session
-from .pubsub_handler import PubSubHandler
-from .service import BatchLimits, UploadService
+from ingest.adapters.dicomweb import HttpDicomWebClient, make_session
+from ingest.adapters.gcs import GcsObjectStore, make_storage_client
+from ingest.adapters.pubsub import PubSubPublisher, make_publisher_client
+from ingest.contracts.ports import ObjectStore
+from uploader.config import PubSubConfig, UploaderConfig
+from uploader.pubsub_handler import PubSubHandler
+from uploader.service import BatchLimits, UploadService
 
 
 def build_dicomweb(config: UploaderConfig) -> HttpDicomWebClient:
@@ -34,8 +35,6 @@ def build_service(config: UploaderConfig, objects: ObjectStore) -> UploadService
 
 def build_gcs_reader(pool_size: int = 16) -> ObjectStore:
     """An object store that reads (and deletes) the ``gs://`` objects messages name."""
-    from dicom_ingest.gcs import GcsObjectStore, make_storage_client
-
     staging = Path(tempfile.gettempdir())  # never written: the uploader does not put
     return GcsObjectStore(make_storage_client(pool_size), None, "", staging)
 
@@ -43,8 +42,6 @@ def build_gcs_reader(pool_size: int = 16) -> ObjectStore:
 def build_pubsub_handler(
     config: UploaderConfig, pubsub: PubSubConfig, publisher_client: Any = None
 ) -> PubSubHandler:
-    from dicom_ingest.pubsub import PubSubPublisher, make_publisher_client
-
     client = publisher_client or make_publisher_client(pubsub.publish_timeout)
     dead = oversize = None
     if pubsub.dead_letter_topic:

@@ -1,4 +1,4 @@
-"""The queue port and its embedded adapter: a durable SQLite queue.
+"""The queue's embedded adapter: a durable SQLite queue.
 
 Semantics follow Pub/Sub pull subscriptions: at-least-once delivery, a lease (visibility
 timeout) per delivery, a delivery-attempt count, and a dead-letter table after
@@ -15,7 +15,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -91,14 +90,6 @@ class QueueStats:
     retrying: int
     dead: int
     oldest_pending_age: float | None
-
-
-class Publisher(Protocol):
-    """What the receiver needs: a durable publish."""
-
-    def publish(self, body: bytes, attributes: dict[str, str]) -> str:
-        """Return the message id once the queue has durably accepted the message."""
-        ...
 
 
 class SqliteQueue:

@@ -8,10 +8,9 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-from dicom_ingest.message import InstanceMessage, MessageError, decode
-from dicom_ingest.queue import Delivery, SqliteQueue
-
-from .outcome import Action, Outcome
+from ingest.adapters.sqlite_queue import Delivery, SqliteQueue
+from ingest.contracts.message import InstanceMessage, MessageError, decode
+from ingest.contracts.outcome import Action, Outcome
 
 log = logging.getLogger(__name__)
 

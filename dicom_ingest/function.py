@@ -14,12 +14,13 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from dicom_ingest import logs
-from dicom_ingest.flags import resolve, with_defaults
+from dicom_ingest.wiring import build_pubsub_handler
+from ingest.contracts import logs
+from ingest.contracts.settings import resolve, with_defaults
 from uploader.config import CLOUD_FLAGS as UPLOADER_CLOUD_FLAGS
 from uploader.config import PubSubConfig, UploaderConfig
 from uploader.push import PushApp
-from uploader.wiring import build_pubsub_handler
+from uploader.push_auth import PushVerifier, make_request
 
 CLOUD_FLAGS = (*UPLOADER_CLOUD_FLAGS, *with_defaults(logs.FLAGS, log_format="json"))
 
@@ -35,8 +36,6 @@ def build_app() -> PushApp:
     pubsub = PubSubConfig.from_values(values)
     verifier = request = None
     if pubsub.push_audience and pubsub.push_service_account:
-        from uploader.push_auth import PushVerifier, make_request
-
         verifier = PushVerifier(
             pubsub.push_audience, pubsub.push_service_account, pubsub.push_certs_url
         )

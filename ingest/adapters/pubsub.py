@@ -15,7 +15,7 @@ from google.api_core.retry import Retry
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
 
-from .flags import ConfigError
+from ingest.contracts.settings import ConfigError
 
 
 def _resource(kind: str) -> re.Pattern[str]:
