@@ -36,7 +36,7 @@ from ingest.adapters.spool import SpoolObjectStore
 from ingest.adapters.sqlite_queue import QUEUE_FILE, SqliteQueue
 from ingest.contracts import logs
 from ingest.contracts.message import MessageError, decode
-from ingest.contracts.settings import ConfigError, Flag, add_flags, resolve
+from ingest.contracts.settings import ConfigError, Flag, add_flags, resolve, select
 from receiver.adapter_flags import add_adapter_flags, check_adapter_flags
 from receiver.config import FLAGS as RECEIVER_FLAGS
 from receiver.config import ReceiverConfig
@@ -60,6 +60,14 @@ RECONCILE_MIN_AGE = 60.0
 COMMON_FLAGS = logs.FLAGS
 SPOOL_FLAG = Flag("spool_dir", "spool directory: objects, queue database, staging")
 SUBSCRIPTION_FLAG = Flag("subscription", "Pub/Sub subscription (projects/P/subscriptions/S)")
+CALLED_AE_FLAGS = select(RECEIVER_FLAGS, "dimse_aet")
+# `replay reconcile`: where the objects are, where their messages go, which store to ask.
+BUCKET_RECONCILE_FLAGS = (
+    *select(CLOUD_RECEIVER_FLAGS, "bucket", "object_prefix", "topic"),
+    *CALLED_AE_FLAGS,
+    *select(UPLOADER_FLAGS, "dicomweb_address", "auth", "bearer_token"),
+    *COMMON_FLAGS,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     rec = sub.add_parser(
         "reconcile", help="enqueue a message for every spooled object that has none"
     )
-    add_flags(rec, (SPOOL_FLAG, RECEIVER_FLAGS[0]))
+    add_flags(rec, (SPOOL_FLAG, *CALLED_AE_FLAGS))
 
     receive = sub.add_parser(
         "receive", help="run the receiver: C-STORE to Cloud Storage and Pub/Sub (GKE)"
@@ -124,8 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     recb = how.add_parser(
         "reconcile", help="publish messages for bucket objects the DICOM store lacks"
     )
-    add_flags(recb, (CLOUD_RECEIVER_FLAGS[0], CLOUD_RECEIVER_FLAGS[1], CLOUD_RECEIVER_FLAGS[2]))
-    add_flags(recb, (RECEIVER_FLAGS[0], *UPLOADER_FLAGS[:3], *COMMON_FLAGS))
+    add_flags(recb, BUCKET_RECONCILE_FLAGS)
     recb.add_argument("--newer_than", "--newer-than", help="only objects created since this time")
     recb.add_argument("--dry_run", "--dry-run", action="store_true", help="list, publish nothing")
     return parser
@@ -237,7 +244,7 @@ def _run_reconcile(namespace: argparse.Namespace) -> int:
 
     spool = _spool(namespace)
     queue = _open_queue(spool)
-    called_ae = resolve((RECEIVER_FLAGS[0],), namespace)["dimse_aet"]
+    called_ae = resolve(CALLED_AE_FLAGS, namespace)["dimse_aet"]
     try:
         # The pipeline may be running: leave objects alone that are seconds old.
         report = reconcile(SpoolObjectStore(spool), queue, called_ae, min_age=RECONCILE_MIN_AGE)
@@ -346,8 +353,7 @@ def _time(text: str | None) -> datetime | None:
 
 def _run_bucket_reconcile(namespace: argparse.Namespace) -> int:
 
-    flags = (*CLOUD_RECEIVER_FLAGS[:3], RECEIVER_FLAGS[0], *UPLOADER_FLAGS[:3], *COMMON_FLAGS)
-    values = resolve(flags, namespace)
+    values = resolve(BUCKET_RECONCILE_FLAGS, namespace)
     logs.configure(values["log_format"], values["verbose"])
     if not values["bucket"]:
         raise ConfigError("--bucket is required")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dicom_ingest.wiring import build_service
-from ingest.workers import Backoff, QueueWorkers
+from ingest.workers import LEASE_SECONDS, Backoff, QueueWorkers
 from receiver.config import ReceiverConfig
 from receiver.scp import Receiver
 from receiver.store import StoreService
@@ -42,7 +42,7 @@ class LocalPipeline:
             build_service(up, self.objects),
             workers=up.upload_workers,
             batch=up.batch_max_instances,
-            lease_seconds=up.lease_seconds,
+            lease_seconds=LEASE_SECONDS,
             backoff=Backoff(up.min_backoff, up.max_backoff),
             # Kept objects must not look unsent to the next start-up's reconciliation.
             remember_settled=up.keep_uploaded,

@@ -14,6 +14,9 @@ from ingest.contracts.outcome import Action, Outcome
 
 log = logging.getLogger(__name__)
 
+# A delivery's lease, in seconds; workers extend it every third of it while they upload.
+LEASE_SECONDS = 120.0
+
 
 class BatchService(Protocol):
     """What workers run per leased batch: the uploader, or the receiver's cloud shipper."""

@@ -7,27 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest.contracts.message import is_valid_uid
-from ingest.contracts.settings import ConfigError, Flag, parse_list
-
-FLAGS = (
-    Flag("dimse_aet", "AE title this receiver answers to", "IMPORTADAPTER"),
-    Flag("dimse_port", "TCP port for DIMSE associations", 2575, int),
-    Flag("dimse_bind", "address to listen on", "0.0.0.0"),  # noqa: S104
-    Flag(
-        "allowed_calling_aets",
-        "comma-separated calling AE titles allowed to associate, each optionally AET@ADDRESS or"
-        " AET@CIDR; empty allows any",
-        (),
-        parse_list,
-    ),
-    Flag("max_associations", "concurrent associations before rejecting", 32, int),
-    Flag("max_pdu", "maximum PDU length we receive, in bytes", 262144, int),
-    Flag("acse_timeout", "seconds to wait for association messages", 30.0, float),
-    Flag("dimse_timeout", "seconds to wait for DIMSE messages", 60.0, float),
-    Flag("network_timeout", "seconds an idle association is kept open", 60.0, float),
-    Flag("extra_sop_classes", "comma-separated private storage SOP class UIDs", (), parse_list),
-    Flag("shutdown_grace", "seconds to let associations finish on SIGTERM", 30.0, float),
-)
+from ingest.contracts.settings import ConfigError, build, flags_of, parse_list, setting
 
 AE_TITLE_MAX = 16
 # The calling AE title of the receiver's C-ECHO to itself (readiness), allowed from loopback.
@@ -70,19 +50,36 @@ class PeerRule:
             return False
 
 
+def _ae_title(text: str) -> str:
+    return text.strip()
+
+
+def _peer_rules(text: str) -> tuple[PeerRule, ...]:
+    return tuple(PeerRule.parse(item) for item in parse_list(text))
+
+
 @dataclass(frozen=True, slots=True)
 class ReceiverConfig:
-    dimse_aet: str = "IMPORTADAPTER"
-    dimse_port: int = 2575
-    dimse_bind: str = "0.0.0.0"  # noqa: S104 - a PACS-facing service listens on its LB address
-    allowed_peers: tuple[PeerRule, ...] = ()
-    max_associations: int = 32
-    max_pdu: int = 262144
-    acse_timeout: float = 30.0
-    dimse_timeout: float = 60.0
-    network_timeout: float = 60.0
-    extra_sop_classes: tuple[str, ...] = ()
-    shutdown_grace: float = 30.0
+    dimse_aet: str = setting("AE title this receiver answers to", "IMPORTADAPTER", _ae_title)
+    dimse_port: int = setting("TCP port for DIMSE associations", 2575, int)
+    # A PACS-facing service listens on its load balancer's address.
+    dimse_bind: str = setting("address to listen on", "0.0.0.0")  # noqa: S104
+    allowed_peers: tuple[PeerRule, ...] = setting(
+        "comma-separated calling AE titles allowed to associate, each optionally AET@ADDRESS or"
+        " AET@CIDR; empty allows any",
+        (),
+        _peer_rules,
+        flag="allowed_calling_aets",
+    )
+    max_associations: int = setting("concurrent associations before rejecting", 32, int)
+    max_pdu: int = setting("maximum PDU length we receive, in bytes", 262144, int)
+    acse_timeout: float = setting("seconds to wait for association messages", 30.0, float)
+    dimse_timeout: float = setting("seconds to wait for DIMSE messages", 60.0, float)
+    network_timeout: float = setting("seconds an idle association is kept open", 60.0, float)
+    extra_sop_classes: tuple[str, ...] = setting(
+        "comma-separated private storage SOP class UIDs", (), parse_list
+    )
+    shutdown_grace: float = setting("seconds to let associations finish on SIGTERM", 30.0, float)
 
     def __post_init__(self) -> None:
         _check_ae(self.dimse_aet, "--dimse_aet")
@@ -109,16 +106,7 @@ class ReceiverConfig:
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> ReceiverConfig:
-        return cls(
-            dimse_aet=str(values["dimse_aet"]).strip(),
-            dimse_port=values["dimse_port"],
-            dimse_bind=values["dimse_bind"],
-            allowed_peers=tuple(PeerRule.parse(t) for t in values["allowed_calling_aets"]),
-            max_associations=values["max_associations"],
-            max_pdu=values["max_pdu"],
-            acse_timeout=values["acse_timeout"],
-            dimse_timeout=values["dimse_timeout"],
-            network_timeout=values["network_timeout"],
-            extra_sop_classes=tuple(values["extra_sop_classes"]),
-            shutdown_grace=values["shutdown_grace"],
-        )
+        return build(cls, values)
+
+
+FLAGS = flags_of(ReceiverConfig)
