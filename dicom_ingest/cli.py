@@ -319,7 +319,7 @@ def _run_replay(namespace: argparse.Namespace) -> int:
             replay.seek(subscriber, subscription, when, namespace.snapshot)
             print(f"{subscription}: sought to {namespace.time or namespace.snapshot}")
             return 0
-        action: replay.Action | None = None
+        action: replay.DrainStep | None = None
         if namespace.to_topic:
             topic = check_topic(namespace.to_topic, "to_topic")
             action = replay.republish_to(PubSubPublisher(make_publisher_client(), topic))

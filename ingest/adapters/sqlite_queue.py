@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     object_key  TEXT
 );
 """
+# The tables' ``object_key`` columns hold ``version_key``s (their name predates it).
 QUEUE_FILE = "queue.sqlite3"  # in the spool directory; the pipeline and the CLI share it
 
 # Columns added after the first release of the schema: (table, column, declaration).
@@ -58,7 +59,7 @@ CREATE INDEX IF NOT EXISTS dead_letters_object ON dead_letters (object_key);
 """
 
 
-def object_key(attributes: dict[str, str]) -> str | None:
+def version_key(attributes: dict[str, str]) -> str | None:
     """The object version a message points at, from its attributes (for reconciliation)."""
     uri, generation = attributes.get("object_uri"), attributes.get("object_generation")
     return f"{uri}#{generation}" if uri and generation else None
@@ -165,7 +166,7 @@ class SqliteQueue:
 
     def publish(self, body: bytes, attributes: dict[str, str] | None = None) -> str:
         now = time.time()
-        key = object_key(attributes or {})
+        key = version_key(attributes or {})
         with self._lock, self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO messages (body, published, visible_at, object_key)"
