@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from support.fakes import RecordingPublisher
 
 from ingest.adapters.spool import SpoolObjectStore
 from ingest.contracts.message import decode
@@ -48,18 +49,6 @@ def request(sop: str = SOP) -> StoreRequest:
     return StoreRequest(CT, sop, ExplicitVRLittleEndian, "PACS", "IMPORTADAPTER")
 
 
-class Publisher:
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        self.fail = False
-
-    def publish(self, body: bytes, attributes: dict[str, str]) -> str:
-        if self.fail:
-            raise OSError("database is locked")
-        self.bodies.append(body)
-        return str(len(self.bodies))
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> SpoolObjectStore:
     return SpoolObjectStore(tmp_path / "spool")
@@ -68,7 +57,7 @@ def store(tmp_path: Path) -> SpoolObjectStore:
 def test_success_publishes_a_pointer_to_the_exact_bytes(
     tmp_path: Path, store: SpoolObjectStore
 ) -> None:
-    publisher = Publisher()
+    publisher = RecordingPublisher()
     result = StoreService(store, publisher).store(request(), received(tmp_path, dataset()))
     assert result.status is Status.SUCCESS
     message = decode(publisher.bodies[0])
@@ -82,12 +71,12 @@ def test_success_publishes_a_pointer_to_the_exact_bytes(
 def test_failed_publish_keeps_the_previous_version_for_its_message(
     tmp_path: Path, store: SpoolObjectStore
 ) -> None:
-    publisher = Publisher()
+    publisher = RecordingPublisher()
     service = StoreService(store, publisher)
     assert service.store(request(), received(tmp_path, dataset(pixels=b"v1"))).ok
     first = decode(publisher.bodies[0])
 
-    publisher.fail = True
+    publisher.error = OSError("database is locked")
     result = service.store(request(), received(tmp_path, dataset(pixels=b"v2")))
     assert result.status is Status.QUEUE_UNAVAILABLE
     # The first message still finds its own bytes: nothing acknowledged was lost.
@@ -99,8 +88,8 @@ def test_failed_publish_keeps_the_previous_version_for_its_message(
 def test_failed_publish_of_a_first_version_leaves_no_object(
     tmp_path: Path, store: SpoolObjectStore
 ) -> None:
-    publisher = Publisher()
-    publisher.fail = True
+    publisher = RecordingPublisher()
+    publisher.error = OSError("database is locked")
     result = StoreService(store, publisher).store(request(), received(tmp_path, dataset()))
     assert result.status is Status.QUEUE_UNAVAILABLE
     with pytest.raises(ObjectMissing):
@@ -112,7 +101,7 @@ def test_invalid_sop_instance_uid_is_refused_without_leftovers(
     tmp_path: Path, store: SpoolObjectStore
 ) -> None:
     bad = "1." + "2" * 72  # 74 characters: not a valid UID
-    publisher = Publisher()
+    publisher = RecordingPublisher()
     result = StoreService(store, publisher).store(request(bad), received(tmp_path, dataset(bad)))
     assert result.status is Status.DATASET_MISMATCH
     assert "SOP Instance UID" in result.comment
@@ -136,7 +125,7 @@ def test_dataset_starting_with_group_0002_keeps_those_bytes(
     )
     path = tmp_path / "received.dcm"
     path.write_bytes(file_meta_bytes(CT, SOP, ImplicitVRLittleEndian, "") + data)
-    publisher = Publisher()
+    publisher = RecordingPublisher()
     req = StoreRequest(CT, SOP, ImplicitVRLittleEndian, "PACS", "IMPORTADAPTER")
     result = StoreService(store, publisher).store(req, path)
     assert result.status is Status.SUCCESS, result
