@@ -11,22 +11,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Mapping
 
 import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
 from ingest.contracts import logs
-from ingest.contracts.settings import ConfigError, resolve, with_defaults
-from uploader.config import CLOUD_FLAGS as UPLOADER_CLOUD_FLAGS
-from uploader.config import PubSubConfig, UploaderConfig
+from ingest.contracts.settings import ConfigError, resolve
 from uploader.push import PushApp
-from uploader.push_auth import PushVerifier, make_request
 
-from .wiring import build_pubsub_handler
-
-CLOUD_FLAGS = (*UPLOADER_CLOUD_FLAGS, *with_defaults(logs.FLAGS, log_format="json"))
+from .wiring import FUNCTION_FLAGS, build_push_app
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +29,12 @@ class FunctionConfigError(ConfigError):
     """The function's environment is invalid: the instance does not start."""
 
 
-def build_app(environ: Mapping[str, str] | None = None) -> PushApp:
-    """The app for this process, from the environment."""
-    values = resolve(CLOUD_FLAGS, argparse.Namespace(), environ)
-    logs.configure(values["log_format"], values["verbose"])
-    config = UploaderConfig.from_values(values)
-    pubsub = PubSubConfig.from_values(values)
-    verifier = request = None
-    if pubsub.push_audience and pubsub.push_service_account:
-        verifier = PushVerifier(
-            pubsub.push_audience, pubsub.push_service_account, pubsub.push_certs_url
-        )
-        request = make_request()
-    return PushApp(build_pubsub_handler(config, pubsub), verifier, request)
-
-
 def _start() -> PushApp:
+    """Settings from the environment, logging set up once, the app built; or a failed start."""
     try:
-        return build_app()
+        values = resolve(FUNCTION_FLAGS, argparse.Namespace())
+        logs.configure(values["log_format"], values["verbose"])
+        return build_push_app(values)
     except ConfigError as exc:
         log.critical("the uploader cannot start: %s", exc)
         raise FunctionConfigError(f"the uploader cannot start: {exc}") from exc

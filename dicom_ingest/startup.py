@@ -70,6 +70,9 @@ def run_until_signal(start: Callable[[], None], stop: Callable[[], object]) -> i
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     start()
-    stopping.wait()
+    # Python runs signal handlers in the main thread, between bytecodes; a signal the kernel
+    # hands to another thread (gRPC's, pynetdicom's) does not wake a wait without a timeout.
+    while not stopping.wait(0.2):
+        pass
     stop()
     return 0

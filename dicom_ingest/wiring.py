@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ingest.adapters.dicomweb import HttpDicomWebClient, make_session
 from ingest.adapters.gcs import GcsObjectStore, make_storage_client
 from ingest.adapters.pubsub import PubSubPublisher, make_publisher_client
+from ingest.contracts import logs
 from ingest.contracts.ports import ObjectStore
+from ingest.contracts.settings import with_defaults
+from uploader.config import CLOUD_FLAGS as UPLOADER_CLOUD_FLAGS
 from uploader.config import PubSubConfig, UploaderConfig
 from uploader.pubsub_handler import PubSubHandler
+from uploader.push import PushApp
+from uploader.push_auth import PushVerifier, make_request
 from uploader.service import BatchLimits, UploadService
 
 
@@ -55,3 +61,20 @@ def build_pubsub_handler(
         push_max_bytes=pubsub.push_max_bytes,
         push_max_attempts=pubsub.push_max_attempts or None,
     )
+
+
+# The function's settings: the cloud uploader's, and logs in JSON lines for Cloud Logging.
+FUNCTION_FLAGS = (*UPLOADER_CLOUD_FLAGS, *with_defaults(logs.FLAGS, log_format="json"))
+
+
+def build_push_app(values: Mapping[str, Any]) -> PushApp:
+    """The push function's app from its resolved ``FUNCTION_FLAGS``; ``ConfigError`` if invalid."""
+    config = UploaderConfig.from_values(values)
+    pubsub = PubSubConfig.from_values(values)
+    verifier = request = None
+    if pubsub.push_audience and pubsub.push_service_account:
+        verifier = PushVerifier(
+            pubsub.push_audience, pubsub.push_service_account, pubsub.push_certs_url
+        )
+        request = make_request()
+    return PushApp(build_pubsub_handler(config, pubsub), verifier, request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -57,7 +58,7 @@ class UploaderConfig:
             raise ConfigError("--http_timeout must be positive")
 
     @classmethod
-    def from_values(cls, values: dict[str, Any]) -> UploaderConfig:
+    def from_values(cls, values: Mapping[str, Any]) -> UploaderConfig:
         return build(cls, values)
 
     def __repr__(self) -> str:  # keep the token out of logs and tracebacks
@@ -109,7 +110,7 @@ class PubSubConfig:
             raise ConfigError("--publish_timeout must be positive")
 
     @classmethod
-    def from_values(cls, values: dict[str, Any]) -> PubSubConfig:
+    def from_values(cls, values: Mapping[str, Any]) -> PubSubConfig:
         return build(cls, values)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.net import free_port, port_open, wait_until
+from support.net import on_free_port, port_open, refusing_port, wait_until
 
 from infra import hcl, k8s_render
 
@@ -197,7 +197,7 @@ def _healthcheck(code: str, pid1_cmdline: bytes, port: int, tmp_path: Path) -> i
 
 def test_uploader_health_check_fits_the_function_and_the_pull_worker(tmp_path: Path) -> None:
     code = _healthcheck_code(DOCKER / "uploader.Dockerfile")
-    closed = free_port()
+    closed = refusing_port()
     function = b"/opt/dicom-ingest/bin/python\0/opt/dicom-ingest/bin/functions-framework\0"
     worker = b"/opt/dicom-ingest/bin/python\0/opt/dicom-ingest/bin/dicom-ingest\0work\0"
     assert _healthcheck(code, function, closed, tmp_path) != 0, "a function not serving fails"
@@ -216,32 +216,37 @@ def uploader_server(tmp_path: Path) -> Iterator[int]:
     argv = [str(BIN / command[0])] + [
         f"--source={source}" if arg.startswith("--source=") else arg for arg in command[1:]
     ]
-    port = free_port()
-    env = {
-        **os.environ,
-        **_env(DOCKER / "uploader.Dockerfile"),
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "WORKERS": "1",
-        "THREADS": "2",
-        "DICOM_INGEST_DICOMWEB_ADDRESS": "http://127.0.0.1:9/dicomWeb",
-        # The app builds its Pub/Sub and Cloud Storage clients on the first request. This test's
-        # message never reaches either; emulator addresses keep them from looking for
-        # credentials (Application Default Credentials, which Cloud Run provides).
-        "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{free_port()}",
-        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}",
-        "DICOM_INGEST_AUTH": "none",
-        "DICOM_INGEST_LOG_FORMAT": "json",
-    }
-    for routed in ("DICOM_INGEST_DEAD_LETTER_TOPIC", "DICOM_INGEST_OVERSIZE_TOPIC"):
-        env.pop(routed, None)  # the test's 503 is the answer without a dead-letter topic
     log = (tmp_path / "uploader.log").open("w")
-    process = subprocess.Popen(
-        argv, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True
-    )
-    try:
+
+    def start(port: int) -> tuple[subprocess.Popen[str], int]:
+        env = {
+            **os.environ,
+            **_env(DOCKER / "uploader.Dockerfile"),
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "WORKERS": "1",
+            "THREADS": "2",
+            "DICOM_INGEST_DICOMWEB_ADDRESS": "http://127.0.0.1:9/dicomWeb",
+            # The app builds its Pub/Sub and Cloud Storage clients when it starts. This test's
+            # message never reaches either; emulator addresses keep them from looking for
+            # credentials (Application Default Credentials, which Cloud Run provides).
+            "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{refusing_port()}",
+            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{refusing_port()}",
+            "DICOM_INGEST_AUTH": "none",
+            "DICOM_INGEST_LOG_FORMAT": "json",
+        }
+        for routed in ("DICOM_INGEST_DEAD_LETTER_TOPIC", "DICOM_INGEST_OVERSIZE_TOPIC"):
+            env.pop(routed, None)  # the test's 503 is the answer without a dead-letter topic
+        process = subprocess.Popen(
+            argv, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
         wait_until(lambda: port_open(port) or process.poll() is not None, 60, "functions-framework")
-        assert process.poll() is None, (tmp_path / "uploader.log").read_text()
+        if process.poll() is not None:
+            raise RuntimeError((tmp_path / "uploader.log").read_text())
+        return process, port
+
+    process, port = on_free_port(start, errors=(RuntimeError,))
+    try:
         yield port
     finally:
         process.terminate()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from dicom_ingest.wiring import FUNCTION_FLAGS, build_push_app
+from ingest.contracts.settings import ConfigError, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS_FRAMEWORK = Path(sys.executable).parent / "functions-framework"
@@ -45,19 +50,24 @@ def _environment(extra: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("case", sorted(BAD_ENVIRONMENTS))
-def test_importing_the_function_with_a_bad_environment_fails(case: str) -> None:
+def test_a_bad_environment_is_refused_with_its_reason(case: str) -> None:
     environ, reason = BAD_ENVIRONMENTS[case]
+    with pytest.raises(ConfigError, match=re.escape(reason)):
+        build_push_app(resolve(FUNCTION_FLAGS, argparse.Namespace(), environ))
+
+
+def test_importing_the_function_with_a_bad_environment_fails() -> None:
     done = subprocess.run(
         [sys.executable, "-c", "import dicom_ingest.function"],
-        env=_environment(environ),
+        env=_environment({"DICOM_INGEST_AUTH": "bearer"}),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert done.returncode != 0
-    assert "the uploader cannot start" in done.stderr
-    assert reason in done.stderr
+    assert "FunctionConfigError: the uploader cannot start" in done.stderr
+    assert "--dicomweb_address is required" in done.stderr
 
 
 def test_functions_framework_does_not_start_with_a_bad_environment() -> None:

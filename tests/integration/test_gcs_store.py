@@ -12,7 +12,7 @@ import pytest
 import requests
 from google.cloud import storage
 from support.gcs import FakeGcs
-from support.net import free_port
+from support.net import refusing_port
 
 from ingest.adapters.gcs import MULTIPART_LIMIT, GcsObjectStore, make_storage_client
 from ingest.contracts.ports import ObjectMissing, ObjectStoreError, ObjectSuperseded
@@ -116,7 +116,7 @@ def test_a_checksum_the_server_does_not_confirm_is_a_failed_write(
 def test_an_unreachable_storage_fails_within_the_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{refusing_port()}")
     store = GcsObjectStore(storage.Client(project="p"), "bucket", "", tmp_path, timeout=1.0)
     with pytest.raises(ObjectStoreError, match="upload failed"):
         store.put(KEY, _stage(store, b"x"), 1, crc32c_b64(b"x"))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
+import pytest
 import requests
 from pydicom.uid import generate_uid
 from support.datasets import ct_dataset, write
@@ -16,6 +17,9 @@ from support.net import wait_until
 from support.orthanc import Orthanc
 
 from dicom_ingest.local import LocalPipeline
+
+# Real processes and servers, seconds each: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 
 def settled(pipeline: LocalPipeline) -> bool:

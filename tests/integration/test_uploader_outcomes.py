@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from support.datasets import ct_dataset
 from support.fake_dicomweb import FakeDicomWeb, Recorded, Reply, failed, referenced
-from support.net import free_port
+from support.net import refusing_port
 from support.orthanc import Orthanc
 from support.spool import put_instance
 
@@ -128,7 +128,7 @@ def test_outcome_row(name: str, tmp_path: Path, fake_dicomweb: FakeDicomWeb) -> 
 def test_connection_refused_is_retried(tmp_path: Path) -> None:
     store = SpoolObjectStore(tmp_path)
     message = put_instance(store, ct_dataset())
-    [outcome] = service(store, f"http://127.0.0.1:{free_port()}/dicomWeb").process([message])
+    [outcome] = service(store, f"http://127.0.0.1:{refusing_port()}/dicomWeb").process([message])
     assert outcome.action is Action.RETRY
     assert "ConnectionError" in outcome.reason
 
