@@ -34,12 +34,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from google.cloud import pubsub_v1  # noqa: E402
 from support.datasets import ct_dataset, write  # noqa: E402
 from support.gcs import running_fake_gcs  # noqa: E402
 from support.net import wait_until  # noqa: E402
 from support.pubsub_server import PubSubServer  # noqa: E402
 
 from dicom_ingest.cloud import CloudReceiver, CloudReceiverConfig  # noqa: E402
+from dicom_ingest.startup import configure_pynetdicom  # noqa: E402
 from receiver.config import ReceiverConfig  # noqa: E402
 
 PROJECT = "bench-project"
@@ -142,6 +144,7 @@ def run_mode(
         early_upload_bytes=early,
     )
     receiver = CloudReceiver(config)
+    configure_pynetdicom(receiver.staging_dir)  # as `dicom-ingest receive` does
     receiver.start()
     try:
         started = time.monotonic()
@@ -206,8 +209,6 @@ def main() -> int:
             pubsub_proxy = ProxyProcess(("127.0.0.1", pubsub_port), publish_ms / 1000)
             os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{gcs_proxy.port}"
             os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{pubsub_proxy.port}"
-            from google.cloud import pubsub_v1
-
             topic = f"projects/{PROJECT}/topics/bench-{n}"
             publisher = pubsub_v1.PublisherClient()
             publisher.create_topic(name=topic)

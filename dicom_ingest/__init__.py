@@ -1,1 +1,1 @@
-"""Shared contracts of the pipeline: message, ports, flags, logging and the CLI."""
+"""The composition root: the command line, the local and cloud deployments, replay, the function."""

@@ -23,19 +23,34 @@ from typing import Any
 
 from google.api_core.exceptions import GoogleAPIError
 from google.auth.exceptions import GoogleAuthError
+from google.cloud import pubsub_v1, storage
 
+from ingest.adapters.dicomweb import instance_uids, make_session
+from ingest.adapters.pubsub import (
+    PubSubPublisher,
+    check_subscription,
+    check_topic,
+    make_publisher_client,
+)
+from ingest.adapters.spool import SpoolObjectStore
+from ingest.adapters.sqlite_queue import QUEUE_FILE, SqliteQueue
+from ingest.contracts import logs
+from ingest.contracts.message import MessageError, decode
+from ingest.contracts.settings import ConfigError, Flag, add_flags, resolve, select
 from receiver.adapter_flags import add_adapter_flags, check_adapter_flags
 from receiver.config import FLAGS as RECEIVER_FLAGS
 from receiver.config import ReceiverConfig
+from receiver.reconcile import reconcile
 from uploader.config import CLOUD_FLAGS as CLOUD_UPLOADER_FLAGS
 from uploader.config import FLAGS as UPLOADER_FLAGS
 from uploader.config import PubSubConfig, UploaderConfig
+from uploader.pull import PullWorker
 
-from . import logs
+from . import replay
 from .cloud import FLAGS as CLOUD_RECEIVER_FLAGS
-from .flags import ConfigError, Flag, add_flags, resolve
-from .message import MessageError, decode
-from .queue import QUEUE_FILE, SqliteQueue
+from .cloud import CloudReceiver, CloudReceiverConfig
+from .local import LocalConfig, LocalPipeline
+from .wiring import build_pubsub_handler
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +59,14 @@ RECONCILE_MIN_AGE = 60.0
 COMMON_FLAGS = logs.FLAGS
 SPOOL_FLAG = Flag("spool_dir", "spool directory: objects, queue database, staging")
 SUBSCRIPTION_FLAG = Flag("subscription", "Pub/Sub subscription (projects/P/subscriptions/S)")
+CALLED_AE_FLAGS = select(RECEIVER_FLAGS, "dimse_aet")
+# `replay reconcile`: where the objects are, where their messages go, which store to ask.
+BUCKET_RECONCILE_FLAGS = (
+    *select(CLOUD_RECEIVER_FLAGS, "bucket", "object_prefix", "topic"),
+    *CALLED_AE_FLAGS,
+    *select(UPLOADER_FLAGS, "dicomweb_address", "auth", "bearer_token"),
+    *COMMON_FLAGS,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     rec = sub.add_parser(
         "reconcile", help="enqueue a message for every spooled object that has none"
     )
-    add_flags(rec, (SPOOL_FLAG, RECEIVER_FLAGS[0]))
+    add_flags(rec, (SPOOL_FLAG, *CALLED_AE_FLAGS))
 
     receive = sub.add_parser(
         "receive", help="run the receiver: C-STORE to Cloud Storage and Pub/Sub (GKE)"
@@ -108,8 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     recb = how.add_parser(
         "reconcile", help="publish messages for bucket objects the DICOM store lacks"
     )
-    add_flags(recb, (CLOUD_RECEIVER_FLAGS[0], CLOUD_RECEIVER_FLAGS[1], CLOUD_RECEIVER_FLAGS[2]))
-    add_flags(recb, (RECEIVER_FLAGS[0], *UPLOADER_FLAGS[:3], *COMMON_FLAGS))
+    add_flags(recb, BUCKET_RECONCILE_FLAGS)
     recb.add_argument("--newer_than", "--newer-than", help="only objects created since this time")
     recb.add_argument("--dry_run", "--dry-run", action="store_true", help="list, publish nothing")
     return parser
@@ -139,7 +161,6 @@ def _run_local(namespace: argparse.Namespace) -> int:
     logs.configure(values["log_format"], values["verbose"])
     for note in notes:
         log.warning(note)
-    from .local import LocalConfig, LocalPipeline
 
     try:
         pipeline = LocalPipeline(LocalConfig(Path(values["spool_dir"]), receiver, uploader))
@@ -218,13 +239,10 @@ def _run_requeue(namespace: argparse.Namespace) -> int:
 
 
 def _run_reconcile(namespace: argparse.Namespace) -> int:
-    from receiver.reconcile import reconcile
-
-    from .objectstore import SpoolObjectStore
 
     spool = _spool(namespace)
     queue = _open_queue(spool)
-    called_ae = resolve((RECEIVER_FLAGS[0],), namespace)["dimse_aet"]
+    called_ae = resolve(CALLED_AE_FLAGS, namespace)["dimse_aet"]
     try:
         # The pipeline may be running: leave objects alone that are seconds old.
         report = reconcile(SpoolObjectStore(spool), queue, called_ae, min_age=RECONCILE_MIN_AGE)
@@ -238,7 +256,6 @@ def _run_reconcile(namespace: argparse.Namespace) -> int:
 
 
 def _run_receive(namespace: argparse.Namespace) -> int:
-    from .cloud import CloudReceiver, CloudReceiverConfig
 
     notes = check_adapter_flags(namespace)
     values = resolve((SPOOL_FLAG, *RECEIVER_FLAGS, *CLOUD_RECEIVER_FLAGS, *COMMON_FLAGS), namespace)
@@ -258,13 +275,11 @@ def _run_receive(namespace: argparse.Namespace) -> int:
 
 
 def _subscription(namespace: argparse.Namespace) -> str:
-    from .pubsub import check_subscription
 
     return check_subscription(resolve((SUBSCRIPTION_FLAG,), namespace)["subscription"] or "")
 
 
 def _pubsub_handler(namespace: argparse.Namespace, dead_letters: bool = True) -> Any:
-    from uploader.wiring import build_pubsub_handler
 
     values = resolve((*CLOUD_UPLOADER_FLAGS, *COMMON_FLAGS), namespace)
     logs.configure(values["log_format"], values["verbose"])
@@ -275,9 +290,6 @@ def _pubsub_handler(namespace: argparse.Namespace, dead_letters: bool = True) ->
 
 
 def _run_work(namespace: argparse.Namespace) -> int:
-    from google.cloud import pubsub_v1
-
-    from uploader.pull import PullWorker
 
     subscription = _subscription(namespace)
     handler, values = _pubsub_handler(namespace)
@@ -292,10 +304,6 @@ def _run_work(namespace: argparse.Namespace) -> int:
 
 
 def _run_replay(namespace: argparse.Namespace) -> int:
-    from google.cloud import pubsub_v1
-
-    from . import replay
-    from .pubsub import PubSubPublisher, check_topic, make_publisher_client
 
     command = namespace.replay_command
     if command == "reconcile":
@@ -308,7 +316,7 @@ def _run_replay(namespace: argparse.Namespace) -> int:
             replay.seek(subscriber, subscription, when, namespace.snapshot)
             print(f"{subscription}: sought to {namespace.time or namespace.snapshot}")
             return 0
-        action: replay.Action | None = None
+        action: replay.DrainStep | None = None
         if namespace.to_topic:
             topic = check_topic(namespace.to_topic, "to_topic")
             action = replay.republish_to(PubSubPublisher(make_publisher_client(), topic))
@@ -333,24 +341,16 @@ def _run_replay(namespace: argparse.Namespace) -> int:
 
 
 def _time(text: str | None) -> datetime | None:
-    from .replay import parse_time
 
     try:
-        return parse_time(text) if text else None
+        return replay.parse_time(text) if text else None
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
 
 def _run_bucket_reconcile(namespace: argparse.Namespace) -> int:
-    from google.cloud import storage
 
-    from uploader.dicomweb import instance_uids, make_session
-
-    from . import replay
-    from .pubsub import PubSubPublisher, check_topic, make_publisher_client
-
-    flags = (*CLOUD_RECEIVER_FLAGS[:3], RECEIVER_FLAGS[0], *UPLOADER_FLAGS[:3], *COMMON_FLAGS)
-    values = resolve(flags, namespace)
+    values = resolve(BUCKET_RECONCILE_FLAGS, namespace)
     logs.configure(values["log_format"], values["verbose"])
     if not values["bucket"]:
         raise ConfigError("--bucket is required")

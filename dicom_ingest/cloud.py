@@ -15,58 +15,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingest.adapters.gcs import GcsObjectStore, make_storage_client
+from ingest.adapters.pubsub import (
+    PUBLISH_TIMEOUT,
+    PubSubPublisher,
+    check_topic,
+    make_publisher_client,
+)
+from ingest.adapters.sqlite_queue import SqliteQueue
+from ingest.contracts.settings import ConfigError, Flag, build, flags_of, setting
+from ingest.workers import LEASE_SECONDS, Backoff, BatchService, QueueWorkers
 from receiver.config import ReceiverConfig
 from receiver.early_upload import EarlyUploads
 from receiver.health import HealthServer, echo_check
 from receiver.scp import Receiver
 from receiver.shipper import OutboxPublisher, RepublishService, ShipService
 from receiver.store import StoreService
-from uploader.worker import Backoff, BatchService, QueueWorkers
 
-from .flags import ConfigError, Flag
-from .gcs import GcsObjectStore, make_storage_client
-from .local import open_spool, run_until_signal
-from .pubsub import PubSubPublisher, check_topic, make_publisher_client
-from .queue import SqliteQueue
+from .startup import open_spool, run_until_signal
 
 log = logging.getLogger(__name__)
-
-FLAGS = (
-    Flag("bucket", "Cloud Storage bucket for received instances"),
-    Flag(
-        "object_prefix",
-        "object name prefix: gs://BUCKET/PREFIX/<study>/<series>/<sop>.dcm",
-        "dicom",
-    ),
-    Flag("topic", "Pub/Sub topic for instance messages (projects/P/topics/T)"),
-    Flag(
-        "ack_after",
-        "answer the PACS once the instance is in Cloud Storage and Pub/Sub (store) or once it"
-        " is fsynced to the spool volume and shipped in the background (spool)",
-        "store",
-        choices=("store", "spool"),
-    ),
-    Flag("health_port", "HTTP port for /healthz and /readyz; 0 turns them off", 0, int),
-    Flag(
-        "storage_timeout",
-        "seconds a Cloud Storage request may take, with its retries of transient errors",
-        60.0,
-        float,
-    ),
-    Flag("publish_timeout", "seconds Pub/Sub may take to accept a message", 30.0, float),
-    Flag("ship_workers", "background shippers with --ack_after=spool", 4, int),
-    Flag(
-        "early_upload_bytes",
-        "with --ack_after=store, start uploading an instance once this much of it has arrived;"
-        " 0 turns it off",
-        32 << 20,
-        int,
-    ),
-    Flag(
-        "dicomweb_address",
-        "accepted for compatibility with the DICOM adapter's manifests; the uploader uses it",
-    ),
-)
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 # Attempts before a spooled instance's shipping is dead-lettered locally: with the 60 s
@@ -79,15 +47,31 @@ OUTBOX_FILE = "outbox.sqlite3"
 class CloudReceiverConfig:
     spool_dir: Path
     receiver: ReceiverConfig
-    bucket: str
-    topic: str
-    object_prefix: str = "dicom"
-    ack_after: str = "store"
-    health_port: int = 0
-    storage_timeout: float = 60.0
-    publish_timeout: float = 30.0
-    ship_workers: int = 4
-    early_upload_bytes: int = 32 << 20
+    bucket: str = setting("Cloud Storage bucket for received instances", required=True)
+    topic: str = setting("Pub/Sub topic for instance messages (projects/P/topics/T)", required=True)
+    object_prefix: str = setting(
+        "object name prefix: gs://BUCKET/PREFIX/<study>/<series>/<sop>.dcm", "dicom"
+    )
+    ack_after: str = setting(
+        "answer the PACS once the instance is in Cloud Storage and Pub/Sub (store) or once it"
+        " is fsynced to the spool volume and shipped in the background (spool)",
+        "store",
+        choices=("store", "spool"),
+    )
+    health_port: int = setting("HTTP port for /healthz and /readyz; 0 turns them off", 0, int)
+    storage_timeout: float = setting(
+        "seconds a Cloud Storage request may take, with its retries of transient errors",
+        60.0,
+        float,
+    )
+    publish_timeout: float = PUBLISH_TIMEOUT.field()
+    ship_workers: int = setting("background shippers with --ack_after=spool", 4, int)
+    early_upload_bytes: int = setting(
+        "with --ack_after=store, start uploading an instance once this much of it has arrived;"
+        " 0 turns it off",
+        32 << 20,
+        int,
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.bucket, str) or not _BUCKET.fullmatch(self.bucket):
@@ -115,8 +99,17 @@ class CloudReceiverConfig:
             raise ConfigError("--bucket and --topic are required")
         if values.get("dicomweb_address"):
             log.info("--dicomweb_address is the uploader's setting; the receiver ignores it")
-        names = set(cls.__dataclass_fields__) - {"spool_dir", "receiver"}
-        return cls(spool_dir, receiver, **{k: values[k] for k in names})
+        return build(cls, values, spool_dir=spool_dir, receiver=receiver)
+
+
+FLAGS = (
+    *flags_of(CloudReceiverConfig),
+    # The DICOM adapter's manifests pass it; the uploader's setting of that name uses it.
+    Flag(
+        "dicomweb_address",
+        "accepted for compatibility with the DICOM adapter's manifests; the uploader uses it",
+    ),
+)
 
 
 def _reachable(bind: str) -> str:
@@ -187,7 +180,7 @@ class CloudReceiver:
             background,
             workers=workers,
             batch=1,
-            lease_seconds=120.0,
+            lease_seconds=LEASE_SECONDS,
             backoff=Backoff(0.5, 60.0),
         )
         self.receiver = Receiver(config.receiver, store, staging)

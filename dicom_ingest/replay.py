@@ -25,6 +25,8 @@ from typing import Any, TextIO
 from google.api_core import exceptions as api_exceptions
 from pydicom.filereader import read_file_meta_info
 
+from ingest.contracts.message import InstanceMessage, decode, encode, is_valid_uid
+from ingest.contracts.ports import Publisher, StoredObject
 from receiver.reconcile import message_from_meta
 from uploader.pubsub_handler import (
     DEAD_LETTER_ATTRIBUTES,
@@ -33,10 +35,6 @@ from uploader.pubsub_handler import (
     PubSubHandler,
     Received,
 )
-
-from .message import InstanceMessage, decode, encode, is_valid_uid
-from .objectstore import StoredObject
-from .queue import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +122,10 @@ def replay_attributes(attributes: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in attributes.items() if k not in DEAD_LETTER_ATTRIBUTES}
 
 
-Action = Callable[[Received], tuple[bool, str, str]]  # → (acknowledge, result, reason)
+DrainStep = Callable[[Received], tuple[bool, str, str]]  # → (acknowledge, result, reason)
 
 
-def republish_to(publisher: Publisher) -> Action:
+def republish_to(publisher: Publisher) -> DrainStep:
     def act(received: Received) -> tuple[bool, str, str]:
         try:
             publisher.publish(received.data, replay_attributes(dict(received.attributes)))
@@ -163,7 +161,7 @@ class _Upload:
                 log.exception("clean-up after upload failed")
 
 
-def upload_with(handler: PubSubHandler) -> Action:
+def upload_with(handler: PubSubHandler) -> DrainStep:
     return _Upload(handler)
 
 
@@ -180,7 +178,7 @@ def describe(received: Received) -> str:
 def drain(
     subscriber: Any,
     subscription: str,
-    action: Action | None,
+    action: DrainStep | None,
     *,
     rate: float = 0.0,
     limit: int = 0,
@@ -302,7 +300,7 @@ _NAME = re.compile(r"^(?P<study>[0-9.]+)/(?P<series>[0-9.]+)/(?P<sop>[0-9.]+)\.d
 
 
 @dataclass
-class ReconcileReport:
+class BucketReconcileReport:
     objects: int = 0
     present: int = 0
     published: int = 0
@@ -353,13 +351,13 @@ def reconcile_bucket(
     called_ae: str = "IMPORTADAPTER",
     newer_than: datetime | None = None,
     out: TextIO | None = None,
-) -> ReconcileReport:
+) -> BucketReconcileReport:
     """Publish a message for every object whose instance the DICOM store lacks.
 
     ``publisher`` None is a dry run: the missing instances are listed, nothing published.
     """
     out = out or sys.stdout
-    report = ReconcileReport()
+    report = BucketReconcileReport()
     known: dict[str, set[str] | None] = {}
     for blob, study, series, sop in bucket_objects(client, bucket, prefix, newer_than):
         report.objects += 1

@@ -13,6 +13,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/dicom-ingest
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY ingest ./ingest
 COPY dicom_ingest ./dicom_ingest
 COPY receiver ./receiver
 COPY uploader ./uploader

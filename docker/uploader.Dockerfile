@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The uploader: functions-framework serving uploader/main.py:upload (CloudEvent signature) for
+# The uploader: functions-framework serving dicom_ingest/function.py:upload (CloudEvent signature) for
 # Pub/Sub push on Cloud Run; the same image runs the pull worker as `dicom-ingest work`.
 # Build from the repository root:
 #   docker build -f docker/uploader.Dockerfile -t uploader .
@@ -15,16 +15,17 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/dicom-ingest
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY ingest ./ingest
 COPY dicom_ingest ./dicom_ingest
 COPY receiver ./receiver
 COPY uploader ./uploader
 # Runtime dependencies only: the project without its [test] extra. The function's source is the
-# installed uploader/main.py, linked to a fixed path (the site-packages path names the Python
+# installed dicom_ingest/function.py, linked to a fixed path (the site-packages path names the Python
 # version), so the image holds one copy of it.
 RUN /opt/dicom-ingest/bin/pip install . \
  && /opt/dicom-ingest/bin/pip uninstall --yes pip setuptools \
  && install -d /opt/dicom-ingest/function \
- && ln -s "$(/opt/dicom-ingest/bin/python -c 'import importlib.util; print(importlib.util.find_spec("uploader.main").origin)')" \
+ && ln -s "$(/opt/dicom-ingest/bin/python -c 'import importlib.util; print(importlib.util.find_spec("dicom_ingest.function").origin)')" \
       /opt/dicom-ingest/function/main.py \
  && test -f /opt/dicom-ingest/function/main.py
 

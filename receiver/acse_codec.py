@@ -15,6 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pynetdicom
+from pynetdicom import pdu as pdu_module
+from pynetdicom import pdu_items
+
 PYNETDICOM_VERSION = "3.0.4"
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 
@@ -39,8 +43,6 @@ class PynetdicomMismatch(RuntimeError):
 
 def check_pynetdicom() -> None:
     """Fail loudly if the installed pynetdicom is not the one this module was written for."""
-    import pynetdicom
-
     if pynetdicom.__version__ != PYNETDICOM_VERSION:
         raise PynetdicomMismatch(
             f"pynetdicom {pynetdicom.__version__} is installed; the receiver needs "
@@ -164,39 +166,28 @@ def encode_associate_ac(
     implementation_version_name: str,
 ) -> bytes:
     """The A-ASSOCIATE-AC PDU for a request and the per-context results."""
-    from pynetdicom.pdu import A_ASSOCIATE_AC
-    from pynetdicom.pdu_items import (
-        ApplicationContextItem,
-        ImplementationClassUIDSubItem,
-        ImplementationVersionNameSubItem,
-        MaximumLengthSubItem,
-        PresentationContextItemAC,
-        TransferSyntaxSubItem,
-        UserInformationItem,
-    )
-
-    ac = A_ASSOCIATE_AC()
+    ac = pdu_module.A_ASSOCIATE_AC()
     # The called and calling AE fields echo the request (PS3.8 §9.3.3).
     ac.reserved_aet = request.called_ae
     ac.reserved_aec = request.calling_ae
-    application = ApplicationContextItem()
+    application = pdu_items.ApplicationContextItem()
     application.application_context_name = APPLICATION_CONTEXT
     items: list[Any] = [application]
     for result in results:
-        item = PresentationContextItemAC()
+        item = pdu_items.PresentationContextItemAC()
         item.presentation_context_id = result.context_id
         item.result_reason = result.result
-        syntax = TransferSyntaxSubItem()
+        syntax = pdu_items.TransferSyntaxSubItem()
         syntax.transfer_syntax_name = result.transfer_syntax
         item.transfer_syntax_sub_item = [syntax]
         items.append(item)
-    maximum = MaximumLengthSubItem()
+    maximum = pdu_items.MaximumLengthSubItem()
     maximum.maximum_length_received = max_pdu
-    implementation = ImplementationClassUIDSubItem()
+    implementation = pdu_items.ImplementationClassUIDSubItem()
     implementation.implementation_class_uid = implementation_class_uid
-    version = ImplementationVersionNameSubItem()
+    version = pdu_items.ImplementationVersionNameSubItem()
     version.implementation_version_name = implementation_version_name.encode("ascii")
-    user = UserInformationItem()
+    user = pdu_items.UserInformationItem()
     user.user_data = [maximum, implementation, version]
     items.append(user)
     ac.variable_items = items

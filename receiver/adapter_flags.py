@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from dicom_ingest.flags import ConfigError
+from ingest.contracts.settings import ConfigError
 
 IGNORED = {
     "dimse_cmove_aet": "C-MOVE is not served",

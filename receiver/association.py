@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from dicom_ingest.message import is_valid_uid
+from ingest.contracts.message import is_valid_uid
 
 from . import dimse, pdu
 from .acse_codec import (

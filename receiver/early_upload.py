@@ -30,8 +30,8 @@ from typing import Any
 
 import google_crc32c
 
-from dicom_ingest.gcs import CHUNK_SIZE, GcsObjectStore, ResumableSession
-from dicom_ingest.objectstore import ObjectStoreError, StoredObject
+from ingest.adapters.gcs import CHUNK_SIZE, GcsObjectStore, ResumableSession
+from ingest.contracts.ports import ObjectStoreError, StoredObject
 
 from .association import Transfer
 from .dataset_scan import scan_header

@@ -18,9 +18,10 @@ from typing import Any
 
 from pydicom.filereader import read_file_meta_info
 
-from dicom_ingest.message import InstanceMessage, encode
-from dicom_ingest.objectstore import SpoolObjectStore, StoredObject
-from dicom_ingest.queue import SqliteQueue, object_key
+from ingest.adapters.spool import SpoolObjectStore
+from ingest.adapters.sqlite_queue import SqliteQueue, version_key
+from ingest.contracts.message import InstanceMessage, encode
+from ingest.contracts.ports import StoredObject
 
 from .dataset_scan import part10_dataset_offset, scan_dataset
 from .part10 import stream_crc32c
@@ -33,7 +34,7 @@ class UnusableObject(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class ReconcileReport:
+class SpoolReconcileReport:
     objects: int
     enqueued: int
     unusable: int
@@ -94,7 +95,7 @@ def reconcile(
     called_ae: str,
     prune: bool = False,
     min_age: float = 0.0,
-) -> ReconcileReport:
+) -> SpoolReconcileReport:
     """Enqueue a rebuilt message for each current object that no message points at.
 
     ``prune`` is for the process that owns the spool, before it accepts associations. While
@@ -107,7 +108,7 @@ def reconcile(
     for stored, path in objects.current_objects():
         seen += 1
         message_attributes = {"object_uri": stored.uri, "object_generation": stored.generation}
-        key = object_key(message_attributes)
+        key = version_key(message_attributes)
         if key is None or queue.has_object(key):
             continue
         try:
@@ -129,4 +130,4 @@ def reconcile(
             "re-enqueued an object that had no message",
             extra={"sop_instance_uid": message.sop_instance_uid, "message_id": message_id},
         )
-    return ReconcileReport(seen, enqueued, unusable, pruned)
+    return SpoolReconcileReport(seen, enqueued, unusable, pruned)

@@ -13,16 +13,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from dicom_ingest.gcs import GcsObjectStore
-from dicom_ingest.message import InstanceMessage, encode
-from dicom_ingest.objectstore import (
-    ObjectMissing,
-    ObjectStoreError,
-    ObjectSuperseded,
-    SpoolObjectStore,
-)
-from dicom_ingest.queue import Publisher
-from uploader.outcome import Action, Outcome
+from ingest.adapters.gcs import GcsObjectStore
+from ingest.adapters.spool import SpoolObjectStore
+from ingest.contracts.message import InstanceMessage, encode
+from ingest.contracts.outcome import Action, Outcome
+from ingest.contracts.ports import ObjectMissing, ObjectStoreError, ObjectSuperseded, Publisher
 
 from .store import object_key
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from importlib.resources import files
 
-from dicom_ingest.message import is_valid_uid
+from ingest.contracts.message import is_valid_uid
 
 STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
 

@@ -14,9 +14,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from dicom_ingest.message import InstanceMessage, MessageError, encode, is_valid_uid
-from dicom_ingest.objectstore import ObjectStore, ObjectStoreError, StoredObject
-from dicom_ingest.queue import Publisher
+from ingest.contracts.message import InstanceMessage, MessageError, encode, is_valid_uid
+from ingest.contracts.ports import ObjectStore, ObjectStoreError, Publisher, StoredObject
 
 from .dataset_scan import (
     LimitExceeded,

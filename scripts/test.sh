@@ -7,5 +7,6 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+.venv/bin/lint-imports
 bash scripts/check-infra.sh
 .venv/bin/python -m pytest "$@"

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import itertools
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pynetdicom import _config as pynetdicom_config
 from support.cloud import CloudStack
 from support.fake_dicomweb import FakeDicomWeb
 from support.gcs import FakeGcs, running_fake_gcs
@@ -36,9 +34,8 @@ def fake_dicomweb() -> Iterator[FakeDicomWeb]:
 
 @pytest.fixture
 def pipelines(tmp_path: Path) -> Iterator[Callable[..., LocalPipeline]]:
-    """Start local pipelines; each is stopped (and process-wide knobs restored) at teardown."""
+    """Start local pipelines; each is stopped at teardown."""
     started: list[LocalPipeline] = []
-    saved = (tempfile.tempdir, pynetdicom_config.STORE_RECV_CHUNKED_DATASET)
 
     def factory(dicomweb: str, spool: Path | None = None, **overrides: Any) -> LocalPipeline:
         pipeline = start_pipeline(spool or tmp_path / "spool", dicomweb, **overrides)
@@ -48,7 +45,6 @@ def pipelines(tmp_path: Path) -> Iterator[Callable[..., LocalPipeline]]:
     yield factory
     for pipeline in started:
         pipeline.stop()
-    tempfile.tempdir, pynetdicom_config.STORE_RECV_CHUNKED_DATASET = saved
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +70,6 @@ def cloud_stacks(
 ) -> Iterator[Callable[..., CloudStack]]:
     """Cloud-shaped pipelines (receiver → Cloud Storage + Pub/Sub → push → uploader)."""
     stacks: list[CloudStack] = []
-    saved = (tempfile.tempdir, pynetdicom_config.STORE_RECV_CHUNKED_DATASET)
 
     def factory(dicomweb: str, **options: Any) -> CloudStack:
         stack = CloudStack(
@@ -86,4 +81,3 @@ def cloud_stacks(
     yield factory
     for stack in stacks:
         stack.close()
-    tempfile.tempdir, pynetdicom_config.STORE_RECV_CHUNKED_DATASET = saved

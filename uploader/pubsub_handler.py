@@ -1,6 +1,6 @@
 """One Pub/Sub message through the outcome table: ack, nack, dead-letter, or defer.
 
-The push endpoint (``uploader.main``), the pull worker (``uploader.pull``) and
+The push endpoint (``dicom_ingest.function``), the pull worker (``uploader.pull``) and
 ``dicom-ingest replay drain --upload`` all call ``PubSubHandler.handle``; they differ only in
 how they acknowledge. A permanent failure is published to the dead-letter topic with its
 reason as an attribute and then acknowledged; if that publish fails (or no dead-letter topic
@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from dicom_ingest.message import InstanceMessage, MessageError, decode
-from dicom_ingest.queue import Publisher
+from ingest.contracts.message import InstanceMessage, MessageError, decode
+from ingest.contracts.outcome import Action, Outcome
+from ingest.contracts.ports import Publisher
 
-from .outcome import Action, Outcome
 from .service import UploadService
 
 log = logging.getLogger(__name__)

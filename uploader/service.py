@@ -18,16 +18,11 @@ from typing import BinaryIO
 import requests
 from google.auth.exceptions import GoogleAuthError
 
-from dicom_ingest.message import InstanceMessage
-from dicom_ingest.objectstore import (
-    ObjectMissing,
-    ObjectStore,
-    ObjectStoreError,
-    ObjectSuperseded,
-)
-
-from .dicomweb import DicomWebClient, DicomWebError
-from .outcome import Action, Outcome, classify
+from ingest.adapters.dicomweb import DicomWebClient, DicomWebError
+from ingest.contracts.message import InstanceMessage
+from ingest.contracts.outcome import Action, Outcome
+from ingest.contracts.ports import ObjectMissing, ObjectStore, ObjectStoreError, ObjectSuperseded
+from uploader.stow_outcome import classify
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from infra import hcl
+
 ROOT = Path(__file__).resolve().parents[2]
 BUILTINS = {
     "PROJECT_ID",
@@ -261,8 +263,6 @@ def test_version_constraints_are_read_right() -> None:
 
 
 def test_terraform_image_satisfies_every_required_version(build: dict[str, Any]) -> None:
-    from infra import hcl
-
     image = build["substitutions"]["_TERRAFORM_IMAGE"]
     match = re.fullmatch(r"hashicorp/terraform:(\d+\.\d+\.\d+)", image)
     assert match, f"{image}: pin an exact terraform release"

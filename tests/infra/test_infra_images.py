@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.net import free_port, port_open, wait_until
+from support.net import on_free_port, port_open, refusing_port, wait_until
 
 from infra import hcl, k8s_render
 
@@ -106,7 +106,14 @@ def test_pinned_slim_base_non_root_health_check(dockerfile: Path) -> None:
     assert "pip install ." in runs
     assert "[test]" not in runs, "runtime dependencies only"
     copied = [a.split()[0] for n, a in instructions if n == "COPY" and "--from" not in a]
-    assert set(copied) <= {"pyproject.toml", "README.md", "dicom_ingest", "receiver", "uploader"}
+    assert set(copied) <= {
+        "pyproject.toml",
+        "README.md",
+        "ingest",
+        "dicom_ingest",
+        "receiver",
+        "uploader",
+    }
 
 
 def test_receiver_entry_point_takes_the_manifests_flags() -> None:
@@ -148,12 +155,12 @@ def _run_lines(dockerfile: Path) -> list[str]:
 
 
 def test_uploader_image_ships_the_function_source_once() -> None:
-    """The CMD's --source is a link to the installed uploader/main.py, not a second copy."""
+    """The CMD's --source is a link to the installed dicom_ingest/function.py, not a copy."""
     dockerfile = DOCKER / "uploader.Dockerfile"
     command = _exec_form(dockerfile, "CMD")
     assert f"--source={FUNCTION_SOURCE}" in command
     copies = [a for n, a in _instructions(dockerfile) if n == "COPY"]
-    assert not any("main.py" in a for a in copies), copies
+    assert not any("function.py" in a or "main.py" in a for a in copies), copies
     (run,) = [r for r in _run_lines(dockerfile) if FUNCTION_SOURCE in r]
     assert re.search(rf"ln -s .* {re.escape(FUNCTION_SOURCE)}", run), run
     assert f"test -f {FUNCTION_SOURCE}" in run, "the build fails if the link dangles"
@@ -163,7 +170,7 @@ def test_uploader_image_ships_the_function_source_once() -> None:
         [sys.executable, "-c", finder], capture_output=True, text=True, timeout=60, check=True
     )
     found = Path(done.stdout.strip())
-    assert found.name == "main.py" and found.parent.name == "uploader" and found.is_file()
+    assert found.name == "function.py" and found.parent.name == "dicom_ingest" and found.is_file()
 
 
 def _healthcheck_code(dockerfile: Path) -> str:
@@ -190,7 +197,7 @@ def _healthcheck(code: str, pid1_cmdline: bytes, port: int, tmp_path: Path) -> i
 
 def test_uploader_health_check_fits_the_function_and_the_pull_worker(tmp_path: Path) -> None:
     code = _healthcheck_code(DOCKER / "uploader.Dockerfile")
-    closed = free_port()
+    closed = refusing_port()
     function = b"/opt/dicom-ingest/bin/python\0/opt/dicom-ingest/bin/functions-framework\0"
     worker = b"/opt/dicom-ingest/bin/python\0/opt/dicom-ingest/bin/dicom-ingest\0work\0"
     assert _healthcheck(code, function, closed, tmp_path) != 0, "a function not serving fails"
@@ -199,42 +206,47 @@ def test_uploader_health_check_fits_the_function_and_the_pull_worker(tmp_path: P
 
 @pytest.fixture
 def uploader_server(tmp_path: Path) -> Iterator[int]:
-    """The uploader image's CMD, run from this virtualenv with the repository's main.py."""
+    """The uploader image's CMD, run from this virtualenv with the repository's function."""
     command = _exec_form(DOCKER / "uploader.Dockerfile", "CMD")
     assert command[0] == "functions-framework"
     assert f"--source={FUNCTION_SOURCE}" in command
     assert "--target=upload" in command and "--signature-type=cloudevent" in command
-    source = ROOT / "uploader" / "main.py"
+    source = ROOT / "dicom_ingest" / "function.py"
     assert source.is_file()
     argv = [str(BIN / command[0])] + [
         f"--source={source}" if arg.startswith("--source=") else arg for arg in command[1:]
     ]
-    port = free_port()
-    env = {
-        **os.environ,
-        **_env(DOCKER / "uploader.Dockerfile"),
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "WORKERS": "1",
-        "THREADS": "2",
-        "DICOM_INGEST_DICOMWEB_ADDRESS": "http://127.0.0.1:9/dicomWeb",
-        # The app builds its Pub/Sub and Cloud Storage clients on the first request. This test's
-        # message never reaches either; emulator addresses keep them from looking for
-        # credentials (Application Default Credentials, which Cloud Run provides).
-        "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{free_port()}",
-        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}",
-        "DICOM_INGEST_AUTH": "none",
-        "DICOM_INGEST_LOG_FORMAT": "json",
-    }
-    for routed in ("DICOM_INGEST_DEAD_LETTER_TOPIC", "DICOM_INGEST_OVERSIZE_TOPIC"):
-        env.pop(routed, None)  # the test's 503 is the answer without a dead-letter topic
     log = (tmp_path / "uploader.log").open("w")
-    process = subprocess.Popen(
-        argv, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True
-    )
-    try:
+
+    def start(port: int) -> tuple[subprocess.Popen[str], int]:
+        env = {
+            **os.environ,
+            **_env(DOCKER / "uploader.Dockerfile"),
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "WORKERS": "1",
+            "THREADS": "2",
+            "DICOM_INGEST_DICOMWEB_ADDRESS": "http://127.0.0.1:9/dicomWeb",
+            # The app builds its Pub/Sub and Cloud Storage clients when it starts. This test's
+            # message never reaches either; emulator addresses keep them from looking for
+            # credentials (Application Default Credentials, which Cloud Run provides).
+            "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{refusing_port()}",
+            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{refusing_port()}",
+            "DICOM_INGEST_AUTH": "none",
+            "DICOM_INGEST_LOG_FORMAT": "json",
+        }
+        for routed in ("DICOM_INGEST_DEAD_LETTER_TOPIC", "DICOM_INGEST_OVERSIZE_TOPIC"):
+            env.pop(routed, None)  # the test's 503 is the answer without a dead-letter topic
+        process = subprocess.Popen(
+            argv, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
         wait_until(lambda: port_open(port) or process.poll() is not None, 60, "functions-framework")
-        assert process.poll() is None, (tmp_path / "uploader.log").read_text()
+        if process.poll() is not None:
+            raise RuntimeError((tmp_path / "uploader.log").read_text())
+        return process, port
+
+    process, port = on_free_port(start, errors=(RuntimeError,))
+    try:
         yield port
     finally:
         process.terminate()
@@ -342,8 +354,8 @@ def test_dockerignore_keeps_out(path: str) -> None:
 
 def test_dockerignore_keeps_the_package_sources() -> None:
     rules = _dockerignore()
-    needed = ["pyproject.toml", "README.md", "uploader/main.py"]
-    for package in ("dicom_ingest", "receiver", "uploader"):
-        needed += [str(p.relative_to(ROOT)) for p in (ROOT / package).glob("*.py")]
+    needed = ["pyproject.toml", "README.md", "dicom_ingest/function.py"]
+    for package in ("ingest", "dicom_ingest", "receiver", "uploader"):
+        needed += [str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*.py")]
     for path in needed:
         assert not _ignored(path, rules), path

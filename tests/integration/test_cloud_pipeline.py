@@ -24,16 +24,19 @@ from support.cloud import CloudStack
 from support.corpus import build_corpus
 from support.datasets import ct_dataset, write
 from support.fake_dicomweb import FakeDicomWeb, Recorded, Reply, failed, referenced
-from support.net import free_port, wait_until
+from support.net import free_port, on_free_port, wait_until
 from support.orthanc import Orthanc
 from support.stored import assert_same, dcmsend, retrieve
 
 from dicom_ingest import cli
 from dicom_ingest.cloud import CloudReceiver
-from dicom_ingest.message import decode
+from dicom_ingest.wiring import build_pubsub_handler
+from ingest.contracts.message import decode
 from uploader.config import PubSubConfig, UploaderConfig
 from uploader.pull import PullWorker
-from uploader.wiring import build_pubsub_handler
+
+# Real processes and servers, seconds each: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 Stacks = Callable[..., CloudStack]
 
@@ -295,7 +298,8 @@ def test_oversize_instances_go_to_the_pull_worker(
 
 def test_health_endpoints(fake_dicomweb: FakeDicomWeb, cloud_stacks: Stacks) -> None:
     stack = cloud_stacks(fake_dicomweb.url, push=False)
-    receiver = stack.start_receiver(health_port=free_port())
+    # The health port is named up front (0 turns the endpoints off): a free one, again if taken.
+    receiver = on_free_port(lambda port: stack.start_receiver(health_port=port), errors=(OSError,))
     assert receiver.health is not None
     base = f"http://127.0.0.1:{receiver.health.port}"
     assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
@@ -368,7 +372,7 @@ def test_the_receive_command_as_its_container_runs_it(
     """``dicom-ingest receive`` with the guide's flags plus bucket and topic; SIGTERM drains."""
     stack = cloud_stacks(fake_dicomweb.url, push=False)
     tap = stack.tap()
-    port, health = free_port(), free_port()
+    port, health = free_port(), free_port()  # a command's ports, named up front
     process = subprocess.Popen(
         [sys.executable, "-m", "dicom_ingest.cli", "receive",
          "--dimse_aet=IMPORTADAPTER", f"--dimse_port={port}", "--dimse_bind=127.0.0.1",

@@ -20,9 +20,12 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 from support.datasets import ct_dataset
 from support.fake_dicomweb import FakeDicomWeb, Reply, referenced
-from support.net import free_port, port_open, wait_until
+from support.net import port_open, refusing_port, wait_until
 from support.orthanc import Orthanc
 from support.process import IngestProcess
+
+# Real processes and servers, seconds each: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -54,7 +57,7 @@ def scu() -> AE:
 
 
 def unreachable() -> str:
-    return f"http://127.0.0.1:{free_port()}/dicom-web"
+    return f"http://127.0.0.1:{refusing_port()}/dicom-web"
 
 
 # pynetdicom's SCU leaves its socket to the garbage collector when the peer vanishes.

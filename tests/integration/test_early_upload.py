@@ -24,11 +24,14 @@ from support.fake_dicomweb import FakeDicomWeb
 from support.net import wait_until
 from support.stored import assert_same, dcmsend
 
-from dicom_ingest.gcs import ResumableSession
-from dicom_ingest.message import decode
-from dicom_ingest.objectstore import ObjectStoreError
+from ingest.adapters.gcs import ResumableSession
+from ingest.contracts.message import decode
+from ingest.contracts.ports import ObjectStoreError
 from receiver.dataset_scan import part10_dataset_offset
 from receiver.part10 import IMPLEMENTATION_CLASS_UID, file_meta_bytes
+
+# Real processes and servers, seconds each: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 Stacks = Callable[..., CloudStack]
 THRESHOLD = 1 << 20
@@ -180,7 +183,9 @@ def test_a_stalled_upload_is_stopped_before_the_ordinary_write(
     def slow(self: ResumableSession, chunk: bytes) -> None:
         if not stalled.is_set():
             stalled.set()
-            time.sleep(4)  # longer than the stall timeout below
+            # A chunk that takes longer than the stall timeout below: what is under test is
+            # the receiver's clock, so the fake's network is slow in time, not on a signal.
+            time.sleep(4)
         original(self, chunk)
 
     monkeypatch.setattr(ResumableSession, "put", slow)
@@ -193,5 +198,10 @@ def test_a_stalled_upload_is_stopped_before_the_ordinary_write(
     assert stalled.is_set()
     assert receiver.early is not None
     assert (receiver.early.started, receiver.early.used) == (1, 0)
-    time.sleep(1)  # a late last chunk from the stalled upload would land by now
+    # Once the stalled upload has ended, none of its chunks can land any more.
+    wait_until(_no_upload_running, 30, "the stalled upload to end")
     _only_message_names_the_live_object(stack, tap, ds.SOPInstanceUID)
+
+
+def _no_upload_running() -> bool:
+    return not any(t.name == "early-upload" and t.is_alive() for t in threading.enumerate())

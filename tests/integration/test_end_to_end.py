@@ -24,6 +24,9 @@ from support.stored import assert_same, dcmsend, retrieve
 
 from dicom_ingest.local import LocalPipeline
 
+# Real processes and servers, seconds each: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on odd values in its test files
 def test_corpus_arrives_unchanged(

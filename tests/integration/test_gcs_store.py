@@ -12,9 +12,10 @@ import pytest
 import requests
 from google.cloud import storage
 from support.gcs import FakeGcs
+from support.net import refusing_port
 
-from dicom_ingest.gcs import MULTIPART_LIMIT, GcsObjectStore, make_storage_client
-from dicom_ingest.objectstore import ObjectMissing, ObjectStoreError, ObjectSuperseded
+from ingest.adapters.gcs import MULTIPART_LIMIT, GcsObjectStore, make_storage_client
+from ingest.contracts.ports import ObjectMissing, ObjectStoreError, ObjectSuperseded
 from receiver.part10 import crc32c_b64 as _crc_b64
 
 KEY = "1.2.3/1.2.3.4/1.2.3.4.5.dcm"
@@ -115,9 +116,7 @@ def test_a_checksum_the_server_does_not_confirm_is_a_failed_write(
 def test_an_unreachable_storage_fails_within_the_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from support.net import free_port
-
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{refusing_port()}")
     store = GcsObjectStore(storage.Client(project="p"), "bucket", "", tmp_path, timeout=1.0)
     with pytest.raises(ObjectStoreError, match="upload failed"):
         store.put(KEY, _stage(store, b"x"), 1, crc32c_b64(b"x"))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
+import pytest
 import requests
 from pydicom.uid import generate_uid
 from support.datasets import ct_dataset, write
@@ -17,6 +18,9 @@ from support.orthanc import Orthanc
 from support.pipeline import settled
 
 from dicom_ingest.local import LocalPipeline
+
+# Real processes and servers, seconds each: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 
 def test_orthanc_as_the_pacs_pushes_a_study(

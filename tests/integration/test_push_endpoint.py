@@ -23,6 +23,9 @@ from support.oidc import LocalIssuer
 from support.pubsub_server import PubSubServer
 from test_cloud_pipeline import send, stored_uids
 
+# functions-framework processes and a Pub/Sub server: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 PUSHER = "pubsub-push@test-project.iam.gserviceaccount.com"
 AUDIENCE = "https://uploader.example.internal/"
 

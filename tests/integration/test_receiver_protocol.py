@@ -23,6 +23,7 @@ from support.fake_dicomweb import FakeDicomWeb, Reply
 from support.net import wait_until
 
 from dicom_ingest.local import LocalPipeline
+from receiver.config import PeerRule
 from receiver.part10 import file_meta_bytes
 
 
@@ -115,8 +116,6 @@ def test_calling_ae_allow_list(
     calling: str,
     allowed: bool,
 ) -> None:
-    from receiver.config import PeerRule
-
     pipeline = pipelines(held_store.url, allowed_peers=tuple(PeerRule.parse(r) for r in rules))
     assoc = scu(calling).associate("127.0.0.1", pipeline.receiver.port, ae_title="IMPORTADAPTER")
     if allowed:

@@ -14,16 +14,18 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from support.datasets import ct_dataset
 from support.fake_dicomweb import FakeDicomWeb, Recorded, Reply, failed, referenced
-from support.net import free_port
+from support.net import refusing_port
 from support.orthanc import Orthanc
 from support.spool import put_instance
 
-from dicom_ingest.message import InstanceMessage
-from dicom_ingest.objectstore import SpoolObjectStore
-from uploader.dicomweb import HttpDicomWebClient, make_session
-from uploader.outcome import Action, Outcome
+from ingest.adapters.dicomweb import HttpDicomWebClient, make_session
+from ingest.adapters.spool import SpoolObjectStore
+from ingest.contracts.message import InstanceMessage
+from ingest.contracts.outcome import Action, Outcome
 from uploader.service import BatchLimits, UploadService
 
 
@@ -126,7 +128,7 @@ def test_outcome_row(name: str, tmp_path: Path, fake_dicomweb: FakeDicomWeb) -> 
 def test_connection_refused_is_retried(tmp_path: Path) -> None:
     store = SpoolObjectStore(tmp_path)
     message = put_instance(store, ct_dataset())
-    [outcome] = service(store, f"http://127.0.0.1:{free_port()}/dicomWeb").process([message])
+    [outcome] = service(store, f"http://127.0.0.1:{refusing_port()}/dicomWeb").process([message])
     assert outcome.action is Action.RETRY
     assert "ConnectionError" in outcome.reason
 
@@ -281,9 +283,6 @@ def test_bearer_token_is_sent_and_not_logged(
 
 def service_account(tmp_path: Path, base: str) -> Path:
     """A service-account key file whose token endpoint is the fake server (a fresh RSA key)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
         serialization.Encoding.PEM,

@@ -13,12 +13,12 @@ from support.net import wait_until
 from support.spool import put_instance
 
 from dicom_ingest.local import LocalPipeline
-from dicom_ingest.message import encode
-from dicom_ingest.objectstore import SpoolObjectStore
-from dicom_ingest.queue import SqliteQueue
-from uploader.dicomweb import HttpDicomWebClient, make_session
+from ingest.adapters.dicomweb import HttpDicomWebClient, make_session
+from ingest.adapters.spool import SpoolObjectStore
+from ingest.adapters.sqlite_queue import SqliteQueue
+from ingest.contracts.message import encode
+from ingest.workers import Backoff, QueueWorkers
 from uploader.service import UploadService
-from uploader.worker import Backoff, QueueWorkers
 
 
 def workers(

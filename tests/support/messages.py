@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dicom_ingest.message import InstanceMessage
+from ingest.contracts.message import InstanceMessage
 
 
 def make_message(**overrides: Any) -> InstanceMessage:

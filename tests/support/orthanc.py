@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 import requests
 
-from .net import free_port, wait_until
+from .net import free_port, on_free_port, wait_until
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
@@ -56,7 +56,11 @@ def start_orthanc(workdir: Path, aet: str = "ORTHANC") -> Orthanc:
     if not Path(ORTHANC).exists() or not Path(DICOMWEB_PLUGIN).exists():
         raise RuntimeError("Orthanc with its DICOMweb plugin is required (apt orthanc-dicomweb)")
     workdir.mkdir(parents=True, exist_ok=True)
-    http_port, dicom_port = free_port(), free_port()
+    # Orthanc takes its ports from its configuration: free ones, again if one was taken.
+    return on_free_port(lambda http_port: _start(workdir, aet, http_port, free_port()))
+
+
+def _start(workdir: Path, aet: str, http_port: int, dicom_port: int) -> Orthanc:
     config = {
         "Name": "dicom-ingest-tests",
         "StorageDirectory": str(workdir / "storage"),
@@ -87,5 +91,9 @@ def start_orthanc(workdir: Path, aet: str = "ORTHANC") -> Orthanc:
         except requests.RequestException:
             return False
 
-    wait_until(ready, 30, "Orthanc HTTP")
+    try:
+        wait_until(ready, 30, "Orthanc HTTP")
+    except Exception:
+        orthanc.stop()
+        raise
     return orthanc

@@ -1,7 +1,11 @@
-"""``dicom-ingest local`` as a real process: started, awaited, signalled, killed."""
+"""``dicom-ingest local`` as a real process: started, awaited, signalled, killed.
+
+It listens on a port the OS picks (``--dimse-port 0``) and says which in its "ready" line.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,12 +13,12 @@ import sys
 import threading
 from pathlib import Path
 
-from .net import free_port, wait_until
+from .net import wait_until
 
 
 class IngestProcess:
     def __init__(self, spool: Path, dicomweb: str, *extra: str) -> None:
-        self.port = free_port()
+        self.port = 0  # known once the process is ready
         self.lines: list[str] = []
         self._lock = threading.Lock()
         command = [
@@ -25,7 +29,7 @@ class IngestProcess:
             "--spool_dir",
             str(spool),
             "--dimse-port",  # the kebab-case spelling works too
-            str(self.port),
+            "0",
             "--dimse_bind",
             "127.0.0.1",
             "--dicomweb_address",
@@ -61,7 +65,18 @@ class IngestProcess:
             return "ready: accepting associations" in self.output()
 
         wait_until(ready, timeout, "dicom-ingest ready")
+        self.port = self._listening_port()
         return self
+
+    def _listening_port(self) -> int:
+        for line in self.output().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if "ready: accepting associations" in str(entry.get("message", "")):
+                return int(entry["port"])
+        raise RuntimeError(f"no port in the ready line:\n{self.output()}")
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)

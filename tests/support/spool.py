@@ -6,8 +6,8 @@ import google_crc32c
 import pydicom
 from pydicom.filebase import DicomBytesIO
 
-from dicom_ingest.message import InstanceMessage
-from dicom_ingest.objectstore import SpoolObjectStore
+from ingest.adapters.spool import SpoolObjectStore
+from ingest.contracts.message import InstanceMessage
 from receiver.part10 import crc32c_b64, file_meta_bytes
 
 

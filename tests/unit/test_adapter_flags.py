@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dicom_ingest import cli
-from dicom_ingest.flags import ConfigError
+from ingest.contracts.settings import ConfigError
 from receiver.adapter_flags import IGNORED, REFUSED, check_adapter_flags
 
 GUIDE_ARGS = [

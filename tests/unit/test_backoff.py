@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from uploader.worker import Backoff
+from ingest.workers import Backoff
 
 
 def ceiling(backoff: Backoff, attempt: int) -> float:

@@ -9,8 +9,8 @@ import pytest
 
 from dicom_ingest.cloud import FLAGS as CLOUD_FLAGS
 from dicom_ingest.cloud import CloudReceiverConfig
-from dicom_ingest.flags import ConfigError, Flag, with_defaults
-from dicom_ingest.pubsub import check_subscription, check_topic
+from ingest.adapters.pubsub import check_subscription, check_topic
+from ingest.contracts.settings import ConfigError, Flag, with_defaults
 from receiver.config import ReceiverConfig
 from uploader.config import PUBSUB_FLAGS, PubSubConfig
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dicom_ingest.flags import ConfigError, Flag, add_flags, parse_bool, parse_list, resolve
+from ingest.contracts.settings import ConfigError, Flag, add_flags, parse_bool, parse_list, resolve
 from receiver.config import FLAGS as RECEIVER_FLAGS
 from receiver.config import PeerRule, ReceiverConfig
 from uploader.config import FLAGS as UPLOADER_FLAGS
@@ -82,7 +82,7 @@ def test_values_are_typed() -> None:
         ["--acse_timeout", "2.5", "--allowed-calling-aets", "A, B@10.0.0.1 ,,", "--max_pdu", "0"],
     )
     assert values["acse_timeout"] == 2.5
-    assert values["allowed_calling_aets"] == ("A", "B@10.0.0.1")
+    assert values["allowed_calling_aets"] == (PeerRule.parse("A"), PeerRule.parse("B@10.0.0.1"))
     assert values["max_pdu"] == 0
 
 
@@ -293,7 +293,6 @@ def test_uploader_config_from_flags_and_env() -> None:
     assert config.upload_workers == 2
     assert config.keep_uploaded is True
     assert config.min_backoff == 1.0
-    assert config.lease_seconds == 120.0
 
 
 def test_uploader_address_is_required() -> None:

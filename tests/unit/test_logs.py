@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
-from dicom_ingest.logs import JsonFormatter, TextFormatter
+from ingest.contracts.logs import JsonFormatter, TextFormatter
 
 
 def record(level: int, message: str, **extra: object) -> logging.LogRecord:
@@ -36,8 +37,6 @@ def test_exceptions_go_into_stack_trace() -> None:
     try:
         raise ValueError("boom")
     except ValueError:
-        import sys
-
         rec = record(logging.ERROR, "failed")
         rec.exc_info = sys.exc_info()
     entry = json.loads(JsonFormatter().format(rec))

@@ -9,13 +9,7 @@ from typing import Any
 import pytest
 from support.messages import make_message
 
-from dicom_ingest.message import (
-    SCHEMA_VERSION,
-    MessageError,
-    decode,
-    encode,
-    is_valid_uid,
-)
+from ingest.contracts.message import SCHEMA_VERSION, MessageError, decode, encode, is_valid_uid
 
 CONTRACT_KEYS = {
     "uri",

@@ -10,7 +10,7 @@ from email.message import Message
 
 import pytest
 
-from uploader.multipart import CONTENT_TYPE, MultipartBody, content_type, new_boundary
+from ingest.adapters.multipart import CONTENT_TYPE, MultipartBody, content_type, new_boundary
 
 BOUNDARY = "dicom-ingest-0123456789abcdef"
 

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from dicom_ingest.objectstore import (
+from ingest.adapters import spool
+from ingest.adapters.spool import SpoolObjectStore
+from ingest.contracts.ports import (
     ObjectBusy,
     ObjectMissing,
     ObjectStoreError,
     ObjectSuperseded,
-    SpoolObjectStore,
     StoredObject,
 )
 
@@ -289,15 +290,13 @@ def test_prune_removes_an_abandoned_reservation(store: SpoolObjectStore) -> None
 def test_put_that_cannot_be_made_durable_leaves_the_previous_version_current(
     store: SpoolObjectStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dicom_ingest import objectstore
-
     first = put(store, b"durable")
     staged = stage(store, b"never durable")
 
     def failing_fsync_dir(path: Path) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(objectstore, "_fsync_dir", failing_fsync_dir)
+    monkeypatch.setattr(spool, "_fsync_dir", failing_fsync_dir)
     with pytest.raises(OSError):
         store.put(KEY, staged, 13, "crc==")
     monkeypatch.undo()

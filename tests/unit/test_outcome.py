@@ -7,15 +7,8 @@ from typing import Any
 
 import pytest
 
-from uploader.outcome import (
-    WITHHELD,
-    Action,
-    Outcome,
-    classify,
-    failure_reason_outcome,
-    redact,
-    status_outcome,
-)
+from ingest.contracts.outcome import Action, Outcome
+from uploader.stow_outcome import WITHHELD, classify, failure_reason_outcome, redact, status_outcome
 
 UID_A = "1.2.3.4.1"
 UID_B = "1.2.3.4.2"

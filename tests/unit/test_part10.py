@@ -9,9 +9,10 @@ from pathlib import Path
 import google_crc32c
 import pytest
 from pydicom import Dataset, dcmread
+from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from receiver import part10
 from receiver.part10 import (
@@ -143,13 +144,6 @@ def test_write_part10_raises_when_the_source_is_short(tmp_path: Path) -> None:
 def test_meta_is_byte_identical_to_pydicoms_encoding(
     sop_class: str, sop: str, syntax: str, ae: str
 ) -> None:
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_file_meta_info
-    from pydicom.uid import UID
-
-    from receiver.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-
     meta = FileMetaDataset()
     meta.FileMetaInformationVersion = b"\x00\x01"
     meta.MediaStorageSOPClassUID = UID(sop_class)

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from support.fakes import RecordingPublisher
 from support.messages import make_message as base_message
 
-from dicom_ingest.message import InstanceMessage, encode
-from uploader.outcome import Action, Outcome
+from ingest.contracts.message import InstanceMessage, encode
+from ingest.contracts.outcome import Action, Outcome
 from uploader.pubsub_handler import (
     DEAD_LETTER_ATTRIBUTES,
     DEFERRED_ATTRIBUTE,
@@ -67,18 +68,6 @@ class FakeService:
 
     def finish(self, message: InstanceMessage, outcome: Outcome) -> None:
         self.finished.append((message, outcome))
-
-
-@dataclass
-class RecordingPublisher:
-    error: Exception | None = None
-    published: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
-
-    def publish(self, body: bytes, attributes: dict[str, str] | None = None) -> str:
-        if self.error is not None:
-            raise self.error
-        self.published.append((body, dict(attributes or {})))
-        return f"published-{len(self.published)}"
 
 
 def make_handler(

@@ -10,7 +10,7 @@ import flask
 import pytest
 from werkzeug.exceptions import HTTPException
 
-from uploader.outcome import Action, Outcome
+from ingest.contracts.outcome import Action, Outcome
 from uploader.pubsub_handler import Decision, Handled, Received
 from uploader.push import EnvelopeError, PushApp, received_from_event
 from uploader.push_auth import PushAuthError

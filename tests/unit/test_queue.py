@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_ingest.queue import Delivery, SqliteQueue
+from ingest.adapters.sqlite_queue import Delivery, SqliteQueue
 
 TINY_LEASE = 0.05  # for leases that only need to expire
 SHORT_LEASE = 0.25  # for leases whose invisibility is asserted right after the pull
@@ -357,9 +359,6 @@ def test_concurrent_publishers_each_message_pulled_once(queue: SqliteQueue) -> N
 
 def test_an_older_database_is_migrated_and_its_messages_recognised(tmp_path: Path) -> None:
     """A queue file from before object keys: columns are added and filled from the bodies."""
-    import json
-    import sqlite3
-
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path)
     db.executescript(

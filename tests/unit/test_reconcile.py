@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from test_store_service import dataset, received, request
 
-from dicom_ingest.message import InstanceMessage, decode, encode
-from dicom_ingest.objectstore import SpoolObjectStore
-from dicom_ingest.queue import SqliteQueue
+from ingest.adapters.spool import SpoolObjectStore
+from ingest.adapters.sqlite_queue import SqliteQueue
+from ingest.contracts.message import InstanceMessage, decode, encode
 from receiver.reconcile import reconcile
 from receiver.store import StoreService
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from google.api_core.exceptions import DeadlineExceeded
+from support.fakes import RecordingPublisher
 
 from dicom_ingest import replay
-from dicom_ingest.message import InstanceMessage, encode
 from dicom_ingest.replay import (
     LEASE_SECONDS,
     RateLimit,
@@ -24,6 +24,7 @@ from dicom_ingest.replay import (
     replay_attributes,
     republish_to,
 )
+from ingest.contracts.message import InstanceMessage, encode
 from uploader.pubsub_handler import DEAD_LETTER_ATTRIBUTES, DEFERRED_ATTRIBUTE, Received
 
 SUBSCRIPTION = "projects/p-123/subscriptions/dicom-dead-letters"
@@ -183,25 +184,16 @@ def test_describe() -> None:
 
 
 def test_republish_strips_dead_letter_attributes() -> None:
-    published: list[tuple[bytes, dict[str, str]]] = []
-
-    class Publisher:
-        def publish(self, body: bytes, attributes: dict[str, str] | None = None) -> str:
-            published.append((body, dict(attributes or {})))
-            return "1"
-
-    act = republish_to(Publisher())
+    publisher = RecordingPublisher()
+    act = republish_to(publisher)
     result = act(Received("7", b"body", {"a": "1", "dead_letter_reason": "old"}))
     assert result == (True, "done", "")
-    assert published == [(b"body", {"a": "1"})]
+    assert publisher.published == [(b"body", {"a": "1"})]
 
 
 def test_republish_failure_is_not_acknowledged() -> None:
-    class Publisher:
-        def publish(self, body: bytes, attributes: dict[str, str] | None = None) -> str:
-            raise TimeoutError("no answer")
-
-    acknowledge, result, reason = republish_to(Publisher())(Received("7", b"b", {}))
+    publisher = RecordingPublisher(error=TimeoutError("no answer"))
+    acknowledge, result, reason = republish_to(publisher)(Received("7", b"b", {}))
     assert (acknowledge, result) == (False, "failed")
     assert reason == "publish failed: TimeoutError: no answer"
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from support.fakes import RecordingPublisher
 
-from dicom_ingest.message import decode
-from dicom_ingest.objectstore import ObjectMissing, SpoolObjectStore
+from ingest.adapters.spool import SpoolObjectStore
+from ingest.contracts.message import decode
+from ingest.contracts.ports import ObjectMissing
 from receiver.dataset_scan import ScanLimits
 from receiver.store import Status, StoreRequest, StoreService
 
@@ -47,18 +49,6 @@ def request(sop: str = SOP) -> StoreRequest:
     return StoreRequest(CT, sop, ExplicitVRLittleEndian, "PACS", "IMPORTADAPTER")
 
 
-class Publisher:
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        self.fail = False
-
-    def publish(self, body: bytes, attributes: dict[str, str]) -> str:
-        if self.fail:
-            raise OSError("database is locked")
-        self.bodies.append(body)
-        return str(len(self.bodies))
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> SpoolObjectStore:
     return SpoolObjectStore(tmp_path / "spool")
@@ -67,7 +57,7 @@ def store(tmp_path: Path) -> SpoolObjectStore:
 def test_success_publishes_a_pointer_to_the_exact_bytes(
     tmp_path: Path, store: SpoolObjectStore
 ) -> None:
-    publisher = Publisher()
+    publisher = RecordingPublisher()
     result = StoreService(store, publisher).store(request(), received(tmp_path, dataset()))
     assert result.status is Status.SUCCESS
     message = decode(publisher.bodies[0])
@@ -81,12 +71,12 @@ def test_success_publishes_a_pointer_to_the_exact_bytes(
 def test_failed_publish_keeps_the_previous_version_for_its_message(
     tmp_path: Path, store: SpoolObjectStore
 ) -> None:
-    publisher = Publisher()
+    publisher = RecordingPublisher()
     service = StoreService(store, publisher)
     assert service.store(request(), received(tmp_path, dataset(pixels=b"v1"))).ok
     first = decode(publisher.bodies[0])
 
-    publisher.fail = True
+    publisher.error = OSError("database is locked")
     result = service.store(request(), received(tmp_path, dataset(pixels=b"v2")))
     assert result.status is Status.QUEUE_UNAVAILABLE
     # The first message still finds its own bytes: nothing acknowledged was lost.
@@ -98,8 +88,8 @@ def test_failed_publish_keeps_the_previous_version_for_its_message(
 def test_failed_publish_of_a_first_version_leaves_no_object(
     tmp_path: Path, store: SpoolObjectStore
 ) -> None:
-    publisher = Publisher()
-    publisher.fail = True
+    publisher = RecordingPublisher()
+    publisher.error = OSError("database is locked")
     result = StoreService(store, publisher).store(request(), received(tmp_path, dataset()))
     assert result.status is Status.QUEUE_UNAVAILABLE
     with pytest.raises(ObjectMissing):
@@ -111,7 +101,7 @@ def test_invalid_sop_instance_uid_is_refused_without_leftovers(
     tmp_path: Path, store: SpoolObjectStore
 ) -> None:
     bad = "1." + "2" * 72  # 74 characters: not a valid UID
-    publisher = Publisher()
+    publisher = RecordingPublisher()
     result = StoreService(store, publisher).store(request(bad), received(tmp_path, dataset(bad)))
     assert result.status is Status.DATASET_MISMATCH
     assert "SOP Instance UID" in result.comment
@@ -134,7 +124,7 @@ def test_dataset_starting_with_group_0002_keeps_those_bytes(
         )
     )
     path = received(tmp_path, data)
-    publisher = Publisher()
+    publisher = RecordingPublisher()
     req = StoreRequest(CT, SOP, ImplicitVRLittleEndian, "PACS", "IMPORTADAPTER")
     result = StoreService(store, publisher).store(req, path)
     assert result.status is Status.SUCCESS, result
@@ -167,7 +157,7 @@ def test_content_over_a_limit_is_refused_and_nothing_is_stored(
     extra: bytes,
     comment: str,
 ) -> None:
-    publisher = Publisher()
+    publisher = RecordingPublisher()
     service = StoreService(store, publisher, limits=limits)
     data = dataset(pixels=bytes(64))
     # Sequences go before the pixel data, in tag order.
@@ -185,7 +175,7 @@ def test_nesting_at_the_limit_is_stored(tmp_path: Path, store: SpoolObjectStore)
     data = dataset()
     pixels_at = data.index(struct.pack("<HH", 0x7FE0, 0x0010))
     data = data[:pixels_at] + nested_sequences(16) + data[pixels_at:]
-    publisher = Publisher()
+    publisher = RecordingPublisher()
     result = StoreService(store, publisher).store(request(), received(tmp_path, data))
     assert result.status is Status.SUCCESS, result
     assert len(publisher.bodies) == 1

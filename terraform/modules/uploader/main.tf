@@ -1,4 +1,4 @@
-# The uploader on Cloud Run: functions-framework serving uploader/main.py:upload for Pub/Sub push.
+# The uploader on Cloud Run: functions-framework serving dicom_ingest/function.py:upload for Pub/Sub push.
 # Internal ingress (Pub/Sub push from the same project counts as internal), and only the push
 # invoker account may call it: Cloud Run checks the OIDC token before the request reaches the code.
 

@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
+
+from ingest.contracts.outcome import Action, Outcome
 
 REFERENCED_SOP_SEQUENCE = "00081199"
 FAILED_SOP_SEQUENCE = "00081198"
@@ -24,22 +24,6 @@ _REASON_TEXT_LIMIT = 300
 # Healthcare API answers such a store with HTTP 409 and Failure Reason 0x0110; other servers
 # use 0x0111 or 45070 (0xB00E).
 _DUPLICATE_REASONS = frozenset({0x0111, 0xB00E})
-
-
-class Action(Enum):
-    DONE = "done"  # stored; acknowledge
-    RETRY = "retry"  # transient; redeliver later with backoff
-    DEAD = "dead"  # permanent; dead-letter with the reason
-    CONFLICT = "conflict"  # exists with other content; the --conflict policy decides
-    SPLIT = "split"  # the response to a batch does not say; resend this one alone
-    SUPERSEDED = "superseded"  # a newer version of the object exists; acknowledge
-    SKIPPED = "skipped"  # conflict policy "skip"; acknowledge
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    action: Action
-    reason: str = ""
 
 
 def failure_reason_outcome(code: int, http_status: int, detail: str = "") -> Outcome:

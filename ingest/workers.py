@@ -8,12 +8,14 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-from dicom_ingest.message import InstanceMessage, MessageError, decode
-from dicom_ingest.queue import Delivery, SqliteQueue
-
-from .outcome import Action, Outcome
+from ingest.adapters.sqlite_queue import Delivery, SqliteQueue
+from ingest.contracts.message import InstanceMessage, MessageError, decode
+from ingest.contracts.outcome import Action, Outcome
 
 log = logging.getLogger(__name__)
+
+# A delivery's lease, in seconds; workers extend it every third of it while they upload.
+LEASE_SECONDS = 120.0
 
 
 class BatchService(Protocol):

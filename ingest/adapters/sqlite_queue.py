@@ -1,4 +1,4 @@
-"""The queue port and its embedded adapter: a durable SQLite queue.
+"""The queue's embedded adapter: a durable SQLite queue.
 
 Semantics follow Pub/Sub pull subscriptions: at-least-once delivery, a lease (visibility
 timeout) per delivery, a delivery-attempt count, and a dead-letter table after
@@ -15,7 +15,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -41,6 +40,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     object_key  TEXT
 );
 """
+# The tables' ``object_key`` columns hold ``version_key``s (their name predates it).
 QUEUE_FILE = "queue.sqlite3"  # in the spool directory; the pipeline and the CLI share it
 
 # Columns added after the first release of the schema: (table, column, declaration).
@@ -59,7 +59,7 @@ CREATE INDEX IF NOT EXISTS dead_letters_object ON dead_letters (object_key);
 """
 
 
-def object_key(attributes: dict[str, str]) -> str | None:
+def version_key(attributes: dict[str, str]) -> str | None:
     """The object version a message points at, from its attributes (for reconciliation)."""
     uri, generation = attributes.get("object_uri"), attributes.get("object_generation")
     return f"{uri}#{generation}" if uri and generation else None
@@ -91,14 +91,6 @@ class QueueStats:
     retrying: int
     dead: int
     oldest_pending_age: float | None
-
-
-class Publisher(Protocol):
-    """What the receiver needs: a durable publish."""
-
-    def publish(self, body: bytes, attributes: dict[str, str]) -> str:
-        """Return the message id once the queue has durably accepted the message."""
-        ...
 
 
 class SqliteQueue:
@@ -174,7 +166,7 @@ class SqliteQueue:
 
     def publish(self, body: bytes, attributes: dict[str, str] | None = None) -> str:
         now = time.time()
-        key = object_key(attributes or {})
+        key = version_key(attributes or {})
         with self._lock, self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO messages (body, published, visible_at, object_key)"

@@ -1,4 +1,4 @@
-"""The object store port and its local adapter: a spool directory of versioned objects.
+"""The object store's local adapter: a spool directory of versioned objects.
 
 Every object is written once and named by a key (``<study>/<series>/<sop>.dcm``) and a
 generation, the way Cloud Storage names an object version. A reader asks for one exact
@@ -12,69 +12,17 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
-
-class ObjectStoreError(Exception):
-    """Base class of object store failures."""
-
-
-class ObjectMissing(ObjectStoreError):
-    """No version of the object exists any more."""
-
-
-class ObjectSuperseded(ObjectStoreError):
-    """The requested generation has been replaced by a newer one."""
-
-
-class ObjectBusy(ObjectStoreError):
-    """A newer generation is being stored; ask again later."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredObject:
-    """A durably stored object version."""
-
-    uri: str
-    generation: str
-    size: int
-    crc32c: str
-    previous: str | None = None  # the generation this one replaced, kept until commit
-
-
-class ObjectStore(Protocol):
-    """Where the receiver puts instances and the uploader reads them."""
-
-    def put(self, key: str, staged: Path, size: int, crc32c: str) -> StoredObject:
-        """Store the staged file under key as a new, current generation; durable on return.
-
-        The staged file is consumed on success. The generation it replaces stays readable
-        until ``commit`` (its message may still need it) or comes back on ``rollback``.
-        """
-        ...
-
-    def commit(self, stored: StoredObject) -> None:
-        """The new generation's message is committed: drop the generation it replaced."""
-        ...
-
-    def rollback(self, stored: StoredObject) -> None:
-        """The new generation's message was not committed: undo ``put``."""
-        ...
-
-    def reserve(self, key: str) -> Path:
-        """A local path where the caller writes a new version of key before ``put``."""
-        ...
-
-    def open(self, uri: str, generation: str) -> BinaryIO:
-        """Open exactly that generation for streaming reads."""
-        ...
-
-    def delete(self, uri: str, generation: str) -> bool:
-        """Delete that generation if it is still current; True if deleted."""
-        ...
+from ingest.contracts.ports import (
+    ObjectBusy,
+    ObjectMissing,
+    ObjectStoreError,
+    ObjectSuperseded,
+    StoredObject,
+)
 
 
 def _parse_version(name: str) -> tuple[str, int] | None:

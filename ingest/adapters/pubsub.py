@@ -15,7 +15,7 @@ from google.api_core.retry import Retry
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
 
-from .flags import ConfigError
+from ingest.contracts.settings import ConfigError, Setting
 
 
 def _resource(kind: str) -> re.Pattern[str]:
@@ -29,6 +29,9 @@ TOPIC_PATTERN = _resource("topics")
 SUBSCRIPTION_PATTERN = _resource("subscriptions")
 
 # Publish errors worth retrying within the publish timeout.
+# One setting for every Pub/Sub publisher (the receiver's, the uploader's dead letters).
+PUBLISH_TIMEOUT = Setting("seconds Pub/Sub may take to accept a message", 30.0, float)
+
 _RETRYABLE = (
     api_exceptions.Aborted,
     api_exceptions.DeadlineExceeded,

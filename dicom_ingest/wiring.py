@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dicom_ingest.objectstore import ObjectStore
-
-from .config import PubSubConfig, UploaderConfig
-from .dicomweb import HttpDicomWebClient, make_session
-from .pubsub_handler import PubSubHandler
-from .service import BatchLimits, UploadService
+from ingest.adapters.dicomweb import HttpDicomWebClient, make_session
+from ingest.adapters.gcs import GcsObjectStore, make_storage_client
+from ingest.adapters.pubsub import PubSubPublisher, make_publisher_client
+from ingest.contracts import logs
+from ingest.contracts.ports import ObjectStore
+from ingest.contracts.settings import with_defaults
+from uploader.config import CLOUD_FLAGS as UPLOADER_CLOUD_FLAGS
+from uploader.config import PubSubConfig, UploaderConfig
+from uploader.pubsub_handler import PubSubHandler
+from uploader.push import PushApp
+from uploader.push_auth import PushVerifier, make_request
+from uploader.service import BatchLimits, UploadService
 
 
 def build_dicomweb(config: UploaderConfig) -> HttpDicomWebClient:
@@ -34,8 +41,6 @@ def build_service(config: UploaderConfig, objects: ObjectStore) -> UploadService
 
 def build_gcs_reader(pool_size: int = 16) -> ObjectStore:
     """An object store that reads (and deletes) the ``gs://`` objects messages name."""
-    from dicom_ingest.gcs import GcsObjectStore, make_storage_client
-
     staging = Path(tempfile.gettempdir())  # never written: the uploader does not put
     return GcsObjectStore(make_storage_client(pool_size), None, "", staging)
 
@@ -43,8 +48,6 @@ def build_gcs_reader(pool_size: int = 16) -> ObjectStore:
 def build_pubsub_handler(
     config: UploaderConfig, pubsub: PubSubConfig, publisher_client: Any = None
 ) -> PubSubHandler:
-    from dicom_ingest.pubsub import PubSubPublisher, make_publisher_client
-
     client = publisher_client or make_publisher_client(pubsub.publish_timeout)
     dead = oversize = None
     if pubsub.dead_letter_topic:
@@ -58,3 +61,20 @@ def build_pubsub_handler(
         push_max_bytes=pubsub.push_max_bytes,
         push_max_attempts=pubsub.push_max_attempts or None,
     )
+
+
+# The function's settings: the cloud uploader's, and logs in JSON lines for Cloud Logging.
+FUNCTION_FLAGS = (*UPLOADER_CLOUD_FLAGS, *with_defaults(logs.FLAGS, log_format="json"))
+
+
+def build_push_app(values: Mapping[str, Any]) -> PushApp:
+    """The push function's app from its resolved ``FUNCTION_FLAGS``; ``ConfigError`` if invalid."""
+    config = UploaderConfig.from_values(values)
+    pubsub = PubSubConfig.from_values(values)
+    verifier = request = None
+    if pubsub.push_audience and pubsub.push_service_account:
+        verifier = PushVerifier(
+            pubsub.push_audience, pubsub.push_service_account, pubsub.push_certs_url
+        )
+        request = make_request()
+    return PushApp(build_pubsub_handler(config, pubsub), verifier, request)

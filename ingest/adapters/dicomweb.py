@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
+import google.auth
 import requests
+from google.auth.transport.requests import AuthorizedSession
 
 from .multipart import MultipartBody, content_type, new_boundary
 
@@ -31,9 +33,6 @@ class DicomWebClient(Protocol):
 def make_session(auth: str, bearer_token: str | None = None) -> requests.Session:
     """A session for ``--auth``: ``none``, ``bearer`` (static token) or ``adc`` (google-auth)."""
     if auth == "adc":
-        import google.auth
-        from google.auth.transport.requests import AuthorizedSession
-
         credentials, _ = google.auth.default(scopes=[CLOUD_SCOPE])
         # Tokens are refreshed before they expire. No refresh-and-resend on 401: the resend
         # would reuse the request body, which is a stream that has already been consumed.

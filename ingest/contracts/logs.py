@@ -12,7 +12,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from .flags import Flag, parse_bool
+from .settings import Flag, parse_bool
 
 FLAGS = (
     Flag("log_format", "log output", "text", choices=("text", "json")),

@@ -23,7 +23,7 @@ from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 from requests.adapters import HTTPAdapter
 
-from .objectstore import ObjectMissing, ObjectStoreError, ObjectSuperseded, StoredObject
+from ingest.contracts.ports import ObjectMissing, ObjectStoreError, ObjectSuperseded, StoredObject
 
 log = logging.getLogger(__name__)
 

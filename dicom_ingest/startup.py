@@ -1,0 +1,61 @@
+"""Start-up steps shared by the local and the cloud deployments."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from ingest.adapters.spool import SpoolObjectStore
+from ingest.adapters.sqlite_queue import QUEUE_FILE, SqliteQueue
+from receiver.reconcile import reconcile
+
+log = logging.getLogger(__name__)
+
+
+def open_spool(
+    spool_dir: Path, called_ae: str, max_attempts: int
+) -> tuple[SpoolObjectStore, SqliteQueue]:
+    """The spool's objects and queue, made consistent after whatever stopped the last run.
+
+    Partial files are removed, interrupted deliveries released, and every object that has
+    no message (a crash between write and publish, a lost queue file) gets one.
+    """
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    objects = SpoolObjectStore(spool_dir)
+    leftovers = objects.clear_staging()
+    if leftovers:
+        log.info("removed %d partial files from an earlier run", leftovers)
+    queue = SqliteQueue(spool_dir / QUEUE_FILE, max_attempts=max_attempts)
+    released = queue.release_leases()
+    if released:
+        log.info("resuming %d deliveries interrupted by an earlier stop", released)
+    report = reconcile(objects, queue, called_ae, prune=True)
+    if report.enqueued or report.unusable or report.pruned:
+        log.warning(
+            "spool reconciled: %d objects had no message and were enqueued",
+            report.enqueued,
+            extra={"unusable": report.unusable, "pruned": report.pruned},
+        )
+    return objects, queue
+
+
+def run_until_signal(start: Callable[[], None], stop: Callable[[], object]) -> int:
+    """Start, wait for SIGTERM or SIGINT, stop; the exit status."""
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    start()
+    # Python runs signal handlers in the main thread, between bytecodes; a signal the kernel
+    # hands to another thread (gRPC's, pynetdicom's) does not wake a wait without a timeout.
+    while not stopping.wait(0.2):
+        pass
+    stop()
+    return 0

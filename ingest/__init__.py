@@ -1,0 +1,1 @@
+"""The shared base of dicom-ingest: contracts, adapters and the queue-worker machinery."""

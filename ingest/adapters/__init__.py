@@ -1,0 +1,1 @@
+"""Adapters behind the ports: spool, SQLite queue, Cloud Storage, Pub/Sub, DICOMweb."""

@@ -1,0 +1,1 @@
+"""The contracts every part shares: the message, outcomes, ports, settings, logging."""
