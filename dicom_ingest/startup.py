@@ -29,7 +29,9 @@ def open_spool(
     leftovers = objects.clear_staging()
     if leftovers:
         log.info("removed %d partial files from an earlier run", leftovers)
-    queue = SqliteQueue(spool_dir / QUEUE_FILE, max_attempts=max_attempts)
+    # The objects are the source of truth: reconcile (below) rebuilds every message a power
+    # loss could take back, so the queue's commits need no fsync of their own.
+    queue = SqliteQueue(spool_dir / QUEUE_FILE, max_attempts=max_attempts, durable_commits=False)
     released = queue.release_leases()
     if released:
         log.info("resuming %d deliveries interrupted by an earlier stop", released)

@@ -2,8 +2,11 @@
 
 Semantics follow Pub/Sub pull subscriptions: at-least-once delivery, a lease (visibility
 timeout) per delivery, a delivery-attempt count, and a dead-letter table after
-``max_attempts``. A committed ``publish`` survives ``kill -9`` and power loss (WAL with
-``synchronous=FULL``).
+``max_attempts``. A committed ``publish`` survives ``kill -9``; with ``durable_commits`` it
+also survives power loss (WAL with ``synchronous=FULL``: an fsync per commit). Without it
+(``synchronous=NORMAL``) the last commits before a power loss may roll back: right for a
+queue whose messages can be rebuilt from what they point at, as the spool's are (every
+object without a message is enqueued again at start-up), at a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ class SqliteQueue:
     serialises writers.
     """
 
-    def __init__(self, path: Path, max_attempts: int = 10) -> None:
+    def __init__(self, path: Path, max_attempts: int = 10, *, durable_commits: bool = True) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._max_attempts = max_attempts
@@ -110,7 +113,7 @@ class SqliteQueue:
             path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable_commits else 'NORMAL'}")
         self._db.executescript(_SCHEMA)
         self._migrate()
         self._db.executescript(_INDEXES)
