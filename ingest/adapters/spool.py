@@ -165,7 +165,7 @@ class SpoolObjectStore:
                 # this version becomes the newest under a fresh generation.
                 generation = self._next_generation(previous)
                 os.rename(staged, self._version_path(logical, generation))
-            self._point(logical, generation)
+            self._point(logical, generation, first=previous is None)
         try:
             _fsync_dir(logical.parent)  # outside the lock: concurrent associations overlap
         except OSError:
@@ -181,11 +181,22 @@ class SpoolObjectStore:
             None if previous is None else str(previous),
         )
 
-    def _point(self, logical: Path, generation: int | str) -> None:
-        """Atomically make generation the current version (caller holds the lock)."""
+    def _point(self, logical: Path, generation: int | str, first: bool = False) -> None:
+        """Atomically make generation the current version (caller holds the lock).
+
+        A ``first`` version (no link yet) gets its link created in place; otherwise a new
+        link is renamed over the old one, so readers never see the object missing.
+        """
+        target = self._version_path(logical, generation).name
+        if first:
+            try:
+                os.symlink(target, logical)
+                return
+            except FileExistsError:
+                pass  # a dangling link left by a crash: replace it below
         link = logical.with_name(f".{logical.name}.{generation}.link")
         link.unlink(missing_ok=True)
-        os.symlink(self._version_path(logical, generation).name, link)
+        os.symlink(target, link)
         os.rename(link, logical)
 
     def _point_below(self, logical: Path, generation: int) -> None:
