@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+import google_crc32c
+
 from ingest.contracts.message import is_valid_uid
 
 from . import dimse, pdu
@@ -38,9 +40,14 @@ from .acse_codec import (
 )
 from .config import HEALTH_CHECK_AE, ReceiverConfig
 from .negotiation import VERIFICATION, AcceptedContext, negotiate
-from .part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from .part10 import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    crc32c_b64,
+    file_meta_bytes,
+)
 from .scan_limits import LimitExceeded, check_instance_bytes
-from .store import Status, StoreRequest, StoreService
+from .store import ReceivedFile, Status, StoreRequest, StoreService
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +84,7 @@ class Transfer:
     """A C-STORE dataset being received into a staging file (for early uploads)."""
 
     path: Path
+    dataset_offset: int  # the file holds our file meta before the dataset
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax_uid: str
@@ -115,7 +123,9 @@ class _Message:
     refusal: tuple[int, str] | None = None  # answer this instead of storing
     sink: BinaryIO | None = None
     path: Path | None = None
-    received: int = 0
+    received: int = 0  # dataset bytes
+    checksum: google_crc32c.Checksum | None = None  # of the file: meta, then the dataset
+    dataset_offset: int = 0
 
 
 class Association:
@@ -328,7 +338,10 @@ class Association:
         if message.sink is not None:
             try:
                 check_instance_bytes(message.received, self._limits)
-                message.sink.write(pdv.data)
+                data = bytes(pdv.data)  # the CRC32C extension reads only bytes
+                message.sink.write(data)
+                assert message.checksum is not None
+                message.checksum.update(data)
             except LimitExceeded as exc:
                 self._discard_message(keep_command=True)
                 message.refusal = (Status.CANNOT_UNDERSTAND, f"Refused: {exc}")
@@ -370,14 +383,24 @@ class Association:
         return None
 
     def _open_sink(self, message: _Message) -> None:
-        path = self._staging / f"{uuid.uuid4().hex}.dataset"
+        """Write the instance's Part-10 file as it arrives: our file meta, then each PDV."""
+        command = message.command
+        syntax = self._accepted[message.context_id].transfer_syntax
+        meta = file_meta_bytes(
+            command.sop_class_uid, command.sop_instance_uid, syntax, self.stats.calling_ae
+        )
+        path = self._staging / f"{uuid.uuid4().hex}.dcm"
         message.sink = open(path, "wb")  # noqa: SIM115 - closed in _complete or _discard
         message.path = path
+        message.sink.write(meta)
+        message.checksum = google_crc32c.Checksum(meta)
+        message.dataset_offset = len(meta)
         self.transfer = Transfer(
             path,
-            message.command.sop_class_uid,
-            message.command.sop_instance_uid,
-            self._accepted[message.context_id].transfer_syntax,
+            len(meta),
+            command.sop_class_uid,
+            command.sop_instance_uid,
+            syntax,
             self.stats.calling_ae,
         )
 
@@ -411,6 +434,13 @@ class Association:
 
     def _store(self, message: _Message, path: Path) -> tuple[int, str]:
         command = message.command
+        assert message.checksum is not None
+        received = ReceivedFile(
+            path,
+            message.dataset_offset,
+            message.dataset_offset + message.received,
+            crc32c_b64(int.from_bytes(message.checksum.digest(), "big")),
+        )
         request = StoreRequest(
             sop_class_uid=command.sop_class_uid,
             sop_instance_uid=command.sop_instance_uid,
@@ -418,7 +448,7 @@ class Association:
             calling_ae=self.stats.calling_ae,
             called_ae=self.stats.called_ae,
         )
-        result = self._service.store(request, path)
+        result = self._service.store(request, received)
         if result.ok:
             self.stats.instances += 1
             self.stats.bytes += result.size

@@ -147,7 +147,7 @@ class _Upload:
         sop_class, sop = transfer.sop_class_uid, transfer.sop_instance_uid
         syntax = transfer.transfer_syntax_uid
         with open(self.path, "rb") as source:
-            offset = 0
+            offset = transfer.dataset_offset
             header = None
             while header is None:
                 size = self.path.stat().st_size

@@ -59,26 +59,6 @@ def crc32c_b64(value: int) -> str:
     return base64.b64encode(value.to_bytes(4, "big")).decode("ascii")
 
 
-def write_part10(dest: BinaryIO, meta: bytes, source: BinaryIO, length: int) -> tuple[int, str]:
-    """Write meta, then copy length dataset bytes from source; return (size, crc32c).
-
-    The destination is flushed; making it durable is the object store's job (``put``).
-    """
-    checksum = google_crc32c.Checksum()
-    dest.write(meta)
-    checksum.update(meta)
-    remaining = length
-    while remaining:
-        chunk = source.read(min(_CHUNK, remaining))
-        if not chunk:
-            raise OSError("dataset shrank while it was being copied")
-        dest.write(chunk)
-        checksum.update(chunk)
-        remaining -= len(chunk)
-    dest.flush()
-    return len(meta) + length, crc32c_b64(int.from_bytes(checksum.digest(), "big"))
-
-
 def stream_crc32c(source: BinaryIO) -> str:
     """The CRC32C of everything left in source, read in bounded chunks."""
     checksum = google_crc32c.Checksum()

@@ -1,18 +1,18 @@
-"""Accepting one C-STORE: check, write the Part-10 object, publish, and only then succeed.
+"""Accepting one C-STORE: check, store the Part-10 object, publish, and only then succeed.
 
-This module knows nothing of pynetdicom; ``handlers`` adapts events to ``StoreService.store``.
+This module knows nothing of the network; ``association`` hands each received instance to
+``StoreService.store``.
 Every failure maps to one row of ``Status`` with a short error comment that names no patient.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from ingest.contracts.message import InstanceMessage, MessageError, encode, is_valid_uid
 from ingest.contracts.ports import ObjectStore, ObjectStoreError, Publisher, StoredObject
@@ -21,9 +21,10 @@ from .dataset_scan import (
     LimitExceeded,
     MalformedDataset,
     ScanLimits,
+    part10_dataset_offset,
     scan_dataset,
 )
-from .part10 import file_meta_bytes, write_part10
+from .part10 import stream_crc32c
 
 log = logging.getLogger(__name__)
 _COMMENT_MAX = 64  # Error Comment (0000,0902) is an LO: at most 64 characters
@@ -47,6 +48,28 @@ class StoreRequest:
     transfer_syntax_uid: str
     calling_ae: str
     called_ae: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedFile:
+    """An instance as the front door wrote it: a whole Part-10 file, this receiver's file
+    meta followed by the dataset's bytes as they arrived, with its size and CRC32C. The
+    object store takes it as it is (a rename into the spool, an upload to Cloud Storage):
+    each instance is written once."""
+
+    path: Path
+    dataset_offset: int
+    size: int
+    crc32c: str
+
+    @classmethod
+    def read(cls, path: Path) -> ReceivedFile:
+        """Describe a Part-10 file written by other means (tools, tests)."""
+        with open(path, "rb") as source:
+            offset = part10_dataset_offset(source)
+            source.seek(0)
+            crc = stream_crc32c(source)
+        return cls(path, offset, path.stat().st_size, crc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +115,8 @@ class StoreService:
         self._early = early
         self._limits = limits or ScanLimits()
 
-    def store(self, request: StoreRequest, received: Path) -> StoreResult:
-        """Handle a received dataset: ``received`` holds its bytes as they arrived."""
+    def store(self, request: StoreRequest, received: ReceivedFile) -> StoreResult:
+        """Check the received instance, store it, publish its message; the status to answer."""
         try:
             return self._store(request, received)
         except Exception:
@@ -104,17 +127,17 @@ class StoreService:
             return StoreResult(Status.PROCESSING_FAILURE, "Internal error; retry later")
         finally:
             if self._early is not None:  # rejected or failed: an upload under way never lands
-                self._early.cancel(received)
+                self._early.cancel(received.path)
 
     def cancel(self, received: Path) -> None:
         """A dataset that will never be stored (cut off or refused while it arrived)."""
         if self._early is not None:
             self._early.cancel(received)
 
-    def _store(self, request: StoreRequest, received: Path) -> StoreResult:
-        with open(received, "rb") as source:
+    def _store(self, request: StoreRequest, received: ReceivedFile) -> StoreResult:
+        with open(received.path, "rb") as source:
+            source.seek(received.dataset_offset)
             try:
-                offset = 0
                 summary = scan_dataset(source, request.transfer_syntax_uid, self._limits)
             except LimitExceeded as exc:
                 # A dataset beyond a content limit would poison the DICOM store: refused for
@@ -122,38 +145,34 @@ class StoreService:
                 return StoreResult(Status.CANNOT_UNDERSTAND, f"Refused: {exc}"[:_COMMENT_MAX])
             except MalformedDataset as exc:
                 return StoreResult(Status.CANNOT_UNDERSTAND, f"Cannot parse dataset: {exc}")
-            problem = _mismatch(request, summary.sop_class_uid, summary.sop_instance_uid)
-            if problem is None:
-                problem = _missing(summary.study_instance_uid, "Study Instance UID")
-            if problem is None:
-                problem = _missing(summary.series_instance_uid, "Series Instance UID")
-            if problem is not None:
-                return StoreResult(Status.DATASET_MISMATCH, problem)
-            study = str(summary.study_instance_uid)
-            series = str(summary.series_instance_uid)
-
-            meta = file_meta_bytes(
-                request.sop_class_uid,
-                request.sop_instance_uid,
-                request.transfer_syntax_uid,
-                request.calling_ae,
-            )
-            key = object_key(study, series, request.sop_instance_uid)
-            length = os.fstat(source.fileno()).st_size - offset
-            stored = None
-            if self._early is not None:
-                try:
-                    stored = self._early.finish(received, length, key)
-                except ObjectStoreError as exc:  # stuck: writing again could race it
-                    log.error("object store write failed: %s", exc)
-                    return StoreResult(
-                        Status.STORAGE_UNAVAILABLE, "Storage unavailable; retry later"
-                    )
-            if stored is None:
-                written = self._write(key, meta, source, offset, length, request)
-                if isinstance(written, StoreResult):
-                    return written
-                stored = written
+        problem = _mismatch(request, summary.sop_class_uid, summary.sop_instance_uid)
+        if problem is None:
+            problem = _missing(summary.study_instance_uid, "Study Instance UID")
+        if problem is None:
+            problem = _missing(summary.series_instance_uid, "Series Instance UID")
+        if problem is not None:
+            return StoreResult(Status.DATASET_MISMATCH, problem)
+        study = str(summary.study_instance_uid)
+        series = str(summary.series_instance_uid)
+        key = object_key(study, series, request.sop_instance_uid)
+        stored = None
+        if self._early is not None:
+            length = received.size - received.dataset_offset
+            try:
+                stored = self._early.finish(received.path, length, key)
+            except ObjectStoreError as exc:  # stuck: writing again could race it
+                log.error("object store write failed: %s", exc)
+                return StoreResult(Status.STORAGE_UNAVAILABLE, "Storage unavailable; retry later")
+        if stored is None:
+            try:
+                stored = self._objects.put(key, received.path, received.size, received.crc32c)
+            except (OSError, ObjectStoreError) as exc:
+                log.error(
+                    "object store write failed: %s",
+                    exc,
+                    extra={"sop_instance_uid": request.sop_instance_uid},
+                )
+                return StoreResult(Status.STORAGE_UNAVAILABLE, "Storage unavailable; retry later")
 
         try:
             message = InstanceMessage(
@@ -185,33 +204,6 @@ class StoreService:
             return StoreResult(Status.QUEUE_UNAVAILABLE, "Queue unavailable; retry later")
         self._objects.commit(stored)
         return StoreResult(Status.SUCCESS, size=stored.size, message_id=message_id)
-
-    def _write(
-        self,
-        key: str,
-        meta: bytes,
-        source: BinaryIO,
-        offset: int,
-        length: int,
-        request: StoreRequest,
-    ) -> StoredObject | StoreResult:
-        """Write the Part-10 object from the received file; the failure status otherwise."""
-        staged: Path | None = None
-        try:
-            staged = self._objects.reserve(key)
-            with open(staged, "wb") as dest:
-                source.seek(offset)
-                size, crc = write_part10(dest, meta, source, length)
-            return self._objects.put(key, staged, size, crc)
-        except (OSError, ObjectStoreError) as exc:
-            log.error(
-                "object store write failed: %s",
-                exc,
-                extra={"sop_instance_uid": request.sop_instance_uid},
-            )
-            if staged is not None:  # never made current (put undoes itself on failure)
-                staged.unlink(missing_ok=True)
-            return StoreResult(Status.STORAGE_UNAVAILABLE, "Storage unavailable; retry later")
 
 
 def _mismatch(request: StoreRequest, sop_class: str | None, sop_instance: str | None) -> str | None:

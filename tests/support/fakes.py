@@ -35,7 +35,7 @@ class UnwritableObjectStore(SpoolObjectStore):
 
 
 class BrokenObjectStore(SpoolObjectStore):
-    """A spool with a defect: ``reserve`` raises what no store should (an unexpected fault)."""
+    """A spool with a defect: ``put`` raises what no store should (an unexpected fault)."""
 
-    def reserve(self, key: str) -> Path:
+    def put(self, key: str, staged: Path, size: int, crc32c: str) -> StoredObject:
         raise RuntimeError("a defect in the object store")

@@ -14,14 +14,13 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from receiver import part10
 from receiver.part10 import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
     crc32c_b64,
     file_meta_bytes,
-    write_part10,
 )
+from receiver.store import ReceivedFile
 
 SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
 SOP_INSTANCE = "1.2.826.0.1.3680043.8.498.77"
@@ -98,39 +97,16 @@ def test_crc32c_b64_is_big_endian_base64() -> None:
     assert crc32c_b64(0xE3069283) == "4waSgw=="
 
 
-@pytest.mark.parametrize("extra", [0, 1, 5000], ids=["exact", "one-extra", "many-extra"])
-def test_write_part10_writes_meta_then_exact_dataset(tmp_path: Path, extra: int) -> None:
+def test_a_received_file_is_described_by_its_meta_length_size_and_crc(tmp_path: Path) -> None:
     meta = file_meta_bytes(SOP_CLASS, SOP_INSTANCE, ExplicitVRLittleEndian, "PACS")
     data = dataset_bytes()
-    source = io.BytesIO(b"\x99" * 7 + data + b"\x55" * extra)
-    source.seek(7)
-    target = tmp_path / "out.dcm"
-    with open(target, "wb") as dest:
-        size, crc = write_part10(dest, meta, source, len(data))
-    written = target.read_bytes()
-    assert written == meta + data
-    assert size == len(written)
-    assert crc == expected_crc(written)
+    target = tmp_path / "in.dcm"
+    target.write_bytes(meta + data)
+    received = ReceivedFile.read(target)
+    assert received == ReceivedFile(
+        target, len(meta), len(meta) + len(data), expected_crc(meta + data)
+    )
     assert dcmread(target).SOPInstanceUID == SOP_INSTANCE
-
-
-def test_write_part10_copies_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(part10, "_CHUNK", 7)
-    meta = file_meta_bytes(SOP_CLASS, SOP_INSTANCE, ExplicitVRLittleEndian, "")
-    data = dataset_bytes() + b"\x00" * 1000
-    target = tmp_path / "out.dcm"
-    with open(target, "wb") as dest:
-        size, crc = write_part10(dest, meta, io.BytesIO(data), len(data))
-    written = target.read_bytes()
-    assert written == meta + data
-    assert (size, crc) == (len(meta) + len(data), expected_crc(written))
-
-
-def test_write_part10_raises_when_the_source_is_short(tmp_path: Path) -> None:
-    meta = file_meta_bytes(SOP_CLASS, SOP_INSTANCE, ExplicitVRLittleEndian, "")
-    data = dataset_bytes()
-    with open(tmp_path / "out.dcm", "wb") as dest, pytest.raises(OSError, match="shrank"):
-        write_part10(dest, meta, io.BytesIO(data), len(data) + 10)
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,9 @@ def store_instances(spool: Path, tmp_path: Path, count: int) -> list[InstanceMes
     service = StoreService(SpoolObjectStore(spool), queue)
     for n in range(count):
         sop = f"1.2.3.4.{n + 10}"
-        assert service.store(request(sop), received(tmp_path, dataset(sop, bytes([n, n])))).ok
+        assert service.store(
+            request(sop), received(tmp_path, dataset(sop, bytes([n, n])), sop=sop)
+        ).ok
     messages = [decode(d.body) for d in queue.pull(100, 60)]
     queue.close()
     return messages

@@ -13,7 +13,8 @@ from ingest.adapters.spool import SpoolObjectStore
 from ingest.contracts.message import decode
 from ingest.contracts.ports import ObjectMissing
 from receiver.dataset_scan import ScanLimits
-from receiver.store import Status, StoreRequest, StoreService
+from receiver.part10 import file_meta_bytes
+from receiver.store import ReceivedFile, Status, StoreRequest, StoreService
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
@@ -38,11 +39,13 @@ def dataset(sop: str = SOP, pixels: bytes = b"\x01\x02") -> bytes:
     )
 
 
-def received(tmp_path: Path, data: bytes) -> Path:
-    """A file as the front door writes it: the dataset's bytes as they arrived."""
-    path = tmp_path / "received.dataset"
-    path.write_bytes(data)
-    return path
+def received(
+    tmp_path: Path, data: bytes, syntax: str = ExplicitVRLittleEndian, sop: str = SOP
+) -> ReceivedFile:
+    """A file as the front door writes it: our file meta, then the dataset as it arrived."""
+    path = tmp_path / "received.dcm"
+    path.write_bytes(file_meta_bytes(CT, sop, syntax, "PACS") + data)
+    return ReceivedFile.read(path)
 
 
 def request(sop: str = SOP) -> StoreRequest:
@@ -123,7 +126,7 @@ def test_dataset_starting_with_group_0002_keeps_those_bytes(
             (0x0020000E, SERIES.encode()),
         )
     )
-    path = received(tmp_path, data)
+    path = received(tmp_path, data, ImplicitVRLittleEndian)
     publisher = RecordingPublisher()
     req = StoreRequest(CT, SOP, ImplicitVRLittleEndian, "PACS", "IMPORTADAPTER")
     result = StoreService(store, publisher).store(req, path)
