@@ -80,7 +80,9 @@ class PduReader:
     def __init__(self, sock: socket.socket, max_pdata: int) -> None:
         self._sock = sock
         self._max_pdata = max_pdata
-        self._buffer = bytearray(HEADER + max_pdata + PDV_SLACK)
+        # Room for the largest PDU accepted: a P-DATA-TF, or an association PDU where the
+        # P-DATA-TF maximum is set below the association limit.
+        self._buffer = bytearray(HEADER + max(max_pdata + PDV_SLACK, MAX_ASSOCIATION_PDU))
         self._view = memoryview(self._buffer)
         self._start = 0  # first unread byte
         self._end = 0  # end of the bytes received

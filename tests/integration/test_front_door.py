@@ -562,3 +562,19 @@ def test_instance_over_the_size_limit_fails_alone(
     assert queued(pipeline) == 1
     assert staged(pipeline) == []
     assert_no_faults(caplog)
+
+
+def test_a_large_associate_rq_is_read_whatever_the_maximum_pdu(
+    start: Callable[..., LocalPipeline],
+) -> None:
+    """A-ASSOCIATE-RQs are bounded by 64 KiB, not by the P-DATA-TF maximum."""
+    pipeline = start(max_pdu=4096)
+    syntaxes = [ELE, ILE, JPEG_2000, EBE]
+    classes = [CT] + [f"1.2.840.10008.5.1.4.1.1.{n}.1" for n in range(119)]
+    ae = scu(*((uid, syntaxes) for uid in classes))
+    assoc = ae.associate("127.0.0.1", pipeline.receiver.port, ae_title="IMPORTADAPTER")
+    assert assoc.is_established
+    assert len(assoc.accepted_contexts) == 120
+    assert assoc.send_c_store(ct_dataset(rows=128, columns=128)).Status == 0x0000
+    assoc.release()
+    assert len(stored_objects(pipeline)) == 1
