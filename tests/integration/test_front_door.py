@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
@@ -32,6 +35,7 @@ from support.dimse_raw import (
     pdu_header,
 )
 from support.fake_dicomweb import FakeDicomWeb
+from support.fuzzing import associate_rqs, mutated
 from support.net import wait_until
 from support.receiving import queued, staged, stored_objects
 
@@ -111,9 +115,14 @@ def association_lines(
         r
         for r in list(caplog.records)
         if r.name == "receiver.association"
-        and r.getMessage().startswith("association ")
+        and hasattr(r, "outcome")
         and (local_port is None or getattr(r, "peer", "") == f"127.0.0.1:{local_port}")
     ]
+
+
+def refusals(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Connections closed at accept (over a connection cap), each logged once."""
+    return [r for r in list(caplog.records) if r.getMessage().startswith("connection refused")]
 
 
 def the_line(caplog: pytest.LogCaptureFixture, local_port: int) -> logging.LogRecord:
@@ -123,10 +132,11 @@ def the_line(caplog: pytest.LogCaptureFixture, local_port: int) -> logging.LogRe
     return line
 
 
-def assert_no_faults(caplog: pytest.LogCaptureFixture) -> None:
-    faults = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+def assert_no_faults(caplog: pytest.LogCaptureFixture, since: int = 0) -> None:
+    """No ERROR record and no traceback logged (after the first ``since`` records)."""
+    records = list(caplog.records)[since:]
+    faults = [r for r in records if r.levelno >= logging.ERROR or r.exc_info]
     assert faults == [], [r.getMessage() for r in faults]
-    assert "Traceback" not in caplog.text
 
 
 def rss_bytes() -> int:
@@ -186,8 +196,7 @@ def test_header_only_connections_do_not_block_real_senders(
             assert data == b""
     assert pipeline.receiver.open_connections() == cap
     assert all(is_open(connection) for connection in held)
-    refusals = [r for r in caplog.records if r.getMessage().startswith("connection refused")]
-    assert len(refusals) == 40 - cap
+    assert len(refusals(caplog)) == 40 - cap
 
     # Another host is not held up by them.
     assert store_with_scu(pipeline, ct_dataset(), source=OTHER_HOST) == 0x0000
@@ -578,3 +587,150 @@ def test_a_large_associate_rq_is_read_whatever_the_maximum_pdu(
     assert assoc.send_c_store(ct_dataset(rows=128, columns=128)).Status == 0x0000
     assoc.release()
     assert len(stored_objects(pipeline)) == 1
+
+
+def test_ae_title_bytes_outside_ascii_are_answered(
+    start: Callable[..., LocalPipeline],
+    raw: Callable[..., RawAssociation],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pipeline = start()
+    connection = raw(pipeline.receiver.port)
+    request = bytearray(associate_rq(CT_CONTEXT, calling="XSCU"))
+    request[6 + 20] = 0xE9  # the first byte of the calling AE title
+    connection.send(bytes(request))
+    assert connection.read_pdu()[0] == 0x02  # A-ASSOCIATE-AC
+    connection.release()
+    line = the_line(caplog, connection.local_port)
+    assert line.calling_ae == "?SCU"  # type: ignore[attr-defined]
+    assert_no_faults(caplog)
+
+
+# -- 10. fuzz ----------------------------------------------------------------------------------
+
+PDU_TYPES = {0x02, 0x03, 0x04, 0x06, 0x07}
+
+
+def _answer_frames(data: bytes) -> None:
+    """What the receiver sent is whole PDUs of types an acceptor sends (a cut tail aside)."""
+    offset = 0
+    while len(data) - offset >= 6:
+        pdu_type, length = struct.unpack_from(">BxL", data, offset)
+        assert pdu_type in PDU_TYPES, data[offset : offset + 16]
+        if pdu_type == 0x07:
+            assert data[offset + 6 : offset + 10] in (b"\x00\x00\x02\x00", *_ABORT_BODIES)
+        offset += 6 + length
+    assert offset == len(data), "the answer ends inside a PDU"
+
+
+_ABORT_BODIES = tuple(bytes((0, 0, 2, reason)) for reason in (0, 1, 2, 5, 6))
+
+
+def receiver_threads() -> list[str]:
+    """The receiver's threads: its listener and one per connection."""
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("dimse-"))
+
+
+def _exchange(port: int, data: bytes, associate_first: bool) -> bytes:
+    """Send data (after a real association if asked), end our side, read to the close.
+
+    A fault is logged before the receiver closes, so it shows in the records by the time
+    this returns: the example that caused it is the one that fails (and is shrunk).
+    """
+    connection = RawAssociation(port, timeout=30)
+    try:
+        if associate_first:
+            connection.associate(CT_CONTEXT, max_pdu=16384)
+        try:
+            connection.send(data)
+            connection.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the receiver may have closed already: what it sent is still readable
+        answer, seconds = connection.wait_closed(30)
+        assert seconds < 30, "the receiver neither answered nor closed"
+        return answer
+    finally:
+        connection.close()
+
+
+def _seed_push() -> bytes:
+    ds = ct_dataset(rows=8, columns=8)
+    command = command_set(C_STORE_RQ, 1, CT, ds.SOPInstanceUID)
+    data = dataset_bytes(ds)
+    return (
+        p_data(1, ECHO, command=True)
+        + p_data(1, command, command=True)
+        + p_data(1, data[:200], command=False, last=False)
+        + p_data(1, data[200:], command=False)
+        + pdu_header(0x05, 4)
+        + bytes(4)
+    )
+
+
+def test_fuzzed_bytes_are_answered_aborted_or_closed_never_raised(
+    start: Callable[..., LocalPipeline], caplog: pytest.LogCaptureFixture
+) -> None:
+    pipeline = start(acse_timeout=2.0, dimse_timeout=2.0, network_timeout=2.0, max_pdu=16384)
+    port = pipeline.receiver.port
+    baseline_threads = receiver_threads()
+    baseline_rss = rss_bytes()
+    headers = st.builds(
+        lambda kind, length, rest: struct.pack(">BxL", kind, length) + rest,
+        st.integers(0, 9),
+        st.one_of(st.integers(0, 300), st.integers(0, 0xFFFFFFFF)),
+        st.binary(max_size=300),
+    )
+    fuzz = settings(
+        max_examples=400,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+    connections = 0
+
+    @fuzz
+    @given(
+        st.one_of(
+            st.binary(max_size=400),
+            headers,
+            mutated(associate_rq(CT_CONTEXT)),
+            associate_rqs(b"IMPORTADAPTER"),
+        )
+    )
+    def before_association(data: bytes) -> None:
+        nonlocal connections
+        connections += 1
+        since = len(caplog.records)
+        _answer_frames(_exchange(port, data, associate_first=False))
+        assert_no_faults(caplog, since)
+
+    @fuzz
+    @given(mutated(_seed_push()))
+    def after_association(data: bytes) -> None:
+        nonlocal connections
+        connections += 1
+        since = len(caplog.records)
+        _answer_frames(_exchange(port, data, associate_first=True))
+        assert_no_faults(caplog, since)
+
+    before_association()
+    after_association()
+
+    wait_until(lambda: pipeline.receiver.open_connections() == 0, 30, "every connection ended")
+    assert connections > 400
+    # One line for each connection (or a refusal, had one address outrun its cap).
+    wait_until(
+        lambda: len(association_lines(caplog)) + len(refusals(caplog)) == connections,
+        30,
+        f"one line for each of {connections} connections",
+    )
+    wait_until(lambda: receiver_threads() == baseline_threads, 30, "connection threads ended")
+    assert staged(pipeline) == []
+    assert rss_bytes() - baseline_rss < 64 << 20
+    assert_no_faults(caplog)
+    # The listener still serves a real sender.
+    assoc = scu().associate("127.0.0.1", port, ae_title="IMPORTADAPTER")
+    assert assoc.is_established
+    assert assoc.send_c_echo().Status == 0x0000
+    assoc.release()

@@ -7,6 +7,7 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.dimse_raw import associate_rq, command_set
+from support.fuzzing import associate_rqs, mutated
 
 from receiver import dimse, pdu
 from receiver.acse_codec import AssociateDecodeError, decode_associate_rq, encode_associate_ac
@@ -26,24 +27,6 @@ VALID_RQ_BODY = associate_rq(
     ]
 )[6:]
 VALID_COMMAND = command_set(0x0001, 7, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4")
-
-
-@st.composite
-def mutated(draw: st.DrawFn, valid: bytes) -> bytes:
-    """valid with some bytes replaced, removed or inserted, and possibly cut short."""
-    data = bytearray(valid)
-    for _ in range(draw(st.integers(0, 8))):
-        where = draw(st.integers(0, len(data)))
-        action = draw(st.sampled_from(["replace", "delete", "insert"]))
-        if action == "replace" and where < len(data):
-            data[where] = draw(st.integers(0, 255))
-        elif action == "delete" and where < len(data):
-            del data[where]
-        else:
-            data[where:where] = draw(st.binary(min_size=1, max_size=8))
-    if draw(st.booleans()):
-        data = data[: draw(st.integers(0, len(data)))]
-    return bytes(data)
 
 
 def _pdv(context_id: int, control: int, data: bytes, length_delta: int = 0) -> bytes:
@@ -86,7 +69,13 @@ def test_parse_command_raises_only_command_errors(data: bytes) -> None:
 
 
 @FUZZ
-@given(st.one_of(st.binary(max_size=300), mutated(VALID_RQ_BODY)))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        mutated(VALID_RQ_BODY),
+        associate_rqs(b"IMPORTADAPTER").map(lambda rq: rq[6:]),
+    )
+)
 def test_decode_associate_rq_raises_only_decode_errors(body: bytes) -> None:
     try:
         request = decode_associate_rq(body)
