@@ -133,10 +133,12 @@ def the_line(caplog: pytest.LogCaptureFixture, local_port: int) -> logging.LogRe
 
 
 def assert_no_faults(caplog: pytest.LogCaptureFixture, since: int = 0) -> None:
-    """No ERROR record and no traceback logged (after the first ``since`` records)."""
+    """No ERROR record, no traceback and no patient name or ID logged (after ``since``)."""
     records = list(caplog.records)[since:]
     faults = [r for r in records if r.levelno >= logging.ERROR or r.exc_info]
     assert faults == [], [r.getMessage() for r in faults]
+    text = " ".join(f"{r.getMessage()} {r.__dict__}" for r in records)
+    assert "Synthetic" not in text and "SYNTH-0001" not in text  # support.datasets' patient
 
 
 def rss_bytes() -> int:
