@@ -104,9 +104,12 @@ def _name(data: bytes, start: int, end: int) -> str:
 
 
 def _title(raw: bytes) -> str:
-    """An AE title field; bytes outside printable ASCII become '?' (never matched, safe to log)."""
-    text = "".join(chr(b) if 0x20 <= b <= 0x7E else "?" for b in raw.rstrip(b" \x00"))
-    return text.strip()
+    """An AE title as printable ASCII: any other byte becomes "?".
+
+    The title is logged and echoed in the A-ASSOCIATE-AC, which pynetdicom encodes as
+    strict ASCII; a byte outside it must not end the association in a traceback.
+    """
+    return "".join(chr(b) if 0x20 <= b < 0x7F else "?" for b in raw.strip(b" \x00"))
 
 
 def decode_associate_rq(pdu: bytes) -> AssociateRequest:

@@ -56,8 +56,10 @@ def negotiate(request: AssociateRequest, is_storage: Callable[[str], bool]) -> N
     rejected: list[str] = []
     seen: set[int] = set()
     for context in request.contexts:
-        placeholder = context.transfer_syntaxes[0] if context.transfer_syntaxes else ""
-        placeholder = placeholder or IMPLICIT_LITTLE_ENDIAN
+        # A refused context's syntax is ignored by the requestor (PS3.8 §9.3.3.2): a known
+        # one it proposed, never its own text echoed back into our A-ASSOCIATE-AC.
+        known = (uid for uid in context.transfer_syntaxes if uid in _KNOWN_SYNTAXES)
+        placeholder = next(known, IMPLICIT_LITTLE_ENDIAN)
         abstract = context.abstract_syntax
         if context.context_id in seen or context.context_id % 2 == 0:
             result, choice = PROVIDER_REJECTION, None

@@ -92,6 +92,11 @@ class Receiver:
         with self._lock:
             return self._associations
 
+    def open_connections(self) -> int:
+        """Connections being served, negotiating or associated."""
+        with self._lock:
+            return len(self._connections)
+
     def transfers(self) -> Iterator[Transfer]:
         """The C-STORE datasets being received right now."""
         with self._lock:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from support.cloud import CloudStack
-from support.fake_dicomweb import FakeDicomWeb
+from support.fake_dicomweb import FakeDicomWeb, Reply
 from support.gcs import FakeGcs, running_fake_gcs
 from support.orthanc import Orthanc, start_orthanc
 from support.pipeline import start_pipeline
@@ -30,6 +30,13 @@ def fake_dicomweb() -> Iterator[FakeDicomWeb]:
     server = FakeDicomWeb().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def held_store(fake_dicomweb: FakeDicomWeb) -> FakeDicomWeb:
+    """A DICOM store that refuses everything for now, so messages stay in the queue."""
+    fake_dicomweb.responder = lambda request: Reply(503, "down for the test")
+    return fake_dicomweb
 
 
 @pytest.fixture

@@ -19,19 +19,13 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, Verification
 from support.datasets import ct_dataset, write
-from support.fake_dicomweb import FakeDicomWeb, Reply
+from support.fake_dicomweb import FakeDicomWeb
 from support.net import wait_until
+from support.receiving import queued, stored_objects
 
 from dicom_ingest.local import LocalPipeline
 from receiver.config import PeerRule
 from receiver.part10 import file_meta_bytes
-
-
-@pytest.fixture
-def held_store(fake_dicomweb: FakeDicomWeb) -> FakeDicomWeb:
-    """A DICOM store that refuses everything for now, so messages stay in the queue."""
-    fake_dicomweb.responder = lambda request: Reply(503, "down for the test")
-    return fake_dicomweb
 
 
 @pytest.fixture
@@ -45,15 +39,6 @@ def scu(calling: str = "TESTSCU") -> AE:
     ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     return ae
-
-
-def queued(pipeline: LocalPipeline) -> int:
-    stats = pipeline.queue.stats()
-    return stats.pending + stats.in_flight + stats.retrying
-
-
-def stored_objects(pipeline: LocalPipeline) -> list[Path]:
-    return sorted(p for p in pipeline.objects.root.rglob("*@*.dcm") if p.is_file())
 
 
 @pytest.fixture
