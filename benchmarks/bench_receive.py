@@ -1,11 +1,13 @@
-"""C-STORE receive throughput: DCMTK storescp, Orthanc and ``dicom-ingest local``.
+"""C-STORE receive benchmarks: dicom-ingest beside DCMTK storescp and Orthanc, in one run.
 
-Each workload is sent by DCMTK ``storescu`` over one association (Explicit VR Little Endian)
-to a freshly started receiver; the wall time of ``storescu`` is the figure. dicom-ingest's
-uploader points at a DICOM store that never answers, so one upload waits all run long and the
-receiver alone is measured: durable write (fsync) plus queue commit. See benchmarks/README.md.
+Scenarios (see benchmarks/README.md): ``throughput`` (one storescu association per target on
+512x512 CT and ~40 KB instances), ``nodelay`` (the small workload without TCP_NODELAY in the
+sender's environment), ``concurrency`` (four storescu associations at once), ``study`` (a
+300-image CT study until it is in Orthanc, through the pipeline or straight), ``rss`` (peak
+RSS on a 1 GB instance and under abuse). Every run is repeated, interleaved, and the tables
+show medians and each figure's ratio to its reference from the same run.
 
-    /work/venv/bin/python benchmarks/bench_receive.py [--workdir DIR] [--skip-large]
+    .venv/bin/python benchmarks/bench_receive.py [--scenarios ...] [--repeat 3] [--json FILE]
 """
 
 from __future__ import annotations
@@ -14,341 +16,240 @@ import argparse
 import json
 import os
 import re
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filewriter import dcmwrite
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from receive_common import ENV_DCMTK_DEFAULT, TARGETS, WORKLOADS, Run, ensure_workload
+from receive_scenarios import Context, abuse_run, store_run, study_run
 
-CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
-MF_WORD_SC = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word Secondary Capture
-DICOM_INGEST = str(Path(sys.executable).parent / "dicom-ingest")
-ORTHANC = "/usr/sbin/Orthanc"
-ENV = {**os.environ, "TCP_NODELAY": "1"}
-TARGETS = ("storescp", "orthanc", "dicom-ingest")
-AETS = {"storescp": "STORESCP", "orthanc": "ORTHANC", "dicom-ingest": "IMPORTADAPTER"}
+SCENARIOS = ("throughput", "nodelay", "concurrency", "study", "rss")
+Key = tuple[str, str, str, str]  # scenario, variant, target, workload
+MB_PER_MIB = 1.048576
+# Orthanc's small workload without TCP_NODELAY stalls on every instance: a reference only.
+ORTHANC_NAGLE: Key = ("receive", "no NODELAY", "orthanc", "small")
 
 
 @dataclass(frozen=True)
-class Workload:
-    name: str
-    count: int
-    rows: int
-    cols: int
-    frames: int
-    sop_class: str
+class Comparison:
+    """A figure beside its reference from the same run, and the target it is held to.
 
-    @property
-    def key(self) -> str:
-        return f"{self.name}-{self.count}x{self.rows}x{self.cols}x{self.frames}-v1"
+    ``speed``: reference time / figure time (above 1: faster); ``slowdown``: figure time /
+    reference time (below 1: faster); ``limit``: figure value / ``target`` (MB of RSS).
+    """
 
-
-WORKLOADS = (
-    Workload("ct", 500, 512, 512, 1, CT_IMAGE),
-    Workload("small", 2000, 140, 140, 1, CT_IMAGE),  # 39,200 pixel bytes: ~40 KB a file
-    Workload("large", 1, 512, 512, 2100, MF_WORD_SC),  # 1.10 GB of pixel data
-)
+    label: str
+    figure: Key
+    reference: Key | None
+    kind: str
+    target: float | None = None
+    value: str = "seconds"  # or a key of Run.extra
+    ref_value: str = "seconds"
 
 
-@dataclass
-class Run:
-    target: str
-    workload: str
-    instances: int
-    bytes: int
-    seconds: float
-    accepted: int
-    storescu_rc: int
-    idle_rss_mib: float
-    peak_rss_mib: float
-    log: str
+def comparisons() -> list[Comparison]:
+    def receive(variant: str, target: str, workload: str) -> Key:
+        return ("receive", variant, target, workload)
+
+    ing, orth, scp = "dicom-ingest", "orthanc", "storescp"
+    out: list[Comparison] = []
+    for w, label in (("ct", "512x512 CT"), ("small", "~40 KB")):
+        mine = receive("1 assoc", ing, w)
+        out.append(Comparison(f"{label}: dicom-ingest vs Orthanc", mine,
+                              receive("1 assoc", orth, w), "speed", 1.0))  # fmt: skip
+        stretch = 0.5 if w == "ct" else None
+        out.append(Comparison(f"{label}: dicom-ingest vs storescp", mine,
+                              receive("1 assoc", scp, w), "speed", stretch))  # fmt: skip
+    for target, goal in ((ing, 1.5), (orth, None)):
+        one, nagle = receive("1 assoc", target, "small"), receive("no NODELAY", target, "small")
+        out.append(Comparison(f"~40 KB, no NODELAY vs NODELAY: {target}", nagle, one,
+                              "slowdown", goal))  # fmt: skip
+        out.append(Comparison(f"~40 KB, 4 associations vs 1: {target}",
+                              receive("4 assoc", target, "small"), one, "speed", goal))  # fmt: skip
+    pipe, direct = ("study", "pipeline", ing, "study"), ("study", "direct", orth, "study")
+    out += [
+        Comparison("300 CT in Orthanc: pipeline vs direct (in Orthanc)", pipe, direct,
+                   "slowdown", 1.2),
+        Comparison("300 CT: pipeline in Orthanc vs direct storescu exit", pipe, direct,
+                   "slowdown", None, ref_value="storescu_s"),
+        Comparison("300 CT: storescu exit, pipeline vs direct", pipe, direct, "slowdown",
+                   None, value="storescu_s", ref_value="storescu_s"),
+        Comparison("peak RSS (MB), one 1.1 GB instance", ("rss", "1 GB instance", ing, "large"),
+                   None, "limit", 150.0, value="peak_mb"),
+        Comparison("peak RSS (MB), abuse cases", ("rss", "abuse", ing, "abuse"), None,
+                   "limit", 200.0, value="peak_mb"),
+    ]  # fmt: skip
+    return out
 
 
-# --- workloads -------------------------------------------------------------------------------
+# --- planning and running --------------------------------------------------------------------
 
 
-# Listening sockets kept open for the whole run (see run_target).
-SILENT_STORES: list[socket.socket] = []
+def plan(scenarios: list[str], targets: list[str], workloads: list[str]) -> list[Key]:
+    """The runs the chosen scenarios need, each once (a reference may serve several)."""
+    keys: list[Key] = []
+    pair = [t for t in ("dicom-ingest", "orthanc") if t in targets]
+    if "throughput" in scenarios:
+        keys += [("receive", "1 assoc", t, w) for w in workloads for t in targets]
+    if "nodelay" in scenarios:
+        keys += [("receive", v, t, "small") for t in pair for v in ("1 assoc", "no NODELAY")]
+    if "concurrency" in scenarios:
+        keys += [("receive", v, t, "small") for t in pair for v in ("1 assoc", "4 assoc")]
+    if "study" in scenarios:
+        keys += [("study", "pipeline", "dicom-ingest", "study")]
+        keys += [("study", "direct", "orthanc", "study")]
+    if "rss" in scenarios:
+        keys += [("rss", "1 GB instance", "dicom-ingest", "large")]
+        keys += [("rss", "abuse", "dicom-ingest", "abuse")]
+    return list(dict.fromkeys(keys))
 
 
-def _header(w: Workload, study: str, series: str, number: int) -> Dataset:
-    sop = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(w.sop_class)
-    meta.MediaStorageSOPInstanceUID = sop
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = w.sop_class, sop
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-    ds.PatientName, ds.PatientID, ds.StudyID = "BENCH^RECEIVE", "BENCH0001", "1"
-    ds.StudyDate, ds.StudyTime, ds.AccessionNumber = "20240101", "120000", "BENCH"
-    ds.Modality = "CT" if w.sop_class == CT_IMAGE else "OT"
-    ds.SeriesNumber, ds.InstanceNumber = 1, number
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.Rows, ds.Columns = w.rows, w.cols
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    if w.frames > 1:
-        ds.NumberOfFrames = w.frames
-    else:
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-    return ds
+def runner(ctx: Context, key: Key) -> Callable[[int], Run]:
+    scenario, variant, target, workload = key
+    if key == ("rss", "abuse", "dicom-ingest", "abuse"):
+        return lambda rep: abuse_run(ctx, rep)
+    w = WORKLOADS[workload]
+    files = ensure_workload(w, ctx.workdir / "workloads")
+    if scenario == "study":
+        return lambda rep: study_run(ctx, variant, w, files, rep)
+    env = ENV_DCMTK_DEFAULT if variant == "no NODELAY" else None
+    assocs = 4 if variant == "4 assoc" else 1
+
+    def run(rep: int) -> Run:
+        result = store_run(ctx, variant, target, w, files, rep, associations=assocs,
+                           **({"env": env} if env else {}))  # fmt: skip
+        result.scenario = scenario
+        return result
+
+    return run
 
 
-def _write_instance(path: Path, ds: Dataset, w: Workload, rng: np.random.Generator) -> None:
-    """Header with pydicom, then Pixel Data streamed in chunks: bounded memory at any size."""
-    frame_bytes = w.rows * w.cols * 2
-    with open(path, "wb") as fh:
-        dcmwrite(fh, ds, enforce_file_format=True)
-        fh.write(b"\xe0\x7f\x10\x00OW\x00\x00" + (frame_bytes * w.frames).to_bytes(4, "little"))
-        for start in range(0, w.frames, 64):
-            n = min(64, w.frames - start)
-            fh.write(rng.integers(0, 4096, (n, w.rows, w.cols), dtype="<u2").tobytes())
-
-
-def ensure_workload(w: Workload, root: Path) -> Path:
-    """Generate once; a marker beside the directory makes later runs reuse it."""
-    folder, marker = root / w.key, root / f"{w.key}.complete"
-    if marker.exists():
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    print(f"generating {w.count} x {w.name} into {folder} ...", flush=True)
-    rng = np.random.default_rng(12345)
-    study, series = generate_uid(), generate_uid()
-    for i in range(w.count):
-        _write_instance(folder / f"{i:05d}.dcm", _header(w, study, series, i + 1), w, rng)
-    marker.touch()
-    return folder
-
-
-# --- processes -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(check: Callable[[], bool], proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not check():
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready after 60 s")
-        time.sleep(0.05)
-
-
-@contextmanager
-def started(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=ENV)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def echo_ok(aet: str, port: int) -> bool:
-    argv = ["echoscu", "-to", "1", "-aec", aet, "127.0.0.1", str(port)]
-    return subprocess.run(argv, check=False, capture_output=True, env=ENV).returncode == 0
-
-
-def proc_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def http_json(url: str) -> dict[str, object]:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return dict(json.load(response))
-
-
-# --- receivers: start, wait for readiness, and count what they accepted --------------------
-
-
-@contextmanager
-def receiver(
-    target: str, port: int, run_dir: Path, log: Path, max_pdu: int | None
-) -> Iterator[tuple[subprocess.Popen[bytes], Callable[[], int]]]:
-    if target == "storescp":
-        out = run_dir / "out"
-        out.mkdir()
-        argv = ["storescp", "--output-directory", str(out), str(port)]
-        argv[1:1] = [] if max_pdu is None else ["--max-pdu", str(max_pdu)]
-
-        def count() -> int:
-            return sum(1 for p in out.rglob("*") if p.is_file())
-
-    elif target == "orthanc":
-        http = free_port()
-        config = {
-            "Name": "bench",
-            "StorageDirectory": str(run_dir / "storage"),
-            "IndexDirectory": str(run_dir / "storage"),
-            "HttpPort": http,
-            "DicomPort": port,
-            "DicomAet": AETS[target],
-            "DicomCheckCalledAet": False,
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "StorageCompression": False,
-            "Plugins": [],
-        }
-        if max_pdu is not None:
-            config["MaximumPduLength"] = max_pdu
-        (run_dir / "orthanc.json").write_text(json.dumps(config))
-        argv = [ORTHANC, str(run_dir / "orthanc.json")]
-
-        def count() -> int:
-            return int(str(http_json(f"http://127.0.0.1:{http}/statistics")["CountInstances"]))
-
-    else:
-        spool = run_dir / "spool"
-        # A DICOM store that accepts the connection and never answers: the one upload worker
-        # waits on its first request for the whole run, so only the receiver is measured.
-        silent = socket.socket()
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(1)
-        SILENT_STORES.append(silent)
-        argv = [
-            DICOM_INGEST, "local", "--spool_dir", str(spool), "--dimse_port", str(port),
-            "--dimse_bind", "127.0.0.1", "--log_format", "json", "--upload_workers", "1",
-            "--batch_max_instances", "1", "--http_timeout", "3600",
-            "--dicomweb_address", f"http://127.0.0.1:{silent.getsockname()[1]}/dicom-web",
-        ]  # fmt: skip
-        argv += [] if max_pdu is None else ["--max_pdu", str(max_pdu)]
-
-        def count() -> int:
-            argv = [DICOM_INGEST, "status", "--spool_dir", str(spool), "--json"]
-            status = json.loads(subprocess.run(argv, capture_output=True, check=True).stdout)
-            queued = sum(int(status[k]) for k in ("pending", "in_flight", "retrying", "dead"))
-            objects = sum(1 for _ in (spool / "objects").rglob("*@*.dcm"))  # versions, not links
-            if queued != objects or status["dead"]:
-                print(
-                    f"  ! dicom-ingest: {queued} queued, {objects} objects, {status['dead']} dead"
-                )
-            return min(queued, objects)
-
-    with started(argv, log) as proc:
-
-        def ready() -> bool:
-            if target == "dicom-ingest" and b"ready: accepting" not in log.read_bytes():
-                return False
-            if target == "orthanc":
-                try:
-                    http_json(f"http://127.0.0.1:{http}/system")
-                except OSError:
-                    return False
-            return echo_ok(AETS[target], port)
-
-        wait_until(ready, proc, target)
-        yield proc, count
-
-
-def run_one(
-    target: str, w: Workload, files: Path, scratch: Path, logs: Path, rep: int, pdu: int | None
-) -> Run:
-    run_dir = scratch / f"{target}-{w.name}-{rep}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    log = logs / f"{target}-{w.name}-{rep}.log"
-    sizes = [p.stat().st_size for p in files.glob("*.dcm")]
-    port = free_port()
-    try:
-        with receiver(target, port, run_dir, log, pdu) as (proc, count):
-            idle = proc_kib(proc.pid, "VmRSS")
-            argv = ["storescu", "-aec", AETS[target], "-xe", "-R", "-nh", "+sd"]
-            argv += ["127.0.0.1", str(port), str(files)]
-            with open(logs / f"storescu-{target}-{w.name}-{rep}.log", "wb") as out:
-                start = time.perf_counter()
-                done = subprocess.run(
-                    argv, check=False, stdout=out, stderr=subprocess.STDOUT, env=ENV
-                )
-                rc = done.returncode
-                seconds = time.perf_counter() - start
-            peak = proc_kib(proc.pid, "VmHWM")
-            accepted = count()
-            deadline = time.monotonic() + 10  # a receiver may index after answering
-            while accepted < len(sizes) and time.monotonic() < deadline:
-                time.sleep(0.2)
-                accepted = count()
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return Run(target, w.name, len(sizes), sum(sizes), seconds, accepted, rc,
-               idle / 1024, peak / 1024, str(log))  # fmt: skip
+def load() -> dict[str, object]:
+    text = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
+    return {"uptime": text.strip(), "loadavg": list(os.getloadavg())}
 
 
 # --- report ----------------------------------------------------------------------------------
 
 
-def summarize(runs: list[Run]) -> list[dict[str, object]]:
+def value_of(run: Run, name: str) -> float:
+    if name == "seconds":
+        return run.seconds
+    if name == "peak_mb":
+        return run.peak_rss_mib * MB_PER_MIB
+    return run.extra[name]
+
+
+def medians(runs: list[Run]) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    for key in dict.fromkeys((r.workload, r.target) for r in runs):
-        group = [r for r in runs if (r.workload, r.target) == key]
+    for key in dict.fromkeys(r.key for r in runs):
+        group = [r for r in runs if r.key == key]
         seconds = statistics.median(r.seconds for r in group)
+        first = group[0]
+        extra = {k: statistics.median(r.extra[k] for r in group) for k in first.extra}
         rows.append({
-            "workload": key[0], "target": key[1], "instances": group[0].instances,
-            "megabytes": group[0].bytes / 1e6, "seconds": seconds, "repeats": len(group),
-            "instances_per_s": group[0].instances / seconds,
-            "mb_per_s": group[0].bytes / 1e6 / seconds,
-            "all_accepted": all(r.accepted == r.instances and r.storescu_rc == 0 for r in group),
-            "accepted": min(r.accepted for r in group),
+            "scenario": key[0], "variant": key[1], "target": key[2], "workload": key[3],
+            "repeats": len(group), "instances": first.instances, "megabytes": first.bytes / 1e6,
+            "seconds": seconds, "seconds_all": [round(r.seconds, 3) for r in group],
+            "instances_per_s": first.instances / seconds if seconds else 0.0,
+            "mb_per_s": first.bytes / 1e6 / seconds if seconds else 0.0,
+            "all_ok": all(r.ok for r in group), "accepted": min(r.accepted for r in group),
             "idle_rss_mib": max(r.idle_rss_mib for r in group),
-            "peak_rss_mib": max(r.peak_rss_mib for r in group),
+            "peak_rss_mib": max(r.peak_rss_mib for r in group), "extra": extra,
         })  # fmt: skip
-    by_key = {(str(r["workload"]), str(r["target"])): float(str(r["seconds"])) for r in rows}
-    for row in rows:
-        mine = by_key.get((str(row["workload"]), "dicom-ingest"))
-        for ref, name in (("storescp", "c/a"), ("orthanc", "c/b")):
-            other = by_key.get((str(row["workload"]), ref))
-            row[name] = None if mine is None or other is None else other / mine
     return rows
 
 
-def print_table(rows: list[dict[str, object]]) -> None:
-    head = f"{'workload':8} {'target':13} {'inst':>5} {'MB':>8} {'s':>8} {'inst/s':>8}"
-    head += f" {'MB/s':>7} {'ok':>9} {'idleRSS':>8} {'peakRSS':>8} {'c/a':>5} {'c/b':>5}"
+def _limit_row(c: Comparison, runs: list[Run]) -> dict[str, object] | None:
+    """Peak RSS against its limit; the idle RSS of the same process beside it."""
+    group = [r for r in runs if r.key == c.figure]
+    if not group or c.target is None:
+        return None
+    peaks = [value_of(r, c.value) for r in group]
+    idle = max(r.idle_rss_mib for r in group) * MB_PER_MIB
+    return {
+        "figure": max(peaks), "reference": idle, "reference_text": f"idle {idle:.0f}",
+        "ratio": max(peaks) / c.target, "per_repeat": sorted(p / c.target for p in peaks),
+        "met": max(peaks) < c.target,
+    }  # fmt: skip
+
+
+def _ratio_row(c: Comparison, runs: list[Run]) -> dict[str, object] | None:
+    """Medians of figure and reference; the ratio of the medians, and of each repeat's pair."""
+    figs = {r.rep: value_of(r, c.value) for r in runs if r.key == c.figure}
+    refs = {r.rep: value_of(r, c.ref_value) for r in runs if r.key == c.reference}
+    if not figs or not refs:
+        return None
+    fig, ref = statistics.median(figs.values()), statistics.median(refs.values())
+    pairs = [(figs[k], refs[k]) for k in figs if k in refs]
+    speed = c.kind == "speed"
+    ratio = ref / fig if speed else fig / ref
+    per_rep = sorted(r / f if speed else f / r for f, r in pairs)
+    met = None
+    if c.target is not None:
+        met = ratio >= c.target if speed else ratio <= c.target
+    return {
+        "figure": fig, "reference": ref, "reference_text": f"{ref:.2f}s", "ratio": ratio,
+        "per_repeat": per_rep, "met": met,
+    }  # fmt: skip
+
+
+def compare(runs: list[Run]) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for c in comparisons():
+        row = _limit_row(c, runs) if c.kind == "limit" else _ratio_row(c, runs)
+        if row is not None:
+            unit = "MB" if c.kind == "limit" else "s"
+            out.append({"comparison": c.label, "kind": c.kind, "target": c.target,
+                        "unit": unit, **row})  # fmt: skip
+    return out
+
+
+def print_medians(rows: list[dict[str, object]]) -> None:
+    head = f"{'scenario':8} {'variant':13} {'target':12} {'workload':8} {'n':>2} {'inst':>5}"
+    head += f" {'s (median)':>10} {'inst/s':>7} {'MB/s':>6} {'ok':>9} {'idle':>5} {'peak':>5}"
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows:
-        ratios = ["-" if r[k] is None else f"{r[k]:.2f}" for k in ("c/a", "c/b")]
-        ok = f"{r['accepted']}/{r['instances']}" + ("" if r["all_accepted"] else "!")
-        print(
-            f"{r['workload']:8} {r['target']:13} {r['instances']:>5} {r['megabytes']:>8.1f}"
-            f" {r['seconds']:>8.2f} {r['instances_per_s']:>8.1f} {r['mb_per_s']:>7.1f} {ok:>9}"
-            f" {r['idle_rss_mib']:>8.0f} {r['peak_rss_mib']:>8.0f} {ratios[0]:>5} {ratios[1]:>5}"
-        )
-    print("RSS in MiB (VmRSS before sending, VmHWM after); c/a, c/b: dicom-ingest throughput")
-    print("divided by storescp's, Orthanc's (above 1 means dicom-ingest is faster).")
+        ok = f"{r['accepted']}/{r['instances']}" + ("" if r["all_ok"] else "!")
+        print(f"{r['scenario']:8} {r['variant']:13} {r['target']:12} {r['workload']:8}"
+              f" {r['repeats']:>2} {r['instances']:>5} {r['seconds']:>10.2f}"
+              f" {r['instances_per_s']:>7.1f} {r['mb_per_s']:>6.1f} {ok:>9}"
+              f" {r['idle_rss_mib']:>5.0f} {r['peak_rss_mib']:>5.0f}")  # fmt: skip
+        extra = r["extra"]
+        if isinstance(extra, dict) and extra:
+            print("    " + ", ".join(f"{k} {v:.2f}" for k, v in extra.items()))
+    print("idle/peak: RSS in MiB (VmRSS before sending, VmHWM at the end); n: repeats.")
+
+
+def print_comparisons(rows: list[dict[str, object]]) -> None:
+    head = (f"{'comparison':54} {'figure':>8} {'reference':>9} {'ratio':>6} {'target':>7}"
+            f" {'met':>4}  per repeat")  # fmt: skip
+    print("\n" + head + "\n" + "-" * len(head))
+    for r in rows:
+        kind, target = r["kind"], r["target"]
+        goal = "-" if target is None else ("≥" if kind == "speed" else "≤") + f"{target:g}"
+        if kind == "limit":
+            goal = f"<{target:g}MB"
+        met = "-" if r["met"] is None else ("yes" if r["met"] else "NO")
+        per_repeat = r["per_repeat"]
+        spread = " ".join(f"{x:.2f}" for x in per_repeat) if isinstance(per_repeat, list) else ""
+        figure = f"{r['figure']:.2f}{'' if kind == 'limit' else 's'}"
+        line = f"{r['comparison']:54} {figure:>8} {r['reference_text']:>9} {r['ratio']:>6.2f}"
+        print(f"{line} {goal:>7} {met:>4}  {spread}")
+    print("ratio: speed = reference time / figure time (above 1: dicom-ingest faster);")
+    print("slowdown = figure time / reference time; RSS = peak MB / limit. Medians of repeats.")
 
 
 def ingest_log_problems(runs: list[Run]) -> Counter[str]:
-    """WARNING and worse in dicom-ingest's JSON log, by severity and message."""
+    """WARNING and worse in dicom-ingest's JSON logs, by severity and message."""
     found: Counter[str] = Counter()
     for run in runs:
-        if run.target != "dicom-ingest":
+        if run.target != "dicom-ingest" or not run.log:
             continue
         for line in Path(run.log).read_text(errors="replace").splitlines():
             try:
@@ -358,50 +259,65 @@ def ingest_log_problems(runs: list[Run]) -> Counter[str]:
                 continue
             if entry.get("severity") in ("WARNING", "ERROR", "CRITICAL"):
                 text = re.sub(r"\d+", "N", str(entry.get("message")))
-                found[f"{entry['severity']} {text[:110]}"] += 1
+                found[f"[{run.variant}] {entry['severity']} {text[:100]}"] += 1
     return found
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/dicom-ingest-bench"))
-    parser.add_argument("--skip-large", action="store_true", help="skip the >= 1 GB instance")
-    parser.add_argument("--workloads", default="ct,small,large", help="comma-separated")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated")
+    parser.add_argument("--workloads", default="ct,small", help="throughput scenario's workloads"
+                        " (ct, small, study, large)")  # fmt: skip
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per pair; median time")
-    parser.add_argument("--json", type=Path, help="write results here")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; medians")
+    parser.add_argument("--rss-repeat", type=int, default=1, help="runs of the rss scenario")
     parser.add_argument(
-        "--max-pdu", type=int, help="max receive PDU for all three receivers (default: their own)"
+        "--orthanc-nagle-repeat",
+        type=int,
+        default=1,
+        help="runs of Orthanc without TCP_NODELAY (a reference; ~95 s each)",
     )
+    parser.add_argument("--json", type=Path, help="write results here")
+    parser.add_argument("--max-pdu", type=int, help="max receive PDU for every receiver")
     args = parser.parse_args()
-    names = [n for n in args.workloads.split(",") if not (args.skip_large and n == "large")]
-    workloads = [w for w in WORKLOADS if w.name in names]
+    scenarios = [s for s in args.scenarios.split(",") if s in SCENARIOS]
     targets = [t for t in args.targets.split(",") if t in TARGETS]
+    workloads = [w for w in args.workloads.split(",") if w in WORKLOADS]
     logs = args.workdir / "logs" / time.strftime("%Y%m%d-%H%M%S")
     logs.mkdir(parents=True)
+    ctx = Context(args.workdir, logs, args.max_pdu)
+    keys = plan(scenarios, targets, workloads)
+    jobs = {key: runner(ctx, key) for key in keys}  # generates the workloads first
+    before = load()
+    print(f"load before: {before['uptime']}", flush=True)
     runs: list[Run] = []
-    for w in workloads:
-        files = ensure_workload(w, args.workdir / "workloads")
-        for rep in range(args.repeat):
-            for target in targets:
-                run = run_one(target, w, files, args.workdir / "scratch", logs, rep, args.max_pdu)
-                print(
-                    f"{w.name:6} {target:13} {run.seconds:8.2f} s  accepted"
-                    f" {run.accepted}/{run.instances}  storescu rc={run.storescu_rc}"
-                    f"  peak RSS {run.peak_rss_mib:.0f} MiB",
-                    flush=True,
-                )
-                runs.append(run)
-    rows = summarize(runs)
-    print_table(rows)
+    repeats = {key: args.rss_repeat if key[0] == "rss" else args.repeat for key in keys}
+    repeats[ORTHANC_NAGLE] = min(args.repeat, args.orthanc_nagle_repeat)
+    for rep in range(max(repeats.values(), default=0)):
+        for key, job in jobs.items():
+            if rep >= repeats[key]:
+                continue
+            run = job(rep)
+            runs.append(run)
+            print(f"{rep} {' / '.join(key):50} {run.seconds:8.2f} s  accepted"
+                  f" {run.accepted}/{run.instances}{'' if run.ok else ' !'}"
+                  f"  peak RSS {run.peak_rss_mib:.0f} MiB", flush=True)  # fmt: skip
+    after = load()
+    rows, table = medians(runs), compare(runs)
+    print_medians(rows)
+    print_comparisons(table)
+    print(f"\nload before: {before['uptime']}\nload after:  {after['uptime']}")
     problems = ingest_log_problems(runs)
     print(f"\ndicom-ingest log, WARNING and worse ({logs}):")
     for text, n in problems.most_common(20) or [("none", 0)]:
         print(f"  {n:6} x {text}")
     if args.json:
-        result = {"rows": rows, "runs": [asdict(r) for r in runs], "log_problems": problems}
+        result = {"load_before": before, "load_after": after, "medians": rows,
+                  "comparisons": table, "runs": [asdict(r) for r in runs],
+                  "log_problems": problems}  # fmt: skip
         args.json.write_text(json.dumps(result, indent=2))
-    return 0 if all(r["all_accepted"] for r in rows) else 1
+    return 0 if all(r.ok for r in runs) else 1
 
 
 if __name__ == "__main__":
