@@ -41,7 +41,6 @@ from support.net import wait_until  # noqa: E402
 from support.pubsub_server import PubSubServer  # noqa: E402
 
 from dicom_ingest.cloud import CloudReceiver, CloudReceiverConfig  # noqa: E402
-from dicom_ingest.startup import configure_pynetdicom  # noqa: E402
 from receiver.config import ReceiverConfig  # noqa: E402
 
 PROJECT = "bench-project"
@@ -144,7 +143,6 @@ def run_mode(
         early_upload_bytes=early,
     )
     receiver = CloudReceiver(config)
-    configure_pynetdicom(receiver.staging_dir)  # as `dicom-ingest receive` does
     receiver.start()
     try:
         started = time.monotonic()

@@ -20,6 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, _config
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    MaximumLengthNotification,
+)
+from pynetdicom.presentation import build_context
 from receive_common import (
     AETS,
     CT_IMAGE,
@@ -192,14 +200,6 @@ def _flood(sock: socket.socket, first: bytes, total: int) -> int:
 
 def associate_rq(called: str, calling: str = "BENCHABUSE") -> bytes:
     """An A-ASSOCIATE-RQ proposing CT Image Storage, encoded by pynetdicom."""
-    from pynetdicom.pdu import A_ASSOCIATE_RQ
-    from pynetdicom.pdu_primitives import (
-        A_ASSOCIATE,
-        ImplementationClassUIDNotification,
-        MaximumLengthNotification,
-    )
-    from pynetdicom.presentation import build_context
-
     primitive = A_ASSOCIATE()
     primitive.application_context_name = "1.2.840.10008.3.1.1.1"
     primitive.calling_ae_title, primitive.called_ae_title = calling, called
@@ -301,8 +301,6 @@ def deflate_bomb(root: Path, chunks: int = 255) -> Path:
 
 def _send_bomb(port: int, aet: str, path: Path) -> dict[str, float]:
     """C-STORE the bomb as its raw (deflated) bytes with pynetdicom; status and seconds."""
-    from pynetdicom import AE, _config
-
     _config.STORE_SEND_CHUNKED_DATASET = True  # send the file's bytes as they are
     ae = AE(ae_title="BENCHBOMB")
     ae.add_requested_context(CT_IMAGE, DeflatedExplicitVRLittleEndian)
