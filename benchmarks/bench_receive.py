@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from receive_common import ENV_DCMTK_DEFAULT, TARGETS, WORKLOADS, Run, ensure_workload
+from receive_common import ENV, ENV_DCMTK_DEFAULT, TARGETS, WORKLOADS, Run, ensure_workload
 from receive_scenarios import Context, abuse_run, store_run, study_run
 
 SCENARIOS = ("throughput", "nodelay", "concurrency", "study", "rss")
@@ -117,16 +117,9 @@ def runner(ctx: Context, key: Key) -> Callable[[int], Run]:
     files = ensure_workload(w, ctx.workdir / "workloads")
     if scenario == "study":
         return lambda rep: study_run(ctx, variant, w, files, rep)
-    env = ENV_DCMTK_DEFAULT if variant == "no NODELAY" else None
+    env = ENV_DCMTK_DEFAULT if variant == "no NODELAY" else ENV
     assocs = 4 if variant == "4 assoc" else 1
-
-    def run(rep: int) -> Run:
-        result = store_run(ctx, variant, target, w, files, rep, associations=assocs,
-                           **({"env": env} if env else {}))  # fmt: skip
-        result.scenario = scenario
-        return result
-
-    return run
+    return lambda rep: store_run(ctx, variant, target, w, files, rep, env=env, associations=assocs)
 
 
 def load() -> dict[str, object]:
