@@ -211,11 +211,12 @@ class SpoolObjectStore:
     def commit(self, stored: StoredObject) -> None:
         if stored.previous is None:
             return  # a first version: nothing older to remove (the common case)
+        # Only the version this one replaced: each version is removed when its successor
+        # commits, so no older one remains (a crash's leftovers go at start-up, in prune).
+        # Scanning the directory instead made re-sending a series quadratic in its size.
         logical = self._path_for(stored.uri)
         with self._lock:
-            for generation in self._generations(logical):
-                if generation < int(stored.generation):
-                    self._version_path(logical, generation).unlink(missing_ok=True)
+            self._version_path(logical, stored.previous).unlink(missing_ok=True)
 
     def rollback(self, stored: StoredObject) -> None:
         logical = self._path_for(stored.uri)
