@@ -18,16 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM = ROOT / "terraform"
 
 
-_MARKERS = ("__is_block__", "__comments__")
+_MARKERS = ("__is_block__", "__comments__", "__inline_comments__")
 
 
 def _clean(value: Any) -> Any:
     if isinstance(value, dict):
-        return {
-            _clean(k): _clean(v)
-            for k, v in value.items()
-            if k not in ("__is_block__", "__comments__")
-        }
+        return {_clean(k): _clean(v) for k, v in value.items() if k not in _MARKERS}
     if isinstance(value, list):
         return [_clean(v) for v in value]
     if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':

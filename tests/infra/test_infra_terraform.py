@@ -47,8 +47,63 @@ def test_provider_versions_pinned(config: Path) -> None:
         assert providers["google-beta"]["source"] == "hashicorp/google-beta"
         assert providers["google-beta"]["version"] == google["version"], "one provider release"
     for name, spec in providers.items():
+        if name == "kubectl":
+            continue  # a range with a floor, checked below
         assert spec.get("version", "").startswith("~>"), f"provider {name} is not pinned"
     assert terraform["required_version"].startswith(">= 1.")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def _kubectl_range(constraint: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The floor (>=) and ceiling (<) of a kubectl provider constraint; both are required."""
+    floor: tuple[int, ...] | None = None
+    ceiling: tuple[int, ...] | None = None
+    for part in constraint.split(","):
+        match = re.fullmatch(r"\s*(>=|<)\s*(\d+(?:\.\d+)*)\s*", part)
+        assert match, f"kubectl constraint {constraint!r}: only >= and < terms are expected"
+        if match.group(1) == ">=":
+            floor = _version(match.group(2))
+        else:
+            ceiling = _version(match.group(2))
+    assert floor is not None and ceiling is not None, f"kubectl {constraint!r} needs >= and <"
+    return floor, ceiling
+
+
+KUBECTL_USERS = [
+    c
+    for c in CONFIGS
+    if "kubectl" in hcl.first(hcl.blocks(c, "terraform")[0], "required_providers")
+]
+
+
+@pytest.mark.parametrize("config", KUBECTL_USERS, ids=_ids(KUBECTL_USERS))
+def test_kubectl_provider_is_a_release_with_lazy_load(config: Path) -> None:
+    # alekc/kubectl 2.3.0 began building its client when the provider is configured, which fails
+    # on the first apply (the cluster is created in the same apply); 2.4.0 and later defer it
+    # with lazy_load. Below 3.0.0: a major release may change the provider's arguments.
+    (terraform,) = hcl.blocks(config, "terraform")
+    spec = hcl.first(terraform, "required_providers")["kubectl"]
+    assert spec["source"] == "alekc/kubectl"
+    floor, ceiling = _kubectl_range(spec["version"])
+    assert floor >= (2, 4, 0), spec["version"]
+    assert ceiling <= (3, 0, 0), spec["version"]
+
+
+def test_kubectl_provider_is_configured_lazily() -> None:
+    assert any(c == EXAMPLE for c in KUBECTL_USERS)
+    configured = [
+        (config, body)
+        for config in CONFIGS
+        for block in hcl.blocks(config, "provider")
+        for name, body in block.items()
+        if name == "kubectl"
+    ]
+    assert [config for config, _ in configured] == [EXAMPLE], "the root module configures it"
+    for _, body in configured:
+        assert body.get("lazy_load") is True, body
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_ids(CONFIGS))
