@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.adapters.gcs import GcsObjectStore, make_storage_client
+from ingest.adapters.private_files import make_private_dir
 from ingest.adapters.pubsub import (
     PUBLISH_TIMEOUT,
     PubSubPublisher,
@@ -127,9 +128,9 @@ class CloudReceiver:
         publisher_client: Any = None,
     ) -> None:
         self.config = config
-        config.spool_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(config.spool_dir, parents=True, tighten=True)
         staging = config.spool_dir / "incoming"
-        staging.mkdir(parents=True, exist_ok=True)
+        make_private_dir(staging, tighten=True)
         for leftover in staging.iterdir():  # datasets cut off by the last stop
             leftover.unlink(missing_ok=True)
         pool = config.receiver.max_associations + config.ship_workers

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from ingest.adapters.private_files import make_private_dir
 from ingest.adapters.spool import SpoolObjectStore
 from ingest.adapters.sqlite_queue import QUEUE_FILE, SqliteQueue
 from receiver.reconcile import reconcile
@@ -24,7 +25,7 @@ def open_spool(
     Partial files are removed, interrupted deliveries released, and every object that has
     no message (a crash between write and publish, a lost queue file) gets one.
     """
-    spool_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(spool_dir, parents=True, tighten=True)
     objects = SpoolObjectStore(spool_dir)
     leftovers = objects.clear_staging()
     if leftovers:

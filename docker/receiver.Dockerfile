@@ -41,4 +41,6 @@ EXPOSE 2575 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('DICOM_INGEST_HEALTH_PORT', '8080') + '/healthz', timeout=3)"]
 # Arguments are flags, as in the Deployment of Google's guide: --dimse_aet=IMPORTADAPTER ...
-ENTRYPOINT ["dicom-ingest", "receive"]
+# The shell sets umask 077 (spooled patient data private, whatever creates a file) and is
+# replaced by `dicom-ingest receive` ($0 and the arguments), which gets the signals as PID 1.
+ENTRYPOINT ["/bin/sh", "-c", "umask 077 && exec \"$0\" \"$@\"", "dicom-ingest", "receive"]

@@ -48,5 +48,8 @@ EXPOSE 8080
 # (`dicom-ingest work ...`, which serves no port) it checks nothing and passes.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import os, socket; cmdline = open('/proc/1/cmdline', 'rb').read(); b'functions-framework' in cmdline and socket.create_connection(('127.0.0.1', int(os.environ.get('PORT', '8080'))), timeout=3).close()"]
+# umask 077 for every command the image runs (the function, or `dicom-ingest work` given as the
+# command): the shell sets it and is replaced by the command ($0 and its arguments).
+ENTRYPOINT ["/bin/sh", "-c", "umask 077 && exec \"$0\" \"$@\""]
 # functions-framework listens on $PORT (Cloud Run sets it).
 CMD ["functions-framework", "--source=/opt/dicom-ingest/function/main.py", "--target=upload", "--signature-type=cloudevent"]

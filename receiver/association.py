@@ -28,6 +28,7 @@ from typing import BinaryIO, Protocol
 
 import google_crc32c
 
+from ingest.adapters.private_files import create_private_file
 from ingest.contracts.message import is_valid_uid
 
 from . import dimse, pdu
@@ -390,7 +391,8 @@ class Association:
             command.sop_class_uid, command.sop_instance_uid, syntax, self.stats.calling_ae
         )
         path = self._staging / f"{uuid.uuid4().hex}.dcm"
-        message.sink = open(path, "wb")  # noqa: SIM115 - closed in _complete or _discard
+        # 0600 whatever the umask: the file holds patient data from its first byte.
+        message.sink = os.fdopen(create_private_file(path), "wb")  # closed in _complete or _discard
         message.path = path
         message.sink.write(meta)
         message.checksum = google_crc32c.Checksum(meta)

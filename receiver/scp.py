@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ingest.adapters.private_files import make_private_dir
+
 from .acse_codec import check_pynetdicom
 from .association import Association, Transfer
 from .config import ReceiverConfig
@@ -51,7 +53,7 @@ class Receiver:
         self.config = config
         self._service = service
         self._staging = staging
-        staging.mkdir(parents=True, exist_ok=True)
+        make_private_dir(staging, parents=True)
         self._tls = TlsContexts(config.tls_files) if config.tls_files else None
         # (listening socket, TLS contexts or None for plain TCP)
         self._listeners: list[tuple[socket.socket, TlsContexts | None]] = []

@@ -25,6 +25,8 @@ from requests.adapters import HTTPAdapter
 
 from ingest.contracts.ports import ObjectMissing, ObjectStoreError, ObjectSuperseded, StoredObject
 
+from .private_files import make_private_dir
+
 log = logging.getLogger(__name__)
 
 # Uploads at or below this size go in one request; larger ones are resumable, in chunks.
@@ -126,7 +128,7 @@ class GcsObjectStore:
         self._writable = client.bucket(bucket) if bucket else None
         self._prefix = prefix.strip("/")
         self._staging = staging
-        self._staging.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self._staging, parents=True)  # mkstemp files are 0600
         self._timeout = timeout
         # The library's own predicate: 408, 429, 5xx, connection resets and timeouts; the
         # whole operation, retries included, within ``timeout``.

@@ -24,6 +24,8 @@ from ingest.contracts.ports import (
     StoredObject,
 )
 
+from .private_files import create_private_file, make_private_dir
+
 
 def _parse_version(name: str) -> tuple[str, int] | None:
     """``<sop>@<generation>.dcm`` → (sop, generation); None for any other name."""
@@ -55,8 +57,11 @@ class SpoolObjectStore:
     def __init__(self, spool_dir: Path) -> None:
         self._root = (spool_dir / "objects").resolve()
         self._staging = (spool_dir / "incoming").resolve()
-        self._root.mkdir(parents=True, exist_ok=True)
-        self._staging.mkdir(parents=True, exist_ok=True)
+        # Patient data: directories 0700 and files 0600 whatever the umask; the spool's own
+        # directories are tightened too when an earlier release left them open.
+        make_private_dir(self._root.parent, parents=True, tighten=True)
+        make_private_dir(self._root, tighten=True)
+        make_private_dir(self._staging, tighten=True)
         _fsync_dir(self._root.parent)
         self._lock = threading.Lock()
         self._last_generation = 0
@@ -126,7 +131,7 @@ class SpoolObjectStore:
         answer a PACS for an object in a directory that a power cut could still lose."""
         for directory in (logical.parent.parent, logical.parent):
             if not directory.is_dir():
-                directory.mkdir(exist_ok=True)
+                make_private_dir(directory)
                 _fsync_dir(directory.parent)
 
     def _next_generation(self, previous: int | None) -> int:
@@ -143,7 +148,7 @@ class SpoolObjectStore:
             self._ensure_directories(logical)
             generation = self._next_generation(self._current(logical))
             path = self._version_path(logical, generation)
-            path.touch(exist_ok=False)
+            os.close(create_private_file(path))
         return path
 
     def put(self, key: str, staged: Path, size: int, crc32c: str) -> StoredObject:

@@ -11,6 +11,7 @@ object without a message is enqueued again at start-up), at a fraction of the co
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -18,6 +19,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from .private_files import PRIVATE_FILE, tighten_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -109,10 +112,15 @@ class SqliteQueue:
         self._max_attempts = max_attempts
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
+        # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files it creates
+        # the database file's mode, so all three are private whatever the umask.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
         self._db = sqlite3.connect(
             path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
         self._db.execute("PRAGMA journal_mode=WAL")
+        for part in ("", "-wal", "-shm"):  # left open by an earlier release
+            tighten_file(path.with_name(path.name + part))
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable_commits else 'NORMAL'}")
         self._db.executescript(_SCHEMA)
         self._migrate()

@@ -116,8 +116,40 @@ def test_pinned_slim_base_non_root_health_check(dockerfile: Path) -> None:
     }
 
 
+# The images' entry point: a shell that sets umask 077 and is replaced by the command ($0 and
+# its arguments), so the files a container writes are private and the command is PID 1.
+UMASK_WRAPPER = ["/bin/sh", "-c", 'umask 077 && exec "$0" "$@"']
+
+
+def _wrapped_command(dockerfile: Path) -> list[str]:
+    """The command after the image's umask wrapper (ENTRYPOINT, then CMD if any)."""
+    entrypoint = _exec_form(dockerfile, "ENTRYPOINT")
+    assert entrypoint[:3] == UMASK_WRAPPER, entrypoint
+    cmd = [a for n, a in _instructions(dockerfile) if n == "CMD"]
+    return entrypoint[3:] + (_exec_form(dockerfile, "CMD") if cmd else [])
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_images_run_their_command_with_umask_077(dockerfile: Path) -> None:
+    assert _wrapped_command(dockerfile), "a command follows the wrapper"
+    entrypoint = _exec_form(dockerfile, "ENTRYPOINT")
+    probe = "umask; printf '<%s>' \"$@\""
+    previous = os.umask(0o022)
+    try:
+        done = subprocess.run(
+            [*entrypoint[:3], "/bin/sh", "-c", probe, "sh", "one arg", "two"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    finally:
+        os.umask(previous)
+    assert done.stdout.split() == ["0077", "<one", "arg><two>"], done.stdout
+
+
 def test_receiver_entry_point_takes_the_manifests_flags() -> None:
-    entrypoint = _exec_form(DOCKER / "receiver.Dockerfile", "ENTRYPOINT")
+    entrypoint = _wrapped_command(DOCKER / "receiver.Dockerfile")
     assert entrypoint == ["dicom-ingest", "receive"]
     text = _help(*entrypoint)
     deployment = yaml.safe_load(
@@ -207,7 +239,7 @@ def test_uploader_health_check_fits_the_function_and_the_pull_worker(tmp_path: P
 @pytest.fixture
 def uploader_server(tmp_path: Path) -> Iterator[int]:
     """The uploader image's CMD, run from this virtualenv with the repository's function."""
-    command = _exec_form(DOCKER / "uploader.Dockerfile", "CMD")
+    command = _wrapped_command(DOCKER / "uploader.Dockerfile")
     assert command[0] == "functions-framework"
     assert f"--source={FUNCTION_SOURCE}" in command
     assert "--target=upload" in command and "--signature-type=cloudevent" in command

@@ -230,7 +230,14 @@ def test_worker_finishes_long_uploads_and_is_disrupted_one_at_a_time() -> None:
 def test_worker_runs_the_uploader_image_as_a_pull_worker() -> None:
     worker = _load("worker-deployment")
     container = _container(worker)
-    assert container["command"] == ["dicom-ingest", "work"]
+    # The uploader image's umask 077 wrapper, kept where `command` replaces its entry point.
+    assert container["command"] == [
+        "/bin/sh",
+        "-c",
+        'umask 077 && exec "$0" "$@"',
+        "dicom-ingest",
+        "work",
+    ]
     assert _flags(container)["subscription"].startswith("projects/")
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["DICOM_INGEST_AUTH"] == "adc"
