@@ -66,7 +66,7 @@ trap stop_all EXIT
 trap 'stop_all; exit 130' INT
 trap 'stop_all; exit 143' TERM
 
-# Both children run in sessions of their own: a Ctrl-C in the terminal reaches only this script,
+# setsid: neither child is in the terminal's process group, so a Ctrl-C reaches only this script,
 # which stops them in order, instead of reaching all three at the same moment.
 setsid /usr/sbin/Orthanc "$STATE_DIR/orthanc/orthanc.json" >"$STATE_DIR/orthanc/orthanc.log" 2>&1 &
 orthanc_pid=$!
