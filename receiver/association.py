@@ -156,6 +156,7 @@ class Association:
         self.address = peer[0]
         self.established = False
         self.holds_slot = False
+        self.accepted_at = time.monotonic()
         self.transfer: Transfer | None = None
         self._accepted: dict[int, AcceptedContext] = {}
         self._peer_max_pdu = 0
@@ -163,6 +164,7 @@ class Association:
         self._command_context = 0
         self._message: _Message | None = None
         self._closing = threading.Event()
+        self._cut = ("aborted at shutdown", "the receiver stopped")
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -179,25 +181,40 @@ class Association:
         except pdu.PeerTimeout as exc:
             self._abort(pdu.REASON_NOT_SPECIFIED, "timed out", f"waited too long for {exc}")
         except pdu.PeerClosed as exc:
-            self._end("aborted at shutdown" if self._closing.is_set() else "closed", str(exc))
+            self._end("closed", str(exc))
         except Exception as exc:  # a fault of ours: the association must still end cleanly
             log.exception("association failed", extra={"peer": self.stats.peer})
             self._abort(
                 pdu.REASON_NOT_SPECIFIED, "aborted", f"internal error: {type(exc).__name__}"
             )
         finally:
+            if self._closing.is_set():  # cut from outside, whatever the reader saw after that
+                self._end(*self._cut)
             self._discard_message()
             with contextlib.suppress(OSError):
                 self._sock.close()
 
-    def close(self) -> None:
-        """Cut the connection from another thread (shutdown after the grace period)."""
+    @property
+    def closing(self) -> bool:
+        return self._closing.is_set()
+
+    def close(
+        self, outcome: str = "aborted at shutdown", reason: str = "the receiver stopped"
+    ) -> None:
+        """Cut the connection from another thread (shutdown after the grace period).
+
+        Never blocks: the A-ABORT goes only if the socket takes it at once (a peer that has
+        stopped reading gets none), and a TLS session is not written to from this thread;
+        the shutdown goes to the descriptor itself, so a TLS reader sees the end, not the
+        raw records behind it.
+        """
+        self._cut = (outcome, reason)
         self._closing.set()
-        if self.established and self._tls is None:  # a TLS session is not ours to write to
+        if self.established and self._tls is None:
             with contextlib.suppress(OSError):
-                self._sock.sendall(pdu.abort())
+                self._sock.send(pdu.abort(), socket.MSG_DONTWAIT)
         with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
+            socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
 
     def _handshake(self, accepted_at: float) -> None:
         """TLS first, on the TLS port, under the same timer as the A-ASSOCIATE-RQ."""
@@ -225,7 +242,7 @@ class Association:
 
     def _abort(self, reason_code: int, outcome: str, reason: str) -> None:
         self._end(outcome, reason)
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(pdu.PeerClosed):  # the peer may be gone already
             self._send(pdu.abort(pdu.ABORT_SOURCE_PROVIDER, reason_code))
 
     def _send(self, data: bytes) -> None:
@@ -241,10 +258,9 @@ class Association:
         deadline = accepted_at + self._config.acse_timeout
         assert self._reader is not None
         pdu_type, body = self._reader.read(deadline, self._config.acse_timeout, first_pdu=True)
-        if pdu_type != pdu.ASSOCIATE_RQ:
-            raise pdu.FramingError(
-                f"{pdu.PDU_NAMES[pdu_type]} before A-ASSOCIATE-RQ", pdu.REASON_UNEXPECTED_PDU
-            )
+        if pdu_type == pdu.ABORT:  # PS3.8 Sta2: close, answer nothing
+            self._end("aborted by peer")
+            raise AssociationEnded
         try:
             request = decode_associate_rq(bytes(body))
         except AssociateDecodeError as exc:
@@ -322,7 +338,7 @@ class Association:
         if pdv.command:
             if message is not None:
                 raise ProtocolViolation("a command began before the last request's data set")
-            if self._command and pdv.context_id != self._command_context:
+            if self._command_context and pdv.context_id != self._command_context:
                 raise ProtocolViolation("a command changed presentation context mid-way")
             self._command_context = pdv.context_id
             self._command += pdv.data
@@ -346,30 +362,41 @@ class Association:
             except LimitExceeded as exc:
                 self._discard_message(keep_command=True)
                 message.refusal = (Status.CANNOT_UNDERSTAND, f"Refused: {exc}")
+            except OSError as exc:  # the staging disk: this instance fails, not the push
+                self._staging_failed(message, exc)
         if pdv.last:
             self._complete(message)
 
     def _begin_message(self) -> None:
         data, self._command = bytes(self._command), bytearray()
+        context, self._command_context = self._command_context, 0
         try:
             command = dimse.parse_command(data)
         except dimse.CommandError as exc:
             # Whether a data set follows is unknown: the stream can no longer be followed.
             raise ProtocolViolation(f"unreadable command set: {exc}") from exc
-        message = _Message(self._command_context, command)
+        message = _Message(context, command)
         if command.command_field == dimse.C_STORE_RQ:
-            message.refusal = self._store_refusal(command)
+            message.refusal = self._store_refusal(command, context)
             if message.refusal is None:
-                self._open_sink(message)
-        elif command.command_field != dimse.C_ECHO_RQ:
+                try:
+                    self._open_sink(message)
+                except OSError as exc:
+                    self._staging_failed(message, exc)
+        elif command.command_field == dimse.C_ECHO_RQ:
+            if self._accepted[context].abstract_syntax != VERIFICATION:
+                message.refusal = (SOP_CLASS_NOT_SUPPORTED, "C-ECHO outside Verification")
+            elif command.has_dataset:
+                message.refusal = (Status.CANNOT_UNDERSTAND, "C-ECHO with a data set")
+        else:
             message.refusal = (UNRECOGNIZED_OPERATION, "Operation not supported here")
         if command.has_dataset:
             self._message = message
         else:
             self._complete(message)
 
-    def _store_refusal(self, command: dimse.Command) -> tuple[int, str] | None:
-        context = self._accepted[self._command_context]
+    def _store_refusal(self, command: dimse.Command, context_id: int) -> tuple[int, str] | None:
+        context = self._accepted[context_id]
         if not command.has_dataset:
             return Status.CANNOT_UNDERSTAND, "C-STORE request without a data set"
         if command.message_id is None:
@@ -382,6 +409,18 @@ class Association:
         if sop_class != context.abstract_syntax:
             return SOP_CLASS_NOT_SUPPORTED, "SOP class differs from its presentation context"
         return None
+
+    def _staging_failed(self, message: _Message, exc: OSError) -> None:
+        """A staging file that cannot be written: 0xA700 for this instance, the rest of its
+        data set read and dropped, the association going on."""
+        log.warning(
+            "staging write failed: %s",
+            exc.strerror or type(exc).__name__,
+            extra={"sop_instance_uid": message.command.sop_instance_uid},
+        )
+        self._message = message  # kept while its data set is read and dropped
+        self._discard_message(keep_command=True)
+        message.refusal = (Status.STORAGE_UNAVAILABLE, "Storage unavailable; retry later")
 
     def _open_sink(self, message: _Message) -> None:
         """Write the instance's Part-10 file as it arrives: our file meta, then each PDV."""
@@ -412,7 +451,13 @@ class Association:
         status, comment = message.refusal or (Status.SUCCESS, "")
         if message.sink is not None and message.path is not None:
             try:
-                message.sink.close()
+                message.sink.close()  # the last buffered bytes reach the disk here
+            except OSError as exc:
+                self._staging_failed(message, exc)
+                self._message = None
+                status, comment = message.refusal or (Status.STORAGE_UNAVAILABLE, "")
+        if message.sink is not None and message.path is not None:
+            try:
                 status, comment = self._store(message, message.path)
             finally:
                 self.transfer = None

@@ -63,15 +63,26 @@ class PeerClosed(Exception):
     """The peer closed the connection (or it broke) outside a release or abort."""
 
 
-def body_limit(pdu_type: int, max_pdata: int) -> int:
-    """The largest body length accepted for a PDU type; FramingError for unknown types."""
+# Before association only these may arrive (PS3.8 state Sta2); anything else is refused on
+# its header, before a byte of its body is read or a buffer is sized for it.
+_FIRST_PDUS = frozenset({ASSOCIATE_RQ, ABORT})
+# Bytes per second a P-DATA-TF body must at least arrive at, once begun: its timer grows with
+# what has arrived, so a slow link finishes and a peer dribbling bytes does not.
+MIN_PDATA_RATE = 8 * 1024
+
+
+def body_limit(pdu_type: int, max_pdata: int, first: bool = False) -> int:
+    """The largest body length accepted for a PDU type; FramingError for unknown types,
+    and for types that cannot come ``first`` (before association)."""
+    if pdu_type not in PDU_NAMES:
+        raise FramingError(f"unknown PDU type 0x{pdu_type:02X}", REASON_UNRECOGNIZED_PDU)
+    if first and pdu_type not in _FIRST_PDUS:
+        raise FramingError(f"{PDU_NAMES[pdu_type]} before A-ASSOCIATE-RQ", REASON_UNEXPECTED_PDU)
     if pdu_type == P_DATA_TF:
         return max_pdata + PDV_SLACK
     if pdu_type in (ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ):
         return MAX_ASSOCIATION_PDU
-    if pdu_type in (RELEASE_RQ, RELEASE_RP, ABORT):
-        return 4
-    raise FramingError(f"unknown PDU type 0x{pdu_type:02X}", REASON_UNRECOGNIZED_PDU)
+    return 4
 
 
 class PduReader:
@@ -91,8 +102,10 @@ class PduReader:
         self._quickack = getattr(socket, "TCP_QUICKACK", None)
         self.received = 0  # bytes read from the socket
 
-    def _fill(self, count: int, deadline: float, what: str) -> None:
-        """Make at least count bytes available from _start, receiving before deadline."""
+    def _fill(self, count: int, deadline: float, what: str, min_rate: int = 0) -> None:
+        """Make at least count bytes available from _start, receiving before deadline
+        (pushed back by one second per ``min_rate`` bytes received, when given)."""
+        started = self.received
         if self._start + count > len(self._buffer):  # compact: move the partial PDU down
             pending = self._end - self._start
             if count > len(self._buffer):  # bounded by body_limit, checked by the caller
@@ -103,7 +116,8 @@ class PduReader:
                 self._buffer[:pending] = self._view[self._start : self._end]
             self._start, self._end = 0, pending
         while self._end - self._start < count:
-            remaining = deadline - time.monotonic()
+            earned = (self.received - started) / min_rate if min_rate else 0.0
+            remaining = deadline + earned - time.monotonic()
             if remaining <= 0:
                 raise PeerTimeout(what)
             self._sock.settimeout(remaining)
@@ -129,8 +143,10 @@ class PduReader:
         """The next PDU's type and body (a view valid until the next call).
 
         ``idle_deadline`` bounds the wait for the PDU's first byte; once it has begun, the
-        rest must arrive within ``pdu_timeout`` seconds (an ARTIM-style timer). With
-        ``first_pdu`` the one deadline covers the whole PDU (accept to A-ASSOCIATE-RQ).
+        rest must arrive within ``pdu_timeout`` seconds (an ARTIM-style timer), plus one
+        second per ``MIN_PDATA_RATE`` bytes of a P-DATA-TF body that did arrive. With
+        ``first_pdu`` the one deadline covers the whole PDU (accept to A-ASSOCIATE-RQ), and
+        only an A-ASSOCIATE-RQ or an A-ABORT may come.
         """
         if self._start == self._end:
             self._start = self._end = 0
@@ -138,11 +154,14 @@ class PduReader:
         deadline = idle_deadline if first_pdu else time.monotonic() + pdu_timeout
         self._fill(HEADER, deadline, "PDU header")
         pdu_type, length = _HEADER_STRUCT.unpack_from(self._buffer, self._start)
-        limit = body_limit(pdu_type, self._max_pdata)
+        limit = body_limit(pdu_type, self._max_pdata, first_pdu)
+        name = PDU_NAMES[pdu_type]
         if length > limit:
-            name = PDU_NAMES.get(pdu_type, "PDU")
             raise FramingError(f"{name} of {length} bytes exceeds the limit of {limit}")
-        self._fill(HEADER + length, deadline, PDU_NAMES[pdu_type])
+        if limit == 4 and length != 4:
+            raise FramingError(f"{name} of {length} bytes, not 4")
+        rate = MIN_PDATA_RATE if pdu_type == P_DATA_TF else 0
+        self._fill(HEADER + length, deadline, name, rate)
         body = self._view[self._start + HEADER : self._start + HEADER + length]
         self._start += HEADER + length
         return pdu_type, body

@@ -45,6 +45,30 @@ def _listen(host: str, port: int) -> socket.socket:
     return listener
 
 
+class _RefusalLog:
+    """Connections refused at the door, logged at most once per address per interval with
+    how many there were, so a flood of connections is not a flood of log lines."""
+
+    INTERVAL = 10.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def note(self, host: str, reason: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._counts[host] += 1
+            if now - self._last.get(host, -self.INTERVAL) < self.INTERVAL:
+                return
+            count = self._counts.pop(host)
+            self._last[host] = now
+            if len(self._last) > 4096:  # forget quiet addresses
+                self._last = {h: t for h, t in self._last.items() if now - t < self.INTERVAL}
+        log.warning("connection refused: %s", reason, extra={"peer": host, "refused": count})
+
+
 class Receiver:
     """A running storage SCP; ``stop`` drains associations within the grace period."""
 
@@ -64,6 +88,8 @@ class Receiver:
         self._lock = threading.Lock()
         self._connections: dict[Association, threading.Thread] = {}
         self._per_host: collections.Counter[str] = collections.Counter()
+        self._per_host_associations: collections.Counter[str] = collections.Counter()
+        self._refusals = _RefusalLog()
         self._pending = 0
         self._associations = 0
         self._stopping = threading.Event()
@@ -118,11 +144,17 @@ class Receiver:
     # -- the gate the associations use --------------------------------------------------------
 
     def acquire(self, address: str) -> bool:
-        """Turn a negotiating connection into an association, if a slot is free."""
+        """Turn a negotiating connection into an association, if a slot is free and the
+        address does not hold its share already (never every slot, when there are two)."""
+        config = self.config
+        share = min(config.max_connections_per_host, max(1, config.max_associations - 1))
         with self._lock:
-            if self._associations >= self.config.max_associations:
+            if self._associations >= config.max_associations:
+                return False
+            if self._per_host_associations[address] >= share:
                 return False
             self._associations += 1
+            self._per_host_associations[address] += 1
             self._pending -= 1
             return True
 
@@ -156,17 +188,26 @@ class Receiver:
     ) -> None:
         accepted_at = time.monotonic()
         host = peer[0]
+        evicted = None
         with self._lock:
             refusal = None
             if self._per_host[host] >= self.config.max_connections_per_host:
                 refusal = "too many connections from this address"
-            elif self._pending >= PENDING_LIMIT:
-                refusal = "too many connections negotiating"
             else:
+                if self._pending >= PENDING_LIMIT:
+                    # The pool is full of connections that have not associated: the oldest
+                    # goes, so a few addresses holding it cannot lock every PACS out.
+                    evicted = min(
+                        (a for a in self._connections if not a.holds_slot and not a.closing),
+                        key=lambda a: a.accepted_at,
+                        default=None,
+                    )
                 self._per_host[host] += 1
                 self._pending += 1
+        if evicted is not None:
+            evicted.close("evicted", "too many connections negotiating; the oldest goes")
         if refusal is not None:
-            log.warning("connection refused: %s", refusal, extra={"peer": f"{host}:{peer[1]}"})
+            self._refusals.note(host, refusal)
             with contextlib.suppress(OSError):
                 sock.close()
             return
@@ -176,28 +217,43 @@ class Receiver:
         association = Association(
             sock, peer, self.config, self._service, self._staging, self, self._is_storage, tls
         )
+        association.accepted_at = accepted_at
         thread = threading.Thread(
             target=self._serve, args=(association, accepted_at), name=f"dimse-{host}:{peer[1]}"
         )
         thread.daemon = True
         with self._lock:
             self._connections[association] = thread
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: this connection is dropped, not leaked
+            self._release(association)
+            with contextlib.suppress(OSError):
+                sock.close()
+            log.warning("connection dropped: no thread to serve it", extra={"peer": host})
 
     def _serve(self, association: Association, accepted_at: float) -> None:
         try:
             association.run(accepted_at)
         finally:
-            with self._lock:
-                self._connections.pop(association, None)
-                self._per_host[association.address] -= 1
-                if self._per_host[association.address] <= 0:
-                    del self._per_host[association.address]
-                if association.holds_slot:
-                    self._associations -= 1
-                else:
-                    self._pending -= 1
+            self._release(association)
             association.log_line()
+
+    def _release(self, association: Association) -> None:
+        """Give back what a connection held: its place, its address's count, its slot."""
+        address = association.address
+        with self._lock:
+            self._connections.pop(association, None)
+            self._per_host[address] -= 1
+            if self._per_host[address] <= 0:
+                del self._per_host[address]
+            if association.holds_slot:
+                self._associations -= 1
+                self._per_host_associations[address] -= 1
+                if self._per_host_associations[address] <= 0:
+                    del self._per_host_associations[address]
+            else:
+                self._pending -= 1
 
     # -- stop ---------------------------------------------------------------------------------
 
@@ -218,12 +274,9 @@ class Receiver:
             time.sleep(0.05)
         with self._lock:
             remaining = dict(self._connections)
-        for association in remaining:
-            if association.holds_slot:
-                log.warning(
-                    "aborting association at shutdown", extra={"peer": association.stats.peer}
-                )
+        for association in remaining:  # each logs its own line: "aborted at shutdown"
             association.close()
+        joined_by = time.monotonic() + 5
         for thread in remaining.values():
-            thread.join(timeout=5)
+            thread.join(timeout=max(0.0, joined_by - time.monotonic()))
         return not any(a.holds_slot for a in remaining)
