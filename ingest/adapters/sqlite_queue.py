@@ -202,7 +202,7 @@ class SqliteQueue:
             if is_damage(exc):
                 return str(exc)
             raise
-        finding = " ".join(str(row[0]) for row in rows).strip()
+        finding = " ".join(" ".join(str(row[0]) for row in rows).split())  # one line
         return None if finding == "ok" else finding[:300]
 
     def record_rebuild(self, damaged_file: str, reason: str) -> None:
