@@ -33,7 +33,7 @@ from ingest.adapters.pubsub import (
     make_publisher_client,
 )
 from ingest.adapters.spool import SpoolObjectStore
-from ingest.adapters.sqlite_queue import QUEUE_FILE, SqliteQueue
+from ingest.adapters.sqlite_queue import QUEUE_FILE, QueueDamaged, SqliteQueue
 from ingest.contracts import logs
 from ingest.contracts.message import MessageError, decode
 from ingest.contracts.settings import ConfigError, Flag, add_flags, resolve, select
@@ -148,7 +148,13 @@ def _open_queue(spool: Path) -> SqliteQueue:
     path = spool / QUEUE_FILE
     if not path.is_file():
         raise ConfigError(f"no queue at {path}; has `dicom-ingest local` run with this spool?")
-    return SqliteQueue(path)
+    try:
+        return SqliteQueue(path)
+    except QueueDamaged as exc:
+        raise ConfigError(
+            f"the queue at {path} is damaged ({exc}); `dicom-ingest local` rebuilds it from the"
+            " spool when it starts"
+        ) from exc
 
 
 def _run_local(namespace: argparse.Namespace) -> int:
@@ -181,10 +187,15 @@ def _describe(body: bytes) -> dict[str, str]:
     }
 
 
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
 def _run_status(namespace: argparse.Namespace) -> int:
     queue = _open_queue(_spool(namespace))
     stats = queue.stats()
     dead = queue.dead_letters(namespace.limit)
+    rebuilds = queue.rebuilds()
     queue.close()
     if namespace.json:
         print(
@@ -195,6 +206,14 @@ def _run_status(namespace: argparse.Namespace) -> int:
                     "retrying": stats.retrying,
                     "dead": stats.dead,
                     "oldest_pending_age_seconds": stats.oldest_pending_age,
+                    "rebuilds": [
+                        {
+                            "rebuilt_at": _utc(r.rebuilt_at),
+                            "damaged_file": r.damaged_file,
+                            "reason": r.reason,
+                        }
+                        for r in rebuilds
+                    ],
                     "dead_letters": [
                         {
                             "message_id": d.message_id,
@@ -215,6 +234,11 @@ def _run_status(namespace: argparse.Namespace) -> int:
     print(f"retrying    {stats.retrying}")
     print(f"dead        {stats.dead}")
     print(f"oldest      {age}")
+    for r in rebuilds:
+        print(
+            f"\nqueue rebuilt from the spool at {_utc(r.rebuilt_at)}"
+            f" (damaged file kept as {r.damaged_file}): {r.reason}"
+        )
     if dead:
         print("\ndead letters (requeue with: dicom-ingest requeue --spool_dir DIR --all):")
         for d in dead:

@@ -11,7 +11,7 @@ from types import FrameType
 
 from ingest.adapters.private_files import make_private_dir
 from ingest.adapters.spool import SpoolObjectStore
-from ingest.adapters.sqlite_queue import QUEUE_FILE, SqliteQueue
+from ingest.adapters.sqlite_queue import QUEUE_FILE, QueueDamaged, SqliteQueue, move_aside
 from receiver.reconcile import reconcile
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,8 @@ def open_spool(
     """The spool's objects and queue, made consistent after whatever stopped the last run.
 
     Partial files are removed, interrupted deliveries released, and every object that has
-    no message (a crash between write and publish, a lost queue file) gets one.
+    no message (a crash between write and publish, a lost queue file) gets one. A damaged
+    queue database is kept aside and replaced by one rebuilt from the spool.
     """
     make_private_dir(spool_dir, parents=True, tighten=True)
     objects = SpoolObjectStore(spool_dir)
@@ -32,7 +33,7 @@ def open_spool(
         log.info("removed %d partial files from an earlier run", leftovers)
     # The objects are the source of truth: reconcile (below) rebuilds every message a power
     # loss could take back, so the queue's commits need no fsync of their own.
-    queue = SqliteQueue(spool_dir / QUEUE_FILE, max_attempts=max_attempts, durable_commits=False)
+    queue = open_queue(spool_dir / QUEUE_FILE, max_attempts)
     released = queue.release_leases()
     if released:
         log.info("resuming %d deliveries interrupted by an earlier stop", released)
@@ -44,6 +45,38 @@ def open_spool(
             extra={"unusable": report.unusable, "pruned": report.pruned},
         )
     return objects, queue
+
+
+def open_queue(path: Path, max_attempts: int) -> SqliteQueue:
+    """The spool's queue; a damaged one is moved aside and a new, empty one made in its place.
+
+    The new queue is filled by reconciliation, from the spool's objects: what it loses is the
+    record of uploads already settled or dead-lettered, so those objects are uploaded again.
+    """
+    try:
+        queue = _queue(path, max_attempts)
+    except QueueDamaged as exc:
+        reason = f"does not open: {exc}"
+    else:
+        finding = queue.quick_check()
+        if finding is None:
+            return queue
+        queue.close()
+        reason = f"fails its check: {finding}"
+    kept = move_aside(path)
+    log.error(
+        "queue database damaged (%s); kept as %s, rebuilding the queue from the spool",
+        reason,
+        kept.name,
+        extra={"damaged_file": str(kept)},
+    )
+    queue = _queue(path, max_attempts)
+    queue.record_rebuild(kept.name, reason)
+    return queue
+
+
+def _queue(path: Path, max_attempts: int) -> SqliteQueue:
+    return SqliteQueue(path, max_attempts=max_attempts, durable_commits=False)
 
 
 def run_until_signal(start: Callable[[], None], stop: Callable[[], object]) -> int:

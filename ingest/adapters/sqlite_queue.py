@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .private_files import PRIVATE_FILE, tighten_file
@@ -62,7 +63,16 @@ CREATE TABLE IF NOT EXISTS settled (
 );
 CREATE INDEX IF NOT EXISTS messages_object ON messages (object_key);
 CREATE INDEX IF NOT EXISTS dead_letters_object ON dead_letters (object_key);
+CREATE TABLE IF NOT EXISTS rebuilds (
+    rebuilt_at   REAL NOT NULL,
+    damaged_file TEXT NOT NULL,
+    reason       TEXT NOT NULL
+);
 """
+# SQLite's primary result codes that mean the file itself is damaged (not busy, not full).
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+_DAMAGED_SUFFIX = ".damaged-"
 
 
 def version_key(attributes: dict[str, str]) -> str | None:
@@ -88,6 +98,53 @@ class DeadLetter:
     attempts: int
     reason: str
     failed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rebuild:
+    """A queue database found damaged at start, kept aside, and replaced by a new one."""
+
+    rebuilt_at: float
+    damaged_file: str
+    reason: str
+
+
+class QueueDamaged(Exception):
+    """The queue database cannot be used as it is: it does not open, or fails its check."""
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Whether an SQLite error says the file is damaged, rather than busy, full or unwritable.
+
+    A locked database belongs to another process and a full disk to the operator; moving the
+    file aside would help neither.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return False
+    return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
+def move_aside(path: Path, now: float | None = None) -> Path:
+    """Rename a damaged database, with its -wal and -shm files, to ``NAME.damaged-STAMP``.
+
+    The stamp is the UTC time, ``YYYYmmddTHHMMSSZ``; a second rename in the same second gets
+    a counter after it. The kept files stay 0600. Returns the new path of the database.
+    """
+    stamp = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    base = f"{path.name}{_DAMAGED_SUFFIX}{stamp.strftime('%Y%m%dT%H%M%SZ')}"
+    target = path.with_name(base)
+    counter = 1
+    while any(target.with_name(target.name + p).exists() for p in ("", "-wal", "-shm")):
+        counter += 1
+        target = path.with_name(f"{base}.{counter}")
+    for part in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + part)
+        if source.exists():
+            kept = target.with_name(target.name + part)
+            source.rename(kept)
+            tighten_file(kept)
+    return target
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,14 +175,51 @@ class SqliteQueue:
         self._db = sqlite3.connect(
             path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        for part in ("", "-wal", "-shm"):  # left open by an earlier release
-            tighten_file(path.with_name(path.name + part))
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durable_commits else 'NORMAL'}")
-        self._db.executescript(_SCHEMA)
-        self._migrate()
-        self._db.executescript(_INDEXES)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            for part in ("", "-wal", "-shm"):  # left open by an earlier release
+                tighten_file(path.with_name(path.name + part))
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable_commits else 'NORMAL'}")
+            self._db.executescript(_SCHEMA)
+            self._migrate()
+            self._db.executescript(_INDEXES)
+        except sqlite3.Error as exc:
+            self._db.close()
+            if is_damage(exc):
+                raise QueueDamaged(str(exc)) from exc
+            raise
         self._closed = False
+
+    def quick_check(self) -> str | None:
+        """None when ``PRAGMA quick_check`` finds the database sound, else its first finding.
+
+        The findings name pages, tables and indexes, never the rows' content.
+        """
+        try:
+            with self._lock:
+                rows = self._db.execute("PRAGMA quick_check(1)").fetchall()
+        except sqlite3.Error as exc:
+            if is_damage(exc):
+                return str(exc)
+            raise
+        finding = " ".join(" ".join(str(row[0]) for row in rows).split())  # one line
+        return None if finding == "ok" else finding[:300]
+
+    def record_rebuild(self, damaged_file: str, reason: str) -> None:
+        """Remember, in this (new) database, that it replaced a damaged one."""
+        with self._lock, self._transaction() as db:
+            db.execute(
+                "INSERT INTO rebuilds (rebuilt_at, damaged_file, reason) VALUES (?, ?, ?)",
+                (time.time(), damaged_file, reason[:300]),
+            )
+
+    def rebuilds(self) -> list[Rebuild]:
+        """The damaged databases this one replaced, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT rebuilt_at, damaged_file, reason FROM rebuilds ORDER BY rebuilt_at"
+            ).fetchall()
+        return [Rebuild(float(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     def _migrate(self) -> None:
         for table, column, declaration in _ADDED_COLUMNS:

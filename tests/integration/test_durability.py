@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import gc
 import json
+import re
+import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -212,3 +214,68 @@ def test_lost_queue_database_is_rebuilt_from_the_spool(
     assert second.terminate() == 0
     result = run_cli("reconcile", "--spool_dir", str(spool))
     assert result.returncode == 0 and "0 had no message" in result.stdout
+
+
+def scribble(path: Path) -> None:
+    """Garbage over the middle half of the file, as a bad disk or a stray write leaves it."""
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:
+        handle.seek(size // 4)
+        handle.write(bytes((n * 37 + 11) % 256 for n in range(size // 2)))
+
+
+def truncate(path: Path) -> None:
+    """The file cut to half its size, as a full disk or an interrupted copy leaves it."""
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+
+
+@pytest.mark.parametrize("damage", [scribble, truncate], ids=["scribbled", "truncated"])
+def test_damaged_queue_database_is_kept_aside_and_rebuilt_from_the_spool(
+    damage: Callable[[Path], None],
+    tmp_path: Path,
+    processes: list[IngestProcess],
+    held_store: FakeDicomWeb,
+) -> None:
+    """A damaged queue costs a re-upload, never an instance, and never stops the service."""
+    spool = tmp_path / "spool"
+    first = start(processes, spool, held_store.url, "--min_backoff", "30", "--max_backoff", "30")
+    assoc = scu().associate("127.0.0.1", first.port, ae_title="IMPORTADAPTER")
+    sent = []
+    for n in range(12):
+        ds = ct_dataset(seed=n)
+        assert assoc.send_c_store(ds).Status == 0x0000
+        sent.append(str(ds.SOPInstanceUID))
+    assoc.release()
+    assert first.terminate() == 0
+    queue_file = spool / "queue.sqlite3"
+    assert not (spool / "queue.sqlite3-wal").exists()  # every message is in the file itself
+    damage(queue_file)
+
+    # The store is still down: the restart must start anyway, with every instance queued.
+    second = start(processes, spool, held_store.url, "--min_backoff", "1", "--max_backoff", "1")
+    [kept] = [p for p in spool.iterdir() if p.name.startswith("queue.sqlite3.damaged-")]
+    assert re.fullmatch(r"queue\.sqlite3\.damaged-\d{8}T\d{6}Z", kept.name)
+    assert stat.S_IMODE(kept.stat().st_mode) == stat.S_IMODE(queue_file.stat().st_mode) == 0o600
+    entries = [json.loads(line) for line in second.output().splitlines() if line.startswith("{")]
+    [error] = [e for e in entries if e["severity"] == "ERROR"]
+    assert "queue database damaged" in error["message"] and kept.name in error["message"]
+    assert "spool reconciled: 12 objects had no message" in second.output()
+    report = json.loads(run_cli("status", "--spool_dir", str(spool), "--json").stdout)
+    assert report["pending"] + report["in_flight"] + report["retrying"] == 12
+    assert [r["damaged_file"] for r in report["rebuilds"]] == [kept.name]
+    text = run_cli("status", "--spool_dir", str(spool)).stdout
+    assert "queue rebuilt from the spool at " in text
+    assert f"(damaged file kept as {kept.name})" in text
+
+    held_store.responder = lambda request: Reply(200, referenced(request.sop_uids))
+
+    def uploaded() -> set[str]:
+        return {
+            uid for post in held_store.posts() if post.reply_status == 200 for uid in post.sop_uids
+        }
+
+    wait_until(lambda: uploaded() == set(sent), 60, "every instance uploaded")
+    assert second.terminate() == 0
+    for output in (first.output(), second.output(), text):
+        assert "Synthetic" not in output and "SYNTH-0001" not in output  # no patient data
