@@ -417,16 +417,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[namespace.command](namespace)
     except ConfigError as exc:
-        print(f"dicom-ingest: error: {exc}", file=sys.stderr)
+        logs.fatal(f"dicom-ingest: error: {exc}")
         return 2
     except sqlite3.Error as exc:
-        print(f"dicom-ingest: error: the queue database cannot be used: {exc}", file=sys.stderr)
+        logs.fatal(f"dicom-ingest: error: the queue database cannot be used: {exc}")
         return 2
     except GoogleAuthError as exc:
-        print(f"dicom-ingest: error: Google credentials: {exc}", file=sys.stderr)
+        logs.fatal(f"dicom-ingest: error: Google credentials: {exc}")
         return 2
     except GoogleAPIError as exc:
-        print(f"dicom-ingest: error: Google Cloud: {exc}", file=sys.stderr)
+        logs.fatal(f"dicom-ingest: error: Google Cloud: {exc}")
         return 2
 
 

@@ -11,11 +11,19 @@ import pytest
 from support.cloud import CloudStack
 from support.fake_dicomweb import FakeDicomWeb, Reply
 from support.gcs import FakeGcs, running_fake_gcs
+from support.logstate import preserved_hooks
 from support.orthanc import Orthanc, start_orthanc
 from support.pipeline import start_pipeline
 from support.pubsub_server import pubsub_host
 
 from dicom_ingest.local import LocalPipeline
+
+
+@pytest.fixture(autouse=True)
+def _logging_put_back() -> Iterator[None]:
+    """A test that runs the CLI in-process leaves pytest's hooks as they were for the next."""
+    with preserved_hooks():
+        yield
 
 
 @pytest.fixture(scope="session")

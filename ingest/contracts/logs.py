@@ -2,14 +2,23 @@
 
 Records carry identifiers as ``extra`` fields (UIDs, AE titles, message ids). Nothing here
 adds patient data, and no module passes any.
+
+Once configured, everything the process would otherwise print to stderr goes through the one
+root handler, so with JSON every line is one JSON object: a traceback is the ``stack_trace``
+field of its record, library warnings are captured, uncaught exceptions (main thread, other
+threads, ``__del__`` and the like) are ERROR records, and library loggers lose any handler of
+their own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import threading
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 from .settings import Flag, parse_bool
@@ -43,9 +52,17 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update(_extras(record))
+        trace = []
         if record.exc_info:
-            entry["stack_trace"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            trace.append(self.formatException(record.exc_info))
+        elif record.exc_text:
+            trace.append(record.exc_text)
+        if record.stack_info:
+            trace.append(self.formatStack(record.stack_info))
+        if trace:
+            entry["stack_trace"] = "\n".join(trace)
+        # ensure_ascii keeps the line one line whatever the message holds.
+        return json.dumps(entry, default=str, ensure_ascii=True)
 
 
 class TextFormatter(logging.Formatter):
@@ -71,12 +88,99 @@ class _StderrHandler(logging.StreamHandler[Any]):
     def stream(self, value: Any) -> None:
         pass
 
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A record that cannot be formatted becomes a line saying so, in the same format."""
+        if not logging.raiseExceptions:
+            return
+        with contextlib.suppress(Exception):  # nothing more can be done for this record
+            failed = logging.makeLogRecord(
+                {
+                    "name": __name__,
+                    "levelno": logging.ERROR,
+                    "levelname": "ERROR",
+                    "msg": "a log record could not be written",
+                    "exc_info": sys.exc_info(),
+                    "failed_logger": record.name,
+                    "failed_at": f"{record.pathname}:{record.lineno}",
+                }
+            )
+            sys.stderr.write(self.format(failed) + self.terminator)
+            sys.stderr.flush()
+
+
+_uncaught = logging.getLogger("dicom_ingest.uncaught")
+
+
+def _log_uncaught(
+    exc_type: type[BaseException],
+    value: BaseException,
+    traceback: TracebackType | None,
+) -> None:
+    _uncaught.error(
+        "uncaught exception: %s", exc_type.__name__, exc_info=(exc_type, value, traceback)
+    )
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return  # as the default hook: a thread that exits that way is not an error
+    thread = args.thread.name if args.thread is not None else "unknown"
+    value = args.exc_value if args.exc_value is not None else args.exc_type()
+    _uncaught.error(
+        "uncaught exception in thread %s: %s",
+        thread,
+        args.exc_type.__name__,
+        exc_info=(args.exc_type, value, args.exc_traceback),
+        extra={"thread_name": thread},
+    )
+
+
+def _log_unraisable(args: sys.UnraisableHookArgs) -> None:
+    """Exceptions Python can only ignore (in ``__del__``, finalizers, callbacks)."""
+    exc_type = args.exc_type
+    value = args.exc_value if args.exc_value is not None else exc_type()
+    where = type(args.object).__name__ if args.object is not None else "unknown"
+    _uncaught.warning(
+        "exception ignored in %s",
+        where,
+        exc_info=(exc_type, value, args.exc_traceback),
+    )
+
+
+def _adopt_library_loggers(root: logging.Logger) -> None:
+    """Every logger that exists now writes through the root handler, and only through it."""
+    for logger in list(root.manager.loggerDict.values()):
+        if not isinstance(logger, logging.Logger):
+            continue  # a placeholder for loggers below it
+        for handler in list(logger.handlers):
+            if not isinstance(handler, logging.NullHandler):
+                logger.removeHandler(handler)
+        logger.propagate = True
+
 
 def configure(fmt: str = "text", verbose: bool = False) -> None:
+    """One handler on the root logger, and everything else that writes to stderr routed to it.
+
+    Called once by each command; it changes process-wide state (warnings capture, the
+    exception hooks), so tests that call it put that state back.
+    """
     handler = _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    _adopt_library_loggers(root)
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_thread_exception
+    sys.unraisablehook = _log_unraisable
     # pynetdicom logs every PDU at INFO/DEBUG; its errors still come through.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING if not verbose else logging.INFO)
+
+
+def fatal(message: str) -> None:
+    """The line a command ends with: a CRITICAL record when logging is JSON, else plain text."""
+    if any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers):
+        logging.getLogger("dicom_ingest").critical(message)
+    else:
+        print(message, file=sys.stderr)

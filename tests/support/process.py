@@ -17,7 +17,8 @@ from .net import wait_until
 
 
 class IngestProcess:
-    def __init__(self, spool: Path, dicomweb: str, *extra: str) -> None:
+    def __init__(self, spool: Path, dicomweb: str, *extra: str, with_stdout: bool = False) -> None:
+        """``with_stdout`` reads stdout into the same lines as stderr; otherwise it is dropped."""
         self.port = 0  # known once the process is ready
         self.lines: list[str] = []
         self._lock = threading.Lock()
@@ -43,14 +44,19 @@ class IngestProcess:
             "DICOM_INGEST_LOG_FORMAT": "json",
         }
         self.process = subprocess.Popen(
-            command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+            command,
+            stdout=subprocess.PIPE if with_stdout else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if with_stdout else subprocess.PIPE,
+            text=True,
+            env=env,
         )
+        self._stream = self.process.stdout if with_stdout else self.process.stderr
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
+        assert self._stream is not None
+        for line in self._stream:
             with self._lock:
                 self.lines.append(line)
 
@@ -91,5 +97,5 @@ class IngestProcess:
             self.process.kill()
             self.process.wait(10)
         self._reader.join(5)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
+        if self._stream is not None:
+            self._stream.close()
