@@ -64,7 +64,7 @@ CALLED_AE_FLAGS = select(RECEIVER_FLAGS, "dimse_aet")
 BUCKET_RECONCILE_FLAGS = (
     *select(CLOUD_RECEIVER_FLAGS, "bucket", "object_prefix", "topic"),
     *CALLED_AE_FLAGS,
-    *select(UPLOADER_FLAGS, "dicomweb_address", "auth", "bearer_token"),
+    *select(UPLOADER_FLAGS, "dicomweb_address", "auth", "bearer_token", "request_deadline"),
     *COMMON_FLAGS,
 )
 
@@ -381,7 +381,9 @@ def _run_bucket_reconcile(namespace: argparse.Namespace) -> int:
     address = values["dicomweb_address"]
     if not address:
         raise ConfigError("--dicomweb_address is required")
-    session = make_session(values["auth"], values["bearer_token"])
+    if values["request_deadline"] <= 0:
+        raise ConfigError("--request_deadline must be positive")
+    session = make_session(values["auth"], values["bearer_token"], values["request_deadline"])
     newer_than = _time(namespace.newer_than)
     publisher = None
     if not namespace.dry_run:

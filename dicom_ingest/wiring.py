@@ -24,7 +24,7 @@ from uploader.service import BatchLimits, UploadService
 def build_dicomweb(config: UploaderConfig) -> HttpDicomWebClient:
     return HttpDicomWebClient(
         config.dicomweb_address,
-        make_session(config.auth, config.bearer_token),
+        make_session(config.auth, config.bearer_token, config.request_deadline),
         timeout=(10.0, config.http_timeout),
     )
 

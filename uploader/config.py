@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from ingest.adapters.dicomweb import REQUEST_DEADLINE
 from ingest.adapters.pubsub import PUBLISH_TIMEOUT, check_topic
 from ingest.contracts.settings import (
     ConfigError,
@@ -34,6 +35,12 @@ class UploaderConfig:
     batch_max_instances: int = setting("instances of one study per STOW-RS request", 16, int)
     batch_max_bytes: int = setting("bytes per STOW-RS request", 64 << 20, int)
     http_timeout: float = setting("seconds to wait for the DICOM store to answer", 300.0, float)
+    request_deadline: float = setting(
+        "seconds one DICOM store request may take in all, bodies included; then it is cut"
+        " and the message retried",
+        REQUEST_DEADLINE,
+        float,
+    )
     # About eight hours of a DICOM store outage before transient failures dead-letter;
     # permanent failures dead-letter at once.
     max_attempts: int = setting("delivery attempts before a message is dead-lettered", 100, int)
@@ -56,6 +63,8 @@ class UploaderConfig:
             raise ConfigError("--min_backoff must be positive and at most --max_backoff")
         if self.http_timeout <= 0:
             raise ConfigError("--http_timeout must be positive")
+        if self.request_deadline <= 0:
+            raise ConfigError("--request_deadline must be positive")
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> UploaderConfig:

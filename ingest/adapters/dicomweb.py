@@ -10,9 +10,12 @@ import google.auth
 import requests
 from google.auth.transport.requests import AuthorizedSession
 
+from .http_deadline import mount_deadline
 from .multipart import MultipartBody, content_type, new_boundary
 
 CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+# Seconds one request to the DICOM store may take in all, bodies included (--request_deadline).
+REQUEST_DEADLINE = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,20 +33,26 @@ class DicomWebClient(Protocol):
     def has_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> bool: ...
 
 
-def make_session(auth: str, bearer_token: str | None = None) -> requests.Session:
-    """A session for ``--auth``: ``none``, ``bearer`` (static token) or ``adc`` (google-auth)."""
+def make_session(
+    auth: str, bearer_token: str | None = None, deadline: float = REQUEST_DEADLINE
+) -> requests.Session:
+    """A session for ``--auth``: ``none``, ``bearer`` (static token) or ``adc`` (google-auth).
+
+    Every request it makes ends within ``deadline`` seconds, request and response bodies
+    included, or raises ``DeadlineExceeded`` (a ``requests.Timeout``).
+    """
     if auth == "adc":
         credentials, _ = google.auth.default(scopes=[CLOUD_SCOPE])
         # Tokens are refreshed before they expire. No refresh-and-resend on 401: the resend
         # would reuse the request body, which is a stream that has already been consumed.
         session: requests.Session = AuthorizedSession(credentials, refresh_status_codes=())
-        return session
+        return mount_deadline(session, deadline)
     session = requests.Session()
     if auth == "bearer":
         if not bearer_token:
             raise ValueError("--auth bearer needs --bearer_token")
         session.headers["Authorization"] = f"Bearer {bearer_token}"
-    return session
+    return mount_deadline(session, deadline)
 
 
 class HttpDicomWebClient:

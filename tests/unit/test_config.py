@@ -257,6 +257,8 @@ def test_allows_with_rules() -> None:
         pytest.param({"batch_max_bytes": 0}, id="zero-batch-bytes"),
         pytest.param({"max_attempts": 0}, id="zero-attempts"),
         pytest.param({"http_timeout": 0.0}, id="zero-timeout"),
+        pytest.param({"request_deadline": 0.0}, id="zero-request-deadline"),
+        pytest.param({"request_deadline": -1.0}, id="negative-request-deadline"),
     ],
 )
 def test_uploader_config_rejects(overrides: dict[str, Any]) -> None:
