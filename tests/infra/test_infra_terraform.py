@@ -361,6 +361,7 @@ def test_uploader_is_internal_and_answers_within_the_ack_deadline() -> None:
     for name in ("DICOM_INGEST_DICOMWEB_ADDRESS", "DICOM_INGEST_DEAD_LETTER_TOPIC"):
         assert name in env
     assert "DICOM_INGEST_HTTP_TIMEOUT = tostring(var.http_timeout_seconds)" in env
+    assert "DICOM_INGEST_REQUEST_DEADLINE = tostring(floor(var.timeout_seconds * 0.9))" in env
 
 
 def test_cloud_run_ends_a_push_request_before_its_ack_deadline() -> None:

@@ -18,6 +18,9 @@ locals {
     # Each wait for the DICOM store (connect, then each read) well inside the request timeout,
     # so that a stalled store answers 503 (redelivery) before Cloud Run cuts the request off.
     DICOM_INGEST_HTTP_TIMEOUT = tostring(var.http_timeout_seconds)
+    # And each whole request to it (a store that drips its answer included): cut before
+    # Cloud Run cuts the push request, so the message is redelivered, not lost to a timeout.
+    DICOM_INGEST_REQUEST_DEADLINE = tostring(floor(var.timeout_seconds * 0.9))
     # functions-framework's server runs this many threads: one per concurrent request.
     THREADS = tostring(var.concurrency)
   }, local.optional_env)
