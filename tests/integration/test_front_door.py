@@ -44,6 +44,8 @@ from support.receiving import queued, staged, stored_objects
 from dicom_ingest.local import LocalPipeline
 from receiver import association
 
+pytestmark = pytest.mark.slow  # real processes and timers: tens of seconds in all
+
 CT = str(CTImageStorage)
 MR = str(MRImageStorage)
 US_RETIRED = "1.2.840.10008.5.1.4.1.1.6"

@@ -29,6 +29,8 @@ from ingest.workers import Backoff, QueueWorkers
 from uploader.config import UploaderConfig
 from uploader.service import UploadService
 
+pytestmark = pytest.mark.slow  # real processes and timers: tens of seconds in all
+
 DEADLINE = 2.0
 SLACK = 1.5  # thread start-up, a drip interval, a loaded machine
 

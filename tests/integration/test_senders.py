@@ -31,6 +31,8 @@ from support.stored import assert_same, retrieve
 
 from dicom_ingest.local import LocalPipeline
 
+pytestmark = pytest.mark.slow  # real processes and timers: tens of seconds in all
+
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"
 BIG_ENDIAN = "1.2.840.10008.1.2.2"

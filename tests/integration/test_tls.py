@@ -22,6 +22,8 @@ from support.tls import Authority, Issued
 
 from dicom_ingest.local import LocalPipeline
 
+pytestmark = pytest.mark.slow  # real processes and timers: tens of seconds in all
+
 
 @pytest.fixture
 def authority(tmp_path: Path) -> Authority:
