@@ -463,17 +463,7 @@ class Association:
                 self.transfer = None
                 message.path.unlink(missing_ok=True)
         elif command.command_field == dimse.C_STORE_RQ:
-            self.stats.failed += 1
-            log.warning(
-                "instance refused",
-                extra={
-                    "sop_instance_uid": command.sop_instance_uid,
-                    "sop_class_uid": command.sop_class_uid,
-                    "status": f"0x{int(status):04X}",
-                    "reason": comment,
-                    "calling_ae": self.stats.calling_ae,
-                },
-            )
+            self._refused(command.sop_instance_uid, command.sop_class_uid, int(status), comment)
         if command.command_field == dimse.C_CANCEL_RQ or command.command_field & dimse.RESPONSE_BIT:
             return  # nothing answers a cancel (or a response sent to us)
         response = dimse.response(command, int(status), comment)
@@ -507,18 +497,24 @@ class Association:
                 },
             )
         else:
-            self.stats.failed += 1
-            log.warning(
-                "instance refused",
-                extra={
-                    "sop_instance_uid": request.sop_instance_uid,
-                    "sop_class_uid": request.sop_class_uid,
-                    "status": f"0x{int(result.status):04X}",
-                    "reason": result.comment,
-                    "calling_ae": request.calling_ae,
-                },
+            self._refused(
+                request.sop_instance_uid, request.sop_class_uid, result.status, result.comment
             )
         return result.status, result.comment
+
+    def _refused(self, sop_instance: str, sop_class: str, status: int, reason: str) -> None:
+        """Count and log one C-STORE answered with a failure status (UIDs only)."""
+        self.stats.failed += 1
+        log.warning(
+            "instance refused",
+            extra={
+                "sop_instance_uid": sop_instance,
+                "sop_class_uid": sop_class,
+                "status": f"0x{status:04X}",
+                "reason": reason,
+                "calling_ae": self.stats.calling_ae,
+            },
+        )
 
     def _discard_message(self, keep_command: bool = False) -> None:
         """Close and remove a dataset being received; forget the request unless kept."""
