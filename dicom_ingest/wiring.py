@@ -60,6 +60,7 @@ def build_pubsub_handler(
         oversize=oversize,
         push_max_bytes=pubsub.push_max_bytes,
         push_max_attempts=pubsub.push_max_attempts or None,
+        scope=pubsub.scope,
     )
 
 

@@ -18,6 +18,7 @@ from ingest.contracts.settings import (
     with_defaults,
 )
 
+from .scope import ObjectScope
 from .service import CONFLICT_POLICIES
 
 
@@ -102,9 +103,19 @@ class PubSubConfig:
         "where the token signing certificates are published",
         "https://www.googleapis.com/oauth2/v1/certs",
     )
+    bucket: str | None = setting(
+        "upload only objects in this Cloud Storage bucket (the receiver's --bucket); a message"
+        " naming another object is dead-lettered. Unset: any object a message names"
+    )
+    object_prefix: str = setting(
+        "with --bucket, upload only objects under this prefix (the receiver's --object_prefix);"
+        " empty: the whole bucket",
+        "",
+    )
     publish_timeout: float = PUBLISH_TIMEOUT.field()
 
     def __post_init__(self) -> None:
+        ObjectScope.of(self.bucket, self.object_prefix)  # ConfigError if invalid
         if self.dead_letter_topic:
             check_topic(self.dead_letter_topic, "dead_letter_topic")
         if self.oversize_topic:
@@ -121,6 +132,11 @@ class PubSubConfig:
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> PubSubConfig:
         return build(cls, values)
+
+    @property
+    def scope(self) -> ObjectScope | None:
+        """The objects this uploader serves; ``None``: every object."""
+        return ObjectScope.of(self.bucket, self.object_prefix)
 
 
 FLAGS = flags_of(UploaderConfig)

@@ -19,6 +19,7 @@ from ingest.contracts.message import InstanceMessage, MessageError, decode
 from ingest.contracts.outcome import Action, Outcome
 from ingest.contracts.ports import Publisher
 
+from .scope import ObjectScope
 from .service import UploadService
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,14 @@ class PubSubHandler:
         oversize: Publisher | None = None,
         push_max_bytes: int | None = None,
         push_max_attempts: int | None = None,
+        scope: ObjectScope | None = None,
     ) -> None:
         self._service = service
         self._dead_letters = dead_letters
         self._oversize = oversize
         self._push_max_bytes = push_max_bytes
         self._push_max_attempts = push_max_attempts
+        self._scope = scope
 
     def handle(self, received: Received, may_defer: bool = False) -> Handled:
         """Upload the message's instance; the caller acks or nacks by ``decision``.
@@ -92,6 +95,9 @@ class PubSubHandler:
         except MessageError as exc:
             log.error("undecodable message", extra=ids)
             return self._dead_letter(received, f"undecodable message: {exc}", None)
+        refusal = self._scope.refusal(message.uri) if self._scope is not None else None
+        if refusal is not None:
+            return self._dead_letter(received, refusal, message)
         if may_defer and self._should_defer(message, received.delivery_attempt):
             return self._defer(received, message)
         try:

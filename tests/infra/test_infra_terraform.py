@@ -364,6 +364,16 @@ def test_uploader_is_internal_and_answers_within_the_ack_deadline() -> None:
     assert "DICOM_INGEST_REQUEST_DEADLINE = tostring(floor(var.timeout_seconds * 0.9))" in env
 
 
+def test_uploader_serves_only_the_receivers_bucket_and_prefix() -> None:
+    env = hcl.locals_(hcl.TERRAFORM / "modules" / "uploader")["env"]
+    assert "DICOM_INGEST_BUCKET = var.bucket" in env
+    assert "DICOM_INGEST_OBJECT_PREFIX = var.object_prefix" in env
+    calls = hcl.named(EXAMPLE, "module")
+    assert calls["uploader"]["bucket"] == calls["receiver"]["bucket"] == "${module.storage.name}"
+    assert calls["uploader"]["object_prefix"] == calls["receiver"]["object_prefix"]
+    assert calls["uploader"]["object_prefix"] == "${var.object_prefix}"
+
+
 def test_cloud_run_ends_a_push_request_before_its_ack_deadline() -> None:
     """Otherwise Pub/Sub redelivers a message whose first upload still runs."""
     uploader = hcl.named(hcl.TERRAFORM / "modules" / "uploader", "variable")

@@ -144,6 +144,8 @@ module "uploader" {
   service_account_email = module.service_accounts.uploader_email
   invoker_email         = module.service_accounts.push_email
   dicomweb_address      = module.healthcare.dicomweb_address
+  bucket                = module.storage.name
+  object_prefix         = var.object_prefix
   dead_letter_topic     = module.pubsub.dead_letter_topic_id
   oversize_topic        = module.pubsub.oversize_topic_id
   push_max_bytes        = coalesce(var.oversize_threshold_bytes, 536870912)

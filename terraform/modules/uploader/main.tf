@@ -15,6 +15,10 @@ locals {
     DICOM_INGEST_DEAD_LETTER_TOPIC = var.dead_letter_topic
     DICOM_INGEST_KEEP_UPLOADED     = tostring(var.keep_uploaded)
     DICOM_INGEST_LOG_FORMAT        = "json"
+    # The allow-list: only objects the receiver writes (this bucket, under this prefix) are
+    # uploaded; a message naming any other object is dead-lettered with that reason.
+    DICOM_INGEST_BUCKET        = var.bucket
+    DICOM_INGEST_OBJECT_PREFIX = var.object_prefix
     # Each wait for the DICOM store (connect, then each read) well inside the request timeout,
     # so that a stalled store answers 503 (redelivery) before Cloud Run cuts the request off.
     DICOM_INGEST_HTTP_TIMEOUT = tostring(var.http_timeout_seconds)

@@ -70,6 +70,25 @@ variable "dead_letter_topic" {
   }
 }
 
+variable "bucket" {
+  type        = string
+  description = "The bucket the receiver writes to: the uploader uploads only objects in it (DICOM_INGEST_BUCKET)."
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$", var.bucket))
+    error_message = "bucket must be a Cloud Storage bucket name."
+  }
+}
+
+variable "object_prefix" {
+  type        = string
+  description = "The receiver's object prefix: the uploader uploads only objects under <prefix>/ (DICOM_INGEST_OBJECT_PREFIX)."
+  default     = "dicom"
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", var.object_prefix))
+    error_message = "object_prefix must be path segments of letters, digits, _, - and ., without leading or trailing /."
+  }
+}
+
 variable "oversize_topic" {
   type        = string
   description = "projects/P/topics/T for instances larger than push_max_bytes, or null to upload everything from the push request."
