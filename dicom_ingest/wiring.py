@@ -78,4 +78,6 @@ def build_push_app(values: Mapping[str, Any]) -> PushApp:
             pubsub.push_audience, pubsub.push_service_account, pubsub.push_certs_url
         )
         request = make_request()
-    return PushApp(build_pubsub_handler(config, pubsub), verifier, request)
+    return PushApp(
+        build_pubsub_handler(config, pubsub), verifier, request, pubsub.push_max_body_bytes
+    )

@@ -95,6 +95,11 @@ class PubSubConfig:
     push_max_attempts: int = setting(
         "push deliveries of a message before it goes to the oversize topic (0: never)", 3, int
     )
+    push_max_body_bytes: int = setting(
+        "largest push request body; a larger one is answered 413 before it is read",
+        1 << 20,
+        int,
+    )
     push_audience: str | None = setting(
         "verify push OIDC tokens for this audience (without Cloud Run IAM)"
     )
@@ -126,6 +131,8 @@ class PubSubConfig:
             raise ConfigError("--push_max_attempts must be 0 or more")
         if self.push_max_bytes < 1:
             raise ConfigError("--push_max_bytes must be positive")
+        if self.push_max_body_bytes < 1:
+            raise ConfigError("--push_max_body_bytes must be positive")
         if self.publish_timeout <= 0:
             raise ConfigError("--publish_timeout must be positive")
 

@@ -9,11 +9,12 @@ from typing import Any
 import flask
 import pytest
 from werkzeug.exceptions import HTTPException
+from werkzeug.test import Client
 
 from ingest.contracts.outcome import Action, Outcome
 from uploader.pubsub_handler import Decision, Handled, Received
-from uploader.push import EnvelopeError, PushApp, received_from_event
-from uploader.push_auth import PushAuthError
+from uploader.push import EnvelopeError, PushApp, PushGate, received_from_event
+from uploader.push_auth import CertsUnavailableError, PushAuthError
 
 BODY = b'{"schema_version": 1}'
 
@@ -194,3 +195,46 @@ def test_event_data_is_used_and_the_request_body_only_for_the_attempt() -> None:
     [(received, _)] = handler.calls
     assert received.message_id == "from-event"
     assert received.delivery_attempt == 2
+
+
+# ---- PushGate ----
+
+
+def _gated(verifier: Any = None, limit: int = 100) -> tuple[PushGate, list[bytes]]:
+    """A gate in front of an app that records the body it reads."""
+    bodies: list[bytes] = []
+
+    def inner(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        bodies.append(environ["wsgi.input"].read())
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"OK"]
+
+    app = PushApp(FakeHandler(ACK), verifier, None, limit)  # type: ignore[arg-type]
+    return PushGate(inner, app), bodies
+
+
+def test_the_gate_checks_the_token_before_the_body() -> None:
+    verifier = StubVerifier(PushAuthError("token has expired"))
+    gate, bodies = _gated(verifier)
+    answer = Client(gate).post("/", data=b"x" * 1000)
+    assert answer.status_code == 403
+    assert bodies == []
+
+
+def test_the_gate_answers_503_when_certificates_are_unavailable() -> None:
+    gate, bodies = _gated(StubVerifier(CertsUnavailableError("certificates answered 500")))
+    assert Client(gate).post("/", data=b"{}").status_code == 503
+    assert bodies == []
+
+
+@pytest.mark.parametrize(("size", "status"), [(100, 200), (101, 413)])
+def test_the_gate_limits_the_declared_length(size: int, status: int) -> None:
+    gate, bodies = _gated(StubVerifier())
+    answer = Client(gate).post("/", data=b"x" * size, headers={"Authorization": "Bearer a"})
+    assert answer.status_code == status
+    assert bodies == ([b"x" * size] if status == 200 else [])
+
+
+def test_push_app_needs_a_positive_body_limit() -> None:
+    with pytest.raises(ValueError):
+        PushApp(FakeHandler(ACK), None, None, 0)  # type: ignore[arg-type]
