@@ -29,6 +29,7 @@ from typing import BinaryIO, Protocol
 import google_crc32c
 
 from ingest.adapters.private_files import create_private_file
+from ingest.contracts import metrics
 from ingest.contracts.message import is_valid_uid
 
 from . import dimse, pdu
@@ -127,6 +128,7 @@ class _Message:
     received: int = 0  # dataset bytes
     checksum: google_crc32c.Checksum | None = None  # of the file: meta, then the dataset
     dataset_offset: int = 0
+    started: float = field(default_factory=time.monotonic)  # the command set's arrival
 
 
 class Association:
@@ -467,7 +469,12 @@ class Association:
         if command.command_field == dimse.C_CANCEL_RQ or command.command_field & dimse.RESPONSE_BIT:
             return  # nothing answers a cancel (or a response sent to us)
         response = dimse.response(command, int(status), comment)
-        self._send(pdu.p_data(message.context_id, response, self._peer_max_pdu))
+        try:
+            self._send(pdu.p_data(message.context_id, response, self._peer_max_pdu))
+        finally:
+            if command.command_field == dimse.C_STORE_RQ:
+                elapsed = time.monotonic() - message.started
+                metrics.record_instance(int(status), message.received, elapsed)
 
     def _store(self, message: _Message, path: Path) -> tuple[int, str]:
         command = message.command
@@ -534,12 +541,15 @@ class Association:
     # -- the closing line ---------------------------------------------------------------------
 
     def log_line(self) -> None:
+        """The association's one line, each figure once; also counted by its outcome."""
         stats = self.stats
         outcome = stats.outcome
         quiet = outcome == "released" and not stats.failed and not stats.reason
         level = logging.INFO if quiet else logging.WARNING
         if stats.calling_ae == HEALTH_CHECK_AE and outcome == "released":
-            level = logging.DEBUG  # the readiness probe, every few seconds
+            level = logging.DEBUG  # the readiness probe, every few seconds: not counted
+        else:
+            metrics.ASSOCIATIONS.labels(metrics.association_outcome(outcome)).inc()
         extra: dict[str, object] = {
             "peer": stats.peer,
             "calling_ae": stats.calling_ae,
@@ -555,12 +565,4 @@ class Association:
             extra["reason"] = stats.reason
         if stats.rejected_contexts:
             extra["rejected_contexts"] = ",".join(stats.rejected_contexts)
-        log.log(
-            level,
-            "association %s: %d stored, %d failed, %d bytes",
-            outcome,
-            stats.instances,
-            stats.failed,
-            stats.bytes,
-            extra=extra,
-        )
+        log.log(level, "association %s", outcome, extra=extra)

@@ -31,6 +31,7 @@ from typing import Any
 import google_crc32c
 
 from ingest.adapters.gcs import CHUNK_SIZE, GcsObjectStore, ResumableSession
+from ingest.contracts import metrics
 from ingest.contracts.ports import ObjectStoreError, StoredObject
 
 from .association import Transfer
@@ -258,6 +259,7 @@ class EarlyUploads:
         stored = upload.finish(dataset_length, key, self._stall)
         if stored is not None:
             self.used += 1
+        metrics.EARLY_UPLOADS.labels("used" if stored is not None else "not_used").inc()
         return stored
 
     def cancel(self, path: Path) -> None:
@@ -265,6 +267,7 @@ class EarlyUploads:
             self._closed.append(path)
             upload = self._uploads.pop(path, None)
         if upload is not None:
+            metrics.EARLY_UPLOADS.labels("cancelled").inc()
             upload.cancel()
 
     def _watch(self) -> None:
@@ -298,6 +301,7 @@ class EarlyUploads:
             ]  # fmt: skip
             abandoned = [self._uploads.pop(p) for p in gone]
         for upload in abandoned:
+            metrics.EARLY_UPLOADS.labels("abandoned").inc()
             upload.cancel()
 
     def _begin(self, transfer: Transfer) -> None:

@@ -1,28 +1,22 @@
-"""Health endpoints for Kubernetes probes: ``/healthz`` (alive) and ``/readyz`` (serving DICOM).
+"""The receiver's readiness check: a real C-ECHO from this process to its own DIMSE port.
 
-Readiness is a real C-ECHO from this process to its own DIMSE port, so "ready" means an
-association can be made and answered; extra checks (the spool shipper's state, say) can be
-added. Results are cached for a moment so probes cost little.
+"Ready" means an association can be made and answered. The HTTP server that answers the
+probes (and serves ``/metrics``) is ``ingest.adapters.health.HealthServer``.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from pynetdicom import AE
 
+from ingest.adapters.health import Check, HealthServer
+
 from .config import HEALTH_CHECK_AE
 
+__all__ = ["Check", "HealthServer", "echo_check"]
+
 VERIFICATION = "1.2.840.10008.1.1"
-
-log = logging.getLogger(__name__)
-
-Check = Callable[[], str | None]  # None when healthy, else the reason
 
 
 def echo_check(
@@ -65,77 +59,3 @@ def echo_check(
         return None
 
     return check
-
-
-class HealthServer:
-    """``GET /healthz`` → 200 while the process serves; ``GET /readyz`` → 200 or 503."""
-
-    def __init__(
-        self,
-        port: int,
-        alive: Check,
-        ready: list[Check],
-        bind: str = "0.0.0.0",  # noqa: S104 — kubelet probes come from the node
-        cache_seconds: float = 2.0,
-    ) -> None:
-        self._alive = alive
-        self._ready = ready
-        self._cache_seconds = cache_seconds
-        self._cached: tuple[float, str | None] | None = None
-        self._lock = threading.Lock()
-        health = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/healthz":
-                    problem = health._alive()
-                elif self.path == "/readyz":
-                    problem = health.readiness()
-                else:
-                    self.send_error(404)
-                    return
-                body = (problem or "ok").encode() + b"\n"
-                self.send_response(503 if problem else 200)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # probes every few seconds would drown the log
-
-        self._server = ThreadingHTTPServer((bind, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="health", daemon=True
-        )
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def readiness(self) -> str | None:
-        with self._lock:
-            now = time.monotonic()
-            if self._cached is not None and now - self._cached[0] < self._cache_seconds:
-                return self._cached[1]
-            problem = None
-            for check in self._ready:
-                try:
-                    problem = check()
-                except Exception as exc:
-                    problem = f"{type(exc).__name__}: {exc}"
-                if problem:
-                    break
-            if problem:
-                log.warning("not ready: %s", problem)
-            self._cached = (time.monotonic(), problem)
-            return problem
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)

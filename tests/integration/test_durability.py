@@ -124,7 +124,12 @@ def test_sigterm_finishes_the_association_in_flight_then_exits_0(
         assert assoc.send_c_store(ct_dataset(seed=seed)).Status == 0x0000
     assoc.release()
     assert process.process.wait(30) == 0
-    assert "association released: 5 stored" in process.output()
+    [line] = [
+        json.loads(line)
+        for line in process.output().splitlines()
+        if '"message": "association released"' in line
+    ]
+    assert (line["instances"], line["failed"]) == (5, 0)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
