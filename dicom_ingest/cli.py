@@ -49,6 +49,7 @@ from uploader.pull import PullWorker
 from . import replay
 from .cloud import FLAGS as CLOUD_RECEIVER_FLAGS
 from .cloud import CloudReceiver, CloudReceiverConfig
+from .local import FLAGS as LOCAL_FLAGS
 from .local import LocalConfig, LocalPipeline
 from .wiring import build_pubsub_handler
 
@@ -77,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     local = sub.add_parser("local", help="run receiver, queue and uploader on this machine")
-    add_flags(local, (SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS, *COMMON_FLAGS))
+    add_flags(local, (SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS, *LOCAL_FLAGS, *COMMON_FLAGS))
     add_adapter_flags(local)
 
     status = sub.add_parser("status", help="show the local queue: pending, retrying, dead letters")
@@ -159,7 +160,9 @@ def _open_queue(spool: Path) -> SqliteQueue:
 
 def _run_local(namespace: argparse.Namespace) -> int:
     notes = check_adapter_flags(namespace)
-    values = resolve((SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS, *COMMON_FLAGS), namespace)
+    values = resolve(
+        (SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS, *LOCAL_FLAGS, *COMMON_FLAGS), namespace
+    )
     if not values["spool_dir"]:
         raise ConfigError("--spool_dir is required")
     receiver = ReceiverConfig.from_values(values)
@@ -169,7 +172,8 @@ def _run_local(namespace: argparse.Namespace) -> int:
         log.warning(note)
 
     try:
-        pipeline = LocalPipeline(LocalConfig(Path(values["spool_dir"]), receiver, uploader))
+        config = LocalConfig.from_values(Path(values["spool_dir"]), receiver, uploader, values)
+        pipeline = LocalPipeline(config)
     except OSError as exc:
         raise ConfigError(f"cannot start: {exc}") from exc
     return pipeline.run()

@@ -24,8 +24,15 @@ from ingest.adapters.pubsub import (
     make_publisher_client,
 )
 from ingest.adapters.sqlite_queue import SqliteQueue
+from ingest.contracts.metrics import Exposition, ScrapeFigures
 from ingest.contracts.settings import ConfigError, Flag, build, flags_of, setting
-from ingest.workers import LEASE_SECONDS, Backoff, BatchService, QueueWorkers
+from ingest.workers import (
+    LEASE_SECONDS,
+    Backoff,
+    BatchService,
+    QueueWorkers,
+    report_dead_letter,
+)
 from receiver.config import ReceiverConfig
 from receiver.early_upload import EarlyUploads
 from receiver.health import HealthServer, echo_check
@@ -159,7 +166,11 @@ class CloudReceiver:
             )
         else:
             # Messages Pub/Sub refused after their object was written wait here.
-            self.queue = SqliteQueue(config.spool_dir / OUTBOX_FILE, SHIP_MAX_ATTEMPTS)
+            self.queue = SqliteQueue(
+                config.spool_dir / OUTBOX_FILE,
+                SHIP_MAX_ATTEMPTS,
+                on_dead_letter=report_dead_letter,
+            )
             self.queue.release_leases()
             if config.early_upload_bytes:
                 self.early = EarlyUploads(
@@ -183,6 +194,7 @@ class CloudReceiver:
             batch=1,
             lease_seconds=LEASE_SECONDS,
             backoff=Backoff(0.5, 60.0),
+            what="shipping" if config.ack_after == "spool" else "publishing",
         )
         self.receiver = Receiver(config.receiver, store, staging)
         self.health: HealthServer | None = None
@@ -204,8 +216,16 @@ class CloudReceiver:
                         ),
                     )
                 ],
+                metrics=Exposition(
+                    ScrapeFigures(spool_dir=config.spool_dir, shipper_backlog=self._backlog)
+                ),
             )
         self._stopped = False
+
+    def _backlog(self) -> int:
+        """Instances received and not yet in Cloud Storage and Pub/Sub (spool or outbox)."""
+        stats = self.queue.stats()
+        return stats.pending + stats.in_flight + stats.retrying
 
     def _alive(self) -> str | None:
         return None if self.receiver.serving() else "the DIMSE listener has stopped"

@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from dicom_ingest.wiring import build_service
+from dicom_ingest.wiring import build_service, build_store_watch
+from ingest.adapters.health import HealthServer
+from ingest.contracts.metrics import Exposition, ScrapeFigures
+from ingest.contracts.settings import ConfigError, build, flags_of, setting
 from ingest.workers import LEASE_SECONDS, Backoff, QueueWorkers
 from receiver.config import ReceiverConfig
 from receiver.scp import Receiver
@@ -23,6 +27,30 @@ class LocalConfig:
     spool_dir: Path
     receiver: ReceiverConfig
     uploader: UploaderConfig
+    metrics_port: int = setting(
+        "HTTP port for /metrics (Prometheus), /healthz and /readyz; 0 turns them off", 0, int
+    )
+    metrics_host: str = setting(
+        "address the metrics port listens on; 0.0.0.0 lets other machines scrape it",
+        "127.0.0.1",
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError("--metrics_port must be a TCP port, or 0")
+
+    @classmethod
+    def from_values(
+        cls,
+        spool_dir: Path,
+        receiver: ReceiverConfig,
+        uploader: UploaderConfig,
+        values: dict[str, Any],
+    ) -> LocalConfig:
+        return build(cls, values, spool_dir=spool_dir, receiver=receiver, uploader=uploader)
+
+
+FLAGS = flags_of(LocalConfig)
 
 
 class LocalPipeline:
@@ -36,9 +64,10 @@ class LocalPipeline:
         )
         service = StoreService(self.objects, self.queue, limits=config.receiver.scan_limits)
         self.receiver = Receiver(config.receiver, service, self.objects.staging_dir())
+        self.store, self._client = build_store_watch(up)
         self.workers = QueueWorkers(
             self.queue,
-            build_service(up, self.objects),
+            build_service(up, self.objects, self._client),
             workers=up.upload_workers,
             batch=up.batch_max_instances,
             lease_seconds=LEASE_SECONDS,
@@ -46,21 +75,50 @@ class LocalPipeline:
             # Kept objects must not look unsent to the next start-up's reconciliation.
             remember_settled=up.keep_uploaded,
         )
+        self.health: HealthServer | None = None
+        if config.metrics_port:
+            figures = ScrapeFigures(
+                queue=self.queue.stats,
+                spool_dir=config.spool_dir,
+                store_reachable=self.store.reachable,
+            )
+            self.health = HealthServer(
+                config.metrics_port,
+                alive=self._alive,
+                ready=[self._alive],
+                bind=config.metrics_host,
+                metrics=Exposition(figures),
+                details=[self.store.describe],
+            )
         self._stopped = False
+
+    def _alive(self) -> str | None:
+        return None if self.receiver.serving() else "the DIMSE listener has stopped"
 
     def start(self) -> None:
         self.workers.start()
         self.receiver.start()
+        if self.health is not None:
+            self.health.start()
+        # Accepting already: the probe's answer only decides what the ready line says.
+        state = self.store.start(self._client.probe)
         stats = self.queue.stats()
+        aet, port = self.config.receiver.dimse_aet, self.receiver.port
         log.info(
-            "ready: accepting associations; try: dcmsend 127.0.0.1 %d -aec %s <files>",
-            self.receiver.port,
-            self.config.receiver.dimse_aet,
+            "ready: accepting associations on port %d as %s; %s; try `dcmsend 127.0.0.1 %d"
+            " -aec %s FILES`",
+            port,
+            aet,
+            self.store.describe(),
+            port,
+            aet,
             extra={
-                "ae_title": self.config.receiver.dimse_aet,
-                "port": self.receiver.port,
+                "ae_title": aet,
+                "port": port,
+                "store_reachable": state.reachable,
                 "pending": stats.pending + stats.retrying,
                 "dead_letters": stats.dead,
+                **({"metrics_port": self.health.port} if self.health is not None else {}),
             },
         )
 
@@ -71,6 +129,9 @@ class LocalPipeline:
         log.info("stopping: no new associations; finishing those in flight")
         drained = self.receiver.stop()
         self.workers.stop()
+        self.store.stop()
+        if self.health is not None:
+            self.health.stop()
         self.queue.close()
         log.info("stopped", extra={"associations_drained": drained})
         return drained

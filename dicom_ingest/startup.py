@@ -12,6 +12,7 @@ from types import FrameType
 from ingest.adapters.private_files import make_private_dir
 from ingest.adapters.spool import SpoolObjectStore
 from ingest.adapters.sqlite_queue import QUEUE_FILE, QueueDamaged, SqliteQueue, move_aside
+from ingest.workers import report_dead_letter
 from receiver.reconcile import reconcile
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ def open_queue(path: Path, max_attempts: int) -> SqliteQueue:
 
 
 def _queue(path: Path, max_attempts: int) -> SqliteQueue:
-    return SqliteQueue(path, max_attempts=max_attempts, durable_commits=False)
+    return SqliteQueue(
+        path, max_attempts=max_attempts, durable_commits=False, on_dead_letter=report_dead_letter
+    )
 
 
 def run_until_signal(start: Callable[[], None], stop: Callable[[], object]) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 from ingest.adapters.dicomweb import HttpDicomWebClient, make_session
 from ingest.adapters.gcs import GcsObjectStore, make_storage_client
 from ingest.adapters.pubsub import PubSubPublisher, make_publisher_client
+from ingest.adapters.store_watch import StoreWatch
 from ingest.contracts import logs
 from ingest.contracts.ports import ObjectStore
 from ingest.contracts.settings import with_defaults
@@ -21,18 +22,27 @@ from uploader.push_auth import PushVerifier, make_request
 from uploader.service import BatchLimits, UploadService
 
 
-def build_dicomweb(config: UploaderConfig) -> HttpDicomWebClient:
+def build_dicomweb(config: UploaderConfig, watch: StoreWatch | None = None) -> HttpDicomWebClient:
     return HttpDicomWebClient(
         config.dicomweb_address,
         make_session(config.auth, config.bearer_token, config.request_deadline),
         timeout=(10.0, config.http_timeout),
+        observer=watch.note if watch is not None else None,
     )
 
 
-def build_service(config: UploaderConfig, objects: ObjectStore) -> UploadService:
+def build_store_watch(config: UploaderConfig) -> tuple[StoreWatch, HttpDicomWebClient]:
+    """A watch on the DICOM store, and a client that tells it what each upload saw."""
+    watch = StoreWatch(config.dicomweb_address, config.store_probe_interval)
+    return watch, build_dicomweb(config, watch)
+
+
+def build_service(
+    config: UploaderConfig, objects: ObjectStore, client: HttpDicomWebClient | None = None
+) -> UploadService:
     return UploadService(
         objects,
-        build_dicomweb(config),
+        client or build_dicomweb(config),
         conflict=config.conflict,
         limits=BatchLimits(config.batch_max_instances, config.batch_max_bytes),
         delete_uploaded=not config.keep_uploaded,

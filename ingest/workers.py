@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ingest.adapters.sqlite_queue import Delivery, SqliteQueue
+from ingest.adapters.sqlite_queue import DeadLetter, Delivery, SqliteQueue
+from ingest.contracts import dead_letters
 from ingest.contracts.message import InstanceMessage, MessageError, decode
 from ingest.contracts.outcome import Action, Outcome
 
@@ -16,6 +20,57 @@ log = logging.getLogger(__name__)
 
 # A delivery's lease, in seconds; workers extend it every third of it while they upload.
 LEASE_SECONDS = 120.0
+# While messages are retrying, one line every this many seconds says how many and why.
+SUMMARY_SECONDS = 60.0
+_KIND_LENGTH = 80
+
+
+def report_dead_letter(letter: DeadLetter) -> None:
+    """The local queue's dead letters, each logged once with its reason and counted."""
+    try:
+        ids = decode(letter.body).log_ids
+    except MessageError:
+        ids = {}
+    dead_letters.report(letter.message_id, letter.reason, ids)
+
+
+def retry_kind(reason: str) -> str:
+    """A failure's kind, for counting like ones together: ``HTTP 503``, ``ConnectionError``."""
+    kind = reason.split(":", 1)[0].strip()
+    return kind if len(kind) <= _KIND_LENGTH else kind[: _KIND_LENGTH - 3] + "..."
+
+
+def retry_summary(reasons: dict[str, int]) -> str | None:
+    """``5 messages retrying: 3 x HTTP 503, 2 x ConnectionError``; None when none are."""
+    kinds: collections.Counter[str] = collections.Counter()
+    for reason, count in reasons.items():
+        kinds[retry_kind(reason)] += count
+    total = sum(kinds.values())
+    if not total:
+        return None
+    parts = ", ".join(f"{count} x {kind}" for kind, count in kinds.most_common())
+    return f"{total} message{'s' if total != 1 else ''} retrying: {parts}"
+
+
+class _RetrySummary:
+    """Logs ``retry_summary`` at most once per interval, from whichever worker comes by."""
+
+    def __init__(self, queue: SqliteQueue, interval: float, clock: Callable[[], float]) -> None:
+        self._queue = queue
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next = clock() + interval
+
+    def maybe_log(self) -> None:
+        with self._lock:
+            now = self._clock()
+            if now < self._next:
+                return
+            self._next = now + self._interval
+        line = retry_summary(self._queue.retry_reasons())
+        if line is not None:
+            log.warning("%s", line)
 
 
 class BatchService(Protocol):
@@ -92,8 +147,12 @@ class QueueWorkers:
         lease_seconds: float = 900.0,
         backoff: Backoff = Backoff(),
         remember_settled: bool = False,
+        summary_seconds: float = SUMMARY_SECONDS,
+        what: str = "upload",
     ) -> None:
         self._remember = remember_settled
+        self._what = what  # in log lines: "upload failing", "shipping failing"
+        self._summary = _RetrySummary(queue, summary_seconds, time.monotonic)
         self._queue = queue
         self._service = service
         self._batch = batch
@@ -118,6 +177,7 @@ class QueueWorkers:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
+                self._summary.maybe_log()
                 if not self.work_once():
                     wait = self._queue.next_visible_in()
                     self._queue.wait(1.0 if wait is None else min(max(wait, 0.01), 1.0))
@@ -134,8 +194,7 @@ class QueueWorkers:
         for delivery in deliveries:
             try:
                 decoded.append((delivery, decode(delivery.body)))
-            except MessageError as exc:
-                log.error("undecodable message", extra={"message_id": delivery.message_id})
+            except MessageError as exc:  # the queue's dead-letter report logs it
                 self._queue.dead_letter(delivery, f"undecodable message: {exc}")
         if not decoded:
             return True
@@ -149,6 +208,27 @@ class QueueWorkers:
         for (delivery, message), outcome in zip(decoded, outcomes, strict=True):
             if settle(self._queue, delivery, outcome, self._backoff, self._remember):
                 self._service.finish(message, outcome)
+                self._log_attempt(delivery, message, outcome)
             else:
                 log.warning("lease lost before settling", extra={"message_id": delivery.message_id})
         return True
+
+    def _log_attempt(self, delivery: Delivery, message: InstanceMessage, outcome: Outcome) -> None:
+        """A line when a message first fails and one when it recovers; the rest is summed up."""
+        extra = {**message.log_ids, "message_id": delivery.message_id, "attempt": delivery.attempt}
+        if outcome.action is Action.RETRY:
+            first = delivery.last_error is None
+            log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "%s failing, will retry: %s",
+                self._what,
+                outcome.reason,
+                extra={**extra, "outcome": "retry"},
+            )
+        elif delivery.last_error is not None and outcome.action is not Action.DEAD:
+            log.info(
+                "%s recovered after %d attempts",
+                self._what,
+                delivery.attempt,
+                extra={**extra, "outcome": outcome.action.value},
+            )

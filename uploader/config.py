@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from urllib.parse import urlparse
 
 from ingest.adapters.dicomweb import REQUEST_DEADLINE
 from ingest.adapters.pubsub import PUBLISH_TIMEOUT, check_topic
+from ingest.adapters.store_watch import PROBE_INTERVAL
 from ingest.contracts.settings import (
     ConfigError,
     build,
@@ -48,6 +50,12 @@ class UploaderConfig:
     min_backoff: float = setting("first retry delay in seconds", 1.0, float)
     max_backoff: float = setting("longest retry delay in seconds", 300.0, float)
     keep_uploaded: bool = setting("keep objects in the spool after upload", False, parse_bool)
+    store_probe_interval: float = setting(
+        "seconds between QIDO-RS probes of the DICOM store while it is unreachable or refuses"
+        " the credentials (local and work)",
+        PROBE_INTERVAL,
+        float,
+    )
 
     def __post_init__(self) -> None:
         parsed = urlparse(self.dicomweb_address or "")
@@ -66,6 +74,8 @@ class UploaderConfig:
             raise ConfigError("--http_timeout must be positive")
         if self.request_deadline <= 0:
             raise ConfigError("--request_deadline must be positive")
+        if not 0 < self.store_probe_interval < math.inf:
+            raise ConfigError("--store_probe_interval must be a positive number of seconds")
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> UploaderConfig:

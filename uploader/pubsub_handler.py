@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
+from ingest.contracts import dead_letters
 from ingest.contracts.message import InstanceMessage, MessageError, decode
 from ingest.contracts.outcome import Action, Outcome
 from ingest.contracts.ports import Publisher
@@ -24,7 +25,7 @@ from .service import UploadService
 
 log = logging.getLogger(__name__)
 
-REASON_ATTRIBUTE = "dead_letter_reason"
+REASON_ATTRIBUTE = dead_letters.REASON_FIELD
 SOURCE_ATTRIBUTE = "dead_letter_source_message_id"
 DEFERRED_ATTRIBUTE = "deferred_from_message_id"
 # Attributes Pub/Sub or this module add on the way to a dead-letter topic; dropped on replay.
@@ -93,7 +94,6 @@ class PubSubHandler:
         try:
             message = decode(received.data)
         except MessageError as exc:
-            log.error("undecodable message", extra=ids)
             return self._dead_letter(received, f"undecodable message: {exc}", None)
         refusal = self._scope.refusal(message.uri) if self._scope is not None else None
         if refusal is not None:
@@ -106,8 +106,10 @@ class PubSubHandler:
             log.exception("upload failed unexpectedly", extra=ids)
             outcome = Outcome(Action.RETRY, f"{type(exc).__name__}: {exc}")
         if outcome.action in (Action.DONE, Action.SUPERSEDED, Action.SKIPPED):
+            _log_attempt(received, message, outcome)
             return Handled(Decision.ACK, outcome.action.value, outcome.reason, message, outcome)
         if outcome.action is Action.RETRY:
+            _log_attempt(received, message, outcome)
             return Handled(Decision.NACK, "retry", outcome.reason, message, outcome)
         return self._dead_letter(received, outcome.reason or outcome.action.value, message)
 
@@ -148,9 +150,16 @@ class PubSubHandler:
     def _dead_letter(
         self, received: Received, reason: str, message: InstanceMessage | None
     ) -> Handled:
-        extra = {"message_id": received.message_id, **(message.log_ids if message else {})}
+        ids = message.log_ids if message else {}
+        extra = {"message_id": received.message_id, **ids}
         if self._dead_letters is None:
-            log.error("permanent failure; left for the dead-letter policy: %s", reason, extra=extra)
+            # Redelivered until the subscription's dead-letter policy takes it: each delivery
+            # says why, but only Pub/Sub knows which one is the last.
+            log.error(
+                "permanent failure; left for the dead-letter policy: %s",
+                reason,
+                extra={**extra, "outcome": "dead", "reason": reason},
+            )
             return Handled(Decision.NACK, "dead", reason, message)
         attributes = {
             **{k: v for k, v in received.attributes.items() if k not in DEAD_LETTER_ATTRIBUTES},
@@ -162,8 +171,29 @@ class PubSubHandler:
         except Exception as exc:
             log.error("dead-letter publish failed: %s", exc, extra=extra)
             return Handled(Decision.NACK, "dead", reason, message)
-        log.error("dead-lettered: %s", reason, extra=extra)
+        dead_letters.report(received.message_id, reason, ids)
         return Handled(Decision.ACK, "dead-lettered", reason, message)
+
+
+def _log_attempt(received: Received, message: InstanceMessage, outcome: Outcome) -> None:
+    """A line when a message first fails and one when it recovers (by Pub/Sub's delivery
+    attempt: a subscription without a dead-letter policy does not count them, so each of its
+    failures is a first one)."""
+    attempt = received.delivery_attempt or 1
+    extra = {**message.log_ids, "message_id": received.message_id, "attempt": attempt}
+    if outcome.action is Action.RETRY:
+        log.log(
+            logging.WARNING if attempt == 1 else logging.DEBUG,
+            "upload failing, will retry: %s",
+            outcome.reason,
+            extra={**extra, "outcome": "retry"},
+        )
+    elif attempt > 1:
+        log.info(
+            "upload recovered after %d attempts",
+            attempt,
+            extra={**extra, "outcome": outcome.action.value},
+        )
 
 
 def _truncate(text: str) -> str:

@@ -19,6 +19,8 @@ import requests
 from google.auth.exceptions import GoogleAuthError
 
 from ingest.adapters.dicomweb import DicomWebClient, DicomWebError
+from ingest.adapters.store_watch import describe_error
+from ingest.contracts import metrics
 from ingest.contracts.message import InstanceMessage
 from ingest.contracts.outcome import Action, Outcome
 from ingest.contracts.ports import ObjectMissing, ObjectStore, ObjectStoreError, ObjectSuperseded
@@ -157,7 +159,7 @@ class UploadService:
         try:
             response = self._client.stow(study, parts)
         except (requests.RequestException, GoogleAuthError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = describe_error(exc)
             return {uid: Outcome(Action.RETRY, reason) for uid in uids}
         except OSError as exc:
             return {uid: Outcome(Action.RETRY, f"reading object: {exc}") for uid in uids}
@@ -212,10 +214,16 @@ def _object_size(handle: BinaryIO, default: int) -> int:
 
 
 def _log_outcome(message: InstanceMessage, outcome: Outcome) -> None:
+    """Each instance's outcome, counted; a line at DEBUG, or INFO when it was not uploaded.
+
+    Retries and dead letters are logged by the caller, which knows whether the message
+    failed before (a line when it first fails and when it recovers) and where it goes.
+    """
+    metrics.UPLOADS.labels(outcome.action.value).inc()
     if outcome.action is Action.DONE:
-        log.debug("uploaded", extra=message.log_ids)
+        log.debug("uploaded", extra={**message.log_ids, "outcome": outcome.action.value})
         return
-    level = logging.ERROR if outcome.action is Action.DEAD else logging.WARNING
+    level = logging.DEBUG
     if outcome.action in (Action.SUPERSEDED, Action.SKIPPED):
         level = logging.INFO
     log.log(

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
 import google.auth
 import requests
+from google.auth.exceptions import GoogleAuthError
 from google.auth.transport.requests import AuthorizedSession
+
+from ingest.contracts import metrics
 
 from .http_deadline import mount_deadline
 from .multipart import MultipartBody, content_type, new_boundary
+from .store_watch import StoreState, state_of_error, state_of_status
 
 CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 # Seconds one request to the DICOM store may take in all, bodies included (--request_deadline).
 REQUEST_DEADLINE = 600.0
+PROBE_TIMEOUT = (5.0, 10.0)  # (connect, read) seconds for the store probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,34 +63,75 @@ def make_session(
 
 
 class HttpDicomWebClient:
-    """STOW-RS and instance DELETE against ``<address>/studies``."""
+    """STOW-RS and instance DELETE against ``<address>/studies``.
+
+    ``observer`` hears what each STOW-RS request says about the store (``StoreWatch.note``).
+    """
 
     def __init__(
-        self, address: str, session: requests.Session, timeout: tuple[float, float]
+        self,
+        address: str,
+        session: requests.Session,
+        timeout: tuple[float, float],
+        observer: Callable[[StoreState], None] | None = None,
     ) -> None:
         self._base = address.rstrip("/")
         self._session = session
         self._timeout = timeout
+        self._observer = observer
+
+    def probe(self) -> StoreState:
+        """A QIDO-RS request for one study: does the store answer, and take our credentials?"""
+        try:
+            response = self._session.get(
+                f"{self._base}/studies",
+                params={"limit": "1"},
+                headers={"Accept": "application/dicom+json"},
+                timeout=PROBE_TIMEOUT,
+            )
+        except requests.RequestException as exc:
+            return state_of_error(exc)
+        response.close()
+        if 200 <= response.status_code < 300:
+            return StoreState(True, f"HTTP {response.status_code}")
+        state = state_of_status(response.status_code)
+        return (
+            state
+            if not state.reachable
+            else StoreState(False, f"answered HTTP {response.status_code}")
+        )
 
     def stow(self, study_uid: str, parts: list[tuple[BinaryIO, int]]) -> StowResponse:
         boundary = new_boundary()
         body = MultipartBody(parts, boundary)
-        response = self._session.post(
-            f"{self._base}/studies",
-            data=body,
-            headers={
-                "Content-Type": content_type(boundary),
-                "Accept": "application/dicom+json",
-                "Content-Length": str(len(body)),
-            },
-            timeout=self._timeout,
-        )
+        started = time.monotonic()
+        try:
+            response = self._session.post(
+                f"{self._base}/studies",
+                data=body,
+                headers={
+                    "Content-Type": content_type(boundary),
+                    "Accept": "application/dicom+json",
+                    "Content-Length": str(len(body)),
+                },
+                timeout=self._timeout,
+            )
+        except (requests.RequestException, GoogleAuthError) as exc:
+            self._observe(state_of_error(exc))
+            raise
+        finally:
+            metrics.STOW_SECONDS.observe(time.monotonic() - started)
+        self._observe(state_of_status(response.status_code))
         text = response.text
         try:
             parsed = json.loads(text) if text.strip() else None
         except json.JSONDecodeError:
             parsed = None
         return StowResponse(response.status_code, parsed, text)
+
+    def _observe(self, state: StoreState) -> None:
+        if self._observer is not None:
+            self._observer(state)
 
     def delete_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> int:
         response = self._session.delete(

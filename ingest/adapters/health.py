@@ -75,7 +75,10 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # probes every few seconds would drown the log
 
-        self._server = ThreadingHTTPServer((bind, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((bind, port), Handler)
+        except OSError as exc:  # the operator must learn which port, not only "in use"
+            raise OSError(exc.errno, f"{bind}:{port}: {exc.strerror or exc}") from exc
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="health", daemon=True

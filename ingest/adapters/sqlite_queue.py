@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,6 +89,18 @@ class Delivery:
     body: bytes
     attempt: int
     lease: int
+    last_error: str | None = None  # why the previous attempt failed; None on a first one
+
+
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    """A message that failed at least once and waits for its next attempt."""
+
+    message_id: str
+    body: bytes
+    attempts: int
+    last_error: str
+    next_attempt_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +175,19 @@ class SqliteQueue:
     serialises writers.
     """
 
-    def __init__(self, path: Path, max_attempts: int = 10, *, durable_commits: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_attempts: int = 10,
+        *,
+        durable_commits: bool = True,
+        on_dead_letter: Callable[[DeadLetter], None] | None = None,
+    ) -> None:
+        """``on_dead_letter`` hears of each message this queue dead-letters, once committed."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._max_attempts = max_attempts
+        self._on_dead_letter = on_dead_letter
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files it creates
@@ -286,6 +307,7 @@ class SqliteQueue:
         """Lease up to max_messages visible messages; messages past max_attempts dead-letter."""
         now = time.time()
         deliveries: list[Delivery] = []
+        dead: list[DeadLetter] = []
         with self._lock, self._transaction() as db:
             rows = db.execute(
                 "SELECT id, body, attempts, lease, last_error FROM messages"
@@ -297,14 +319,17 @@ class SqliteQueue:
                     reason = f"gave up after {attempts} delivery attempts"
                     if last_error:
                         reason += f"; last error: {last_error}"
-                    self._move_to_dead(db, message_id, reason, now)
+                    dead.append(self._move_to_dead(db, message_id, reason, now))
                     continue
                 db.execute(
                     "UPDATE messages SET attempts = ?, lease = ?, leased = 1, visible_at = ?"
                     " WHERE id = ?",
                     (attempts + 1, lease + 1, now + lease_seconds, message_id),
                 )
-                deliveries.append(Delivery(str(message_id), bytes(body), attempts + 1, lease + 1))
+                deliveries.append(
+                    Delivery(str(message_id), bytes(body), attempts + 1, lease + 1, last_error)
+                )
+        self._report(dead)
         return deliveries
 
     def wait(self, timeout: float) -> None:
@@ -360,6 +385,7 @@ class SqliteQueue:
     def retry(self, delivery: Delivery, delay: float, reason: str) -> bool:
         """Make the message visible again after delay; dead-letter it once attempts run out."""
         now = time.time()
+        dead: list[DeadLetter] = []
         with self._lock, self._transaction() as db:
             row = db.execute(
                 "SELECT attempts FROM messages WHERE id = ? AND lease = ?",
@@ -368,19 +394,16 @@ class SqliteQueue:
             if row is None:
                 return False
             if row[0] >= self._max_attempts:
-                self._move_to_dead(
-                    db,
-                    int(delivery.message_id),
-                    f"gave up after {row[0]} delivery attempts; last error: {reason}",
-                    now,
-                )
+                reason = f"gave up after {row[0]} delivery attempts; last error: {reason}"
+                dead.append(self._move_to_dead(db, int(delivery.message_id), reason, now))
             else:
                 db.execute(
                     "UPDATE messages SET visible_at = ?, leased = 0, last_error = ? WHERE id = ?",
                     (now + delay, reason, int(delivery.message_id)),
                 )
             self._wakeup.notify_all()
-            return True
+        self._report(dead)
+        return True
 
     def extend(self, delivery: Delivery, lease_seconds: float) -> bool:
         """Push the lease's end out while the delivery is still being worked on."""
@@ -399,11 +422,22 @@ class SqliteQueue:
             ).fetchone()
             if row is None:
                 return False
-            self._move_to_dead(db, int(delivery.message_id), reason, time.time())
-            return True
+            dead = self._move_to_dead(db, int(delivery.message_id), reason, time.time())
+        self._report([dead])
+        return True
+
+    def _report(self, dead: list[DeadLetter]) -> None:
+        if self._on_dead_letter is not None:
+            for letter in dead:
+                self._on_dead_letter(letter)
 
     @staticmethod
-    def _move_to_dead(db: sqlite3.Connection, message_id: int, reason: str, now: float) -> None:
+    def _move_to_dead(
+        db: sqlite3.Connection, message_id: int, reason: str, now: float
+    ) -> DeadLetter:
+        body, attempts = db.execute(
+            "SELECT body, attempts FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
         db.execute(
             "INSERT OR REPLACE INTO dead_letters"
             " (id, body, published, failed_at, attempts, lease, reason, object_key)"
@@ -412,6 +446,26 @@ class SqliteQueue:
             (now, reason, message_id),
         )
         db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+        return DeadLetter(str(message_id), bytes(body), int(attempts), reason, now)
+
+    def retrying(self, limit: int = 100) -> list[Retrying]:
+        """Messages whose last attempt failed, oldest first, each with that failure's reason."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, body, attempts, last_error, visible_at FROM messages"
+                " WHERE attempts > 0 AND last_error IS NOT NULL ORDER BY published, id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [Retrying(str(r[0]), bytes(r[1]), int(r[2]), str(r[3]), float(r[4])) for r in rows]
+
+    def retry_reasons(self) -> dict[str, int]:
+        """How many messages wait for another attempt, by the reason their last one failed."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT last_error, COUNT(*) FROM messages"
+                " WHERE attempts > 0 AND last_error IS NOT NULL GROUP BY last_error"
+            ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
 
     def stats(self) -> QueueStats:
         now = time.time()
