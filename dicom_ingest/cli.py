@@ -44,14 +44,14 @@ from receiver.reconcile import reconcile
 from uploader.config import CLOUD_FLAGS as CLOUD_UPLOADER_FLAGS
 from uploader.config import FLAGS as UPLOADER_FLAGS
 from uploader.config import PubSubConfig, UploaderConfig
-from uploader.pull import PullWorker
+from uploader.pull import FLAGS as PULL_FLAGS
 
 from . import replay
 from .cloud import FLAGS as CLOUD_RECEIVER_FLAGS
 from .cloud import CloudReceiver, CloudReceiverConfig
 from .local import FLAGS as LOCAL_FLAGS
 from .local import LocalConfig, LocalPipeline
-from .wiring import build_pubsub_handler
+from .wiring import PullDeployment, build_pubsub_handler
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the local queue: pending, retrying, dead letters")
     add_flags(status, (SPOOL_FLAG,))
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument("--limit", type=int, default=20, help="dead letters to list")
+    status.add_argument(
+        "--limit", type=int, default=20, help="retrying messages and dead letters to list"
+    )
 
     requeue = sub.add_parser("requeue", help="move dead letters back to the queue")
     add_flags(requeue, (SPOOL_FLAG,))
@@ -105,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     work = sub.add_parser(
         "work", help="upload from a Pub/Sub subscription with streaming pull (backlogs, large)"
     )
-    add_flags(work, (SUBSCRIPTION_FLAG, *CLOUD_UPLOADER_FLAGS, *COMMON_FLAGS))
+    add_flags(work, (SUBSCRIPTION_FLAG, *CLOUD_UPLOADER_FLAGS, *PULL_FLAGS, *COMMON_FLAGS))
 
     replay = sub.add_parser("replay", help="bring Pub/Sub backlogs back: drain, seek, reconcile")
     how = replay.add_subparsers(dest="replay_command", required=True)
@@ -199,6 +201,7 @@ def _run_status(namespace: argparse.Namespace) -> int:
     queue = _open_queue(_spool(namespace))
     stats = queue.stats()
     dead = queue.dead_letters(namespace.limit)
+    retrying = queue.retrying(namespace.limit)
     rebuilds = queue.rebuilds()
     queue.close()
     if namespace.json:
@@ -217,6 +220,16 @@ def _run_status(namespace: argparse.Namespace) -> int:
                             "reason": r.reason,
                         }
                         for r in rebuilds
+                    ],
+                    "retrying_messages": [
+                        {
+                            "message_id": m.message_id,
+                            "attempts": m.attempts,
+                            "last_error": m.last_error,
+                            "next_attempt_at": _utc(m.next_attempt_at),
+                            **_describe(m.body),
+                        }
+                        for m in retrying
                     ],
                     "dead_letters": [
                         {
@@ -243,6 +256,13 @@ def _run_status(namespace: argparse.Namespace) -> int:
             f"\nqueue rebuilt from the spool at {_utc(r.rebuilt_at)}"
             f" (damaged file kept as {r.damaged_file}): {r.reason}"
         )
+    if retrying:
+        print("\nretrying (each with the reason its last attempt failed):")
+        for m in retrying:
+            wait = max(0.0, m.next_attempt_at - time.time())
+            sop = _describe(m.body).get("sop_instance_uid", "?")
+            print(f"  {m.message_id}  attempts={m.attempts}  next in {wait:.0f}s  sop={sop}")
+            print(f"      {m.last_error}")
     if dead:
         print("\ndead letters (requeue with: dicom-ingest requeue --spool_dir DIR --all):")
         for d in dead:
@@ -320,15 +340,16 @@ def _pubsub_handler(namespace: argparse.Namespace, dead_letters: bool = True) ->
 def _run_work(namespace: argparse.Namespace) -> int:
 
     subscription = _subscription(namespace)
-    handler, values = _pubsub_handler(namespace)
-    worker = PullWorker(
-        pubsub_v1.SubscriberClient(), subscription, handler, concurrency=values["upload_workers"]
-    )
+    values = resolve((*CLOUD_UPLOADER_FLAGS, *PULL_FLAGS, *COMMON_FLAGS), namespace)
+    logs.configure(values["log_format"], values["verbose"])
+    try:
+        deployment = PullDeployment(values, subscription)
+    except OSError as exc:
+        raise ConfigError(f"cannot start: {exc}") from exc
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    worker.run(stop)
-    return 0
+    return deployment.run(stop)
 
 
 def _run_replay(namespace: argparse.Namespace) -> int:

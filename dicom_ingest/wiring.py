@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from google.cloud import pubsub_v1
+
 from ingest.adapters.dicomweb import HttpDicomWebClient, make_session
 from ingest.adapters.gcs import GcsObjectStore, make_storage_client
+from ingest.adapters.health import HealthServer
 from ingest.adapters.pubsub import PubSubPublisher, make_publisher_client
 from ingest.adapters.store_watch import StoreWatch
 from ingest.contracts import logs
+from ingest.contracts.metrics import Exposition, ScrapeFigures
 from ingest.contracts.ports import ObjectStore
 from ingest.contracts.settings import with_defaults
 from uploader.config import CLOUD_FLAGS as UPLOADER_CLOUD_FLAGS
 from uploader.config import PubSubConfig, UploaderConfig
 from uploader.pubsub_handler import PubSubHandler
+from uploader.pull import PullConfig, PullWorker
 from uploader.push import PushApp
 from uploader.push_auth import PushVerifier, make_request
 from uploader.service import BatchLimits, UploadService
@@ -56,7 +62,10 @@ def build_gcs_reader(pool_size: int = 16) -> ObjectStore:
 
 
 def build_pubsub_handler(
-    config: UploaderConfig, pubsub: PubSubConfig, publisher_client: Any = None
+    config: UploaderConfig,
+    pubsub: PubSubConfig,
+    publisher_client: Any = None,
+    client: HttpDicomWebClient | None = None,
 ) -> PubSubHandler:
     client = publisher_client or make_publisher_client(pubsub.publish_timeout)
     dead = oversize = None
@@ -65,7 +74,7 @@ def build_pubsub_handler(
     if pubsub.oversize_topic:
         oversize = PubSubPublisher(client, pubsub.oversize_topic, pubsub.publish_timeout)
     return PubSubHandler(
-        build_service(config, build_gcs_reader()),
+        build_service(config, build_gcs_reader(), client),
         dead_letters=dead,
         oversize=oversize,
         push_max_bytes=pubsub.push_max_bytes,
@@ -91,3 +100,45 @@ def build_push_app(values: Mapping[str, Any]) -> PushApp:
     return PushApp(
         build_pubsub_handler(config, pubsub), verifier, request, pubsub.push_max_body_bytes
     )
+
+
+class PullDeployment:
+    """``dicom-ingest work``: the pull worker, its store watch and its health port."""
+
+    def __init__(
+        self, values: Mapping[str, Any], subscription: str, subscriber: Any = None
+    ) -> None:
+        config = UploaderConfig.from_values(values)
+        self.store, self._client = build_store_watch(config)
+        handler = build_pubsub_handler(
+            config, PubSubConfig.from_values(values), client=self._client
+        )
+        self.worker = PullWorker(
+            subscriber or pubsub_v1.SubscriberClient(),
+            subscription,
+            handler,
+            concurrency=config.upload_workers,
+        )
+        port = PullConfig.from_values(values).health_port
+        self.health: HealthServer | None = None
+        if port:
+            self.health = HealthServer(
+                port,
+                alive=lambda: None,
+                ready=[],  # a pull worker takes no traffic; /readyz says how the store is
+                metrics=Exposition(ScrapeFigures(store_reachable=self.store.reachable)),
+                details=[self.store.describe],
+            )
+
+    def run(self, stop: threading.Event) -> int:
+        """Pull until ``stop`` is set; the store's state is logged at start (and on change)."""
+        if self.health is not None:
+            self.health.start()
+        try:
+            self.store.start(self._client.probe)
+            self.worker.run(stop)
+        finally:
+            self.store.stop()
+            if self.health is not None:
+                self.health.stop()
+        return 0

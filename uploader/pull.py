@@ -9,16 +9,40 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 from google.cloud.pubsub_v1.types import FlowControl
 
+from ingest.contracts.settings import ConfigError, build, flags_of, setting
+
 from .pubsub_handler import Decision, PubSubHandler, Received
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PullConfig:
+    """What ``dicom-ingest work`` needs beyond the uploader's and Pub/Sub's settings."""
+
+    health_port: int = setting(
+        "HTTP port for /healthz, /readyz and /metrics (Prometheus); 0 turns them off", 0, int
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.health_port <= 65535:
+            raise ConfigError("--health_port must be a TCP port, or 0")
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> PullConfig:
+        return build(cls, values)
+
+
+FLAGS = flags_of(PullConfig)
 
 
 class PullWorker:
