@@ -188,11 +188,58 @@ def test_internal_load_balancer_on_2575() -> None:
     assert service["spec"]["selector"].items() <= pod_labels.items()
 
 
-def test_network_policy_admits_only_the_pacs_ranges() -> None:
+GMP_COLLECTORS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gmp-system"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "collector"}},
+}
+
+
+def test_network_policy_admits_only_the_pacs_ranges_and_the_metrics_scraper() -> None:
     policy = _load("receiver-networkpolicy")
-    (rule,) = policy["spec"]["ingress"]
-    assert [peer["ipBlock"]["cidr"] for peer in rule["from"]] == k8s_render.SOURCE_RANGES
-    assert rule["ports"] == [{"port": 2575, "protocol": "TCP"}]
+    dimse, metrics = policy["spec"]["ingress"]
+    assert [peer["ipBlock"]["cidr"] for peer in dimse["from"]] == k8s_render.SOURCE_RANGES
+    assert dimse["ports"] == [{"port": 2575, "protocol": "TCP"}]
+    assert metrics == {"from": [GMP_COLLECTORS], "ports": [{"port": 8080, "protocol": "TCP"}]}
+
+
+@pytest.mark.parametrize(
+    ("monitoring", "workload"),
+    [
+        ("receiver-podmonitoring", "receiver-deployment"),
+        ("receiver-podmonitoring", "receiver-statefulset"),
+        ("worker-podmonitoring", "worker-deployment"),
+    ],
+)
+def test_managed_prometheus_scrapes_metrics_on_the_health_port(
+    monitoring: str, workload: str
+) -> None:
+    """A PodMonitoring per component selects its pods and scrapes /metrics on the named port
+    the workload declares, the port its --health_port flag serves; the network policy lets
+    the collectors in on it."""
+    pod_monitoring = _load(monitoring)
+    assert pod_monitoring["apiVersion"] == "monitoring.googleapis.com/v1"
+    assert pod_monitoring["kind"] == "PodMonitoring"
+    pod = _load(workload)["spec"]["template"]
+    selector = pod_monitoring["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    (endpoint,) = pod_monitoring["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("health", "/metrics")
+    container = _container(_load(workload))
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["health"] == int(_flags(container)["health_port"])
+    policy = _load(workload.split("-", maxsplit=1)[0] + "-networkpolicy")
+    admitted = [
+        rule["ports"][0]["port"]
+        for rule in policy["spec"]["ingress"]
+        if rule["from"] == [GMP_COLLECTORS]
+    ]
+    assert admitted == [ports["health"]]
+
+
+def test_worker_probes_use_its_health_port() -> None:
+    container = _container(_load("worker-deployment"))
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
 
 
 def test_disruption_budget_and_autoscaler_target_the_receiver() -> None:

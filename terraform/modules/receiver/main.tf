@@ -68,9 +68,11 @@ locals {
     ["receiver-serviceaccount"],
     local.spool ? ["receiver-statefulset", "receiver-headless-service"] : ["receiver-deployment"],
     ["receiver-service", "receiver-pdb", "receiver-hpa", "receiver-networkpolicy"],
+    ["receiver-podmonitoring"],
   )
   worker_templates = var.worker == null ? [] : [
     "worker-serviceaccount", "worker-deployment", "worker-pdb", "worker-networkpolicy",
+    "worker-podmonitoring",
   ]
 
   manifests = merge(
