@@ -7,14 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from dicom_ingest.local import LocalConfig, LocalPipeline
+from ingest.contracts.settings import declared
 from receiver.config import ReceiverConfig
 from uploader.config import UploaderConfig
 
 
 def make_config(spool: Path, dicomweb: str, **overrides: Any) -> LocalConfig:
     receiver_fields = {f.name for f in dataclasses.fields(ReceiverConfig)}
+    local_fields = {name for name, _, _ in declared(LocalConfig)}
     receiver_args = {k: v for k, v in overrides.items() if k in receiver_fields}
-    uploader_args = {k: v for k, v in overrides.items() if k not in receiver_fields}
+    local_args = {k: v for k, v in overrides.items() if k in local_fields}
+    uploader_args = {
+        k: v for k, v in overrides.items() if k not in receiver_fields and k not in local_fields
+    }
     receiver = ReceiverConfig(
         **{"dimse_port": 0, "dimse_bind": "127.0.0.1", "shutdown_grace": 5.0, **receiver_args}
     )
@@ -28,7 +33,7 @@ def make_config(spool: Path, dicomweb: str, **overrides: Any) -> LocalConfig:
             **uploader_args,
         }
     )
-    return LocalConfig(spool, receiver, uploader)
+    return LocalConfig(spool, receiver, uploader, **local_args)
 
 
 def start_pipeline(spool: Path, dicomweb: str, **overrides: Any) -> LocalPipeline:
