@@ -60,6 +60,12 @@ def start_orthanc(workdir: Path, aet: str = "ORTHANC") -> Orthanc:
     return on_free_port(lambda http_port: _start(workdir, aet, http_port, free_port()))
 
 
+def start_orthanc_on(workdir: Path, http_port: int, aet: str = "ORTHANC") -> Orthanc:
+    """Orthanc on a given HTTP port: where a pipeline was pointed before the store existed."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    return on_free_port(lambda dicom_port: _start(workdir, aet, http_port, dicom_port))
+
+
 def _start(workdir: Path, aet: str, http_port: int, dicom_port: int) -> Orthanc:
     config = {
         "Name": "dicom-ingest-tests",
