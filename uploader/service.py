@@ -214,7 +214,7 @@ def _object_size(handle: BinaryIO, default: int) -> int:
 
 
 def _log_outcome(message: InstanceMessage, outcome: Outcome) -> None:
-    """Each instance's outcome, counted; a line at DEBUG, or INFO when it was not uploaded.
+    """Each instance's outcome, counted; an upload at DEBUG, one not needed at INFO.
 
     Retries and dead letters are logged by the caller, which knows whether the message
     failed before (a line when it first fails and when it recovers) and where it goes.
@@ -222,14 +222,10 @@ def _log_outcome(message: InstanceMessage, outcome: Outcome) -> None:
     metrics.UPLOADS.labels(outcome.action.value).inc()
     if outcome.action is Action.DONE:
         log.debug("uploaded", extra={**message.log_ids, "outcome": outcome.action.value})
-        return
-    level = logging.DEBUG
-    if outcome.action in (Action.SUPERSEDED, Action.SKIPPED):
-        level = logging.INFO
-    log.log(
-        level,
-        "instance %s: %s",
-        outcome.action.value,
-        outcome.reason,
-        extra={**message.log_ids, "outcome": outcome.action.value},
-    )
+    elif outcome.action in (Action.SUPERSEDED, Action.SKIPPED):
+        log.info(
+            "instance %s: %s",
+            outcome.action.value,
+            outcome.reason,
+            extra={**message.log_ids, "outcome": outcome.action.value},
+        )
