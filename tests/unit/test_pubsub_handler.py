@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from support.fakes import RecordingPublisher
 from support.messages import make_message as base_message
 
+from ingest.contracts import metrics
 from ingest.contracts.message import InstanceMessage, encode
 from ingest.contracts.outcome import Action, Outcome
 from uploader.pubsub_handler import (
@@ -329,3 +331,44 @@ def test_a_message_pushed_often_enough_goes_to_the_pull_worker(
     assert len(service.processed) == (0 if deferred else 1)
     # The pull worker itself never defers, whatever the attempt.
     assert handler.handle(received, may_defer=False).result == "done"
+
+
+@pytest.mark.parametrize(
+    ("data", "outcome", "reason"),
+    [
+        (None, Outcome(Action.DEAD, "HTTP 400: Bad Request"), "HTTP 400: Bad Request"),
+        (b"not json", UPLOADED, "undecodable message"),
+    ],
+    ids=["refused-by-the-store", "undecodable"],
+)
+def test_a_dead_letter_is_one_error_line_with_its_reason(
+    data: bytes | None, outcome: Outcome, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    before = metrics.DEAD_LETTERS._value.get()
+    make_handler(FakeService(outcome), RecordingPublisher()).handle(make_received(data=data))
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert record.levelno == logging.ERROR
+    assert record.getMessage().startswith(f"dead letter: {reason}")
+    assert record.dead_letter_reason.startswith(reason)  # type: ignore[attr-defined]
+    assert record.message_id == MESSAGE_ID  # type: ignore[attr-defined]
+    assert metrics.DEAD_LETTERS._value.get() - before == 1
+
+
+def test_a_failing_upload_warns_on_its_first_delivery_and_says_when_it_recovers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    failing = make_handler(FakeService(Outcome(Action.RETRY, "HTTP 503: busy")))
+    for attempt in (1, 2, 3):
+        received = dataclasses.replace(make_received(), delivery_attempt=attempt)
+        assert failing.handle(received).decision is Decision.NACK
+    uploading = make_handler(FakeService(UPLOADED))
+    uploading.handle(dataclasses.replace(make_received(), delivery_attempt=4))
+    seen = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert seen == [
+        ("WARNING", "upload failing, will retry: HTTP 503: busy"),
+        ("DEBUG", "upload failing, will retry: HTTP 503: busy"),
+        ("DEBUG", "upload failing, will retry: HTTP 503: busy"),
+        ("INFO", "upload recovered after 4 attempts"),
+    ]
