@@ -2,7 +2,8 @@
 # Offline checks of the deployment code: terraform/, k8s/, docker/.
 #   1. terraform fmt -check -recursive terraform/
 #   2. render k8s/*.yaml.tftpl with example values (exactly as terraform's templatefile() does)
-#   3. kubernetes-validate --strict on the rendered manifests (bundled schemas, no network)
+#   3. kubernetes-validate --strict on the rendered manifests (bundled schemas, no network; the
+#      PodMonitoring CRD is not among them: tests/infra/test_infra_k8s.py checks its fields)
 #   4. checkov --skip-download: terraform (with the project's policies in terraform/policies/),
 #      kubernetes (rendered manifests), dockerfile (docker/)
 #   5. every project policy fails on tests/infra/fixtures/insecure (so each one checks something)

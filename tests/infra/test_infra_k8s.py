@@ -7,6 +7,7 @@ receiver (the guide's flags, the health port, the spool directory, the drain tim
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +291,36 @@ def test_worker_runs_the_uploader_image_as_a_pull_worker() -> None:
     assert env["DICOM_INGEST_AUTH"] == "adc"
     assert env["DICOM_INGEST_DICOMWEB_ADDRESS"].endswith("/dicomWeb")
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+# The PodMonitoring CRD (monitoring.googleapis.com/v1, Google Managed Prometheus) is not in
+# kubernetes-validate's bundled schemas, which only warns about it: these are the CRD's rules
+# for the fields, checked strictly (no field the CRD does not define).
+POD_MONITORING_SPEC = {"endpoints", "selector", "filterRunning", "limits", "targetLabels"}
+SCRAPE_ENDPOINT = {
+    "port", "path", "interval", "timeout", "scheme", "params", "proxyUrl", "metricRelabeling",
+    "authorization", "basicAuth", "oauth2", "tls",
+}  # fmt: skip
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?")
+
+
+def _seconds(duration: str) -> float:
+    match = _DURATION.fullmatch(duration)
+    assert match and duration, f"not a Prometheus duration: {duration!r}"
+    hours, minutes, seconds, millis = (int(group or 0) for group in match.groups())
+    return hours * 3600 + minutes * 60 + seconds + millis / 1000
+
+
+@pytest.mark.parametrize("name", ["receiver-podmonitoring", "worker-podmonitoring"])
+def test_pod_monitoring_follows_its_crd(name: str) -> None:
+    doc = _load(name)
+    assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
+    spec = doc["spec"]
+    assert {"endpoints", "selector"} <= set(spec) <= POD_MONITORING_SPEC
+    assert set(spec["selector"]) <= {"matchLabels", "matchExpressions"}
+    assert all(isinstance(v, str) for v in spec["selector"]["matchLabels"].values())
+    assert 1 <= len(spec["endpoints"]) <= 10
+    for endpoint in spec["endpoints"]:
+        assert {"port", "interval"} <= set(endpoint) <= SCRAPE_ENDPOINT
+        assert isinstance(endpoint["port"], (int, str))
+        assert _seconds(endpoint["timeout"]) <= _seconds(endpoint["interval"])
