@@ -65,7 +65,7 @@ def build_pubsub_handler(
     config: UploaderConfig,
     pubsub: PubSubConfig,
     publisher_client: Any = None,
-    client: HttpDicomWebClient | None = None,
+    dicomweb: HttpDicomWebClient | None = None,
 ) -> PubSubHandler:
     client = publisher_client or make_publisher_client(pubsub.publish_timeout)
     dead = oversize = None
@@ -74,7 +74,7 @@ def build_pubsub_handler(
     if pubsub.oversize_topic:
         oversize = PubSubPublisher(client, pubsub.oversize_topic, pubsub.publish_timeout)
     return PubSubHandler(
-        build_service(config, build_gcs_reader(), client),
+        build_service(config, build_gcs_reader(), dicomweb),
         dead_letters=dead,
         oversize=oversize,
         push_max_bytes=pubsub.push_max_bytes,
@@ -111,7 +111,7 @@ class PullDeployment:
         config = UploaderConfig.from_values(values)
         self.store, self._client = build_store_watch(config)
         handler = build_pubsub_handler(
-            config, PubSubConfig.from_values(values), client=self._client
+            config, PubSubConfig.from_values(values), dicomweb=self._client
         )
         self.worker = PullWorker(
             subscriber or pubsub_v1.SubscriberClient(),

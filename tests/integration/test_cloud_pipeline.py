@@ -24,7 +24,8 @@ from support.cloud import CloudStack
 from support.corpus import build_corpus
 from support.datasets import ct_dataset, write
 from support.fake_dicomweb import FakeDicomWeb, Recorded, Reply, failed, referenced
-from support.net import free_port, on_free_port, wait_until
+from support.metrics import scrape
+from support.net import free_port, on_free_port, port_open, wait_until
 from support.orthanc import Orthanc
 from support.stored import assert_same, dcmsend, retrieve
 
@@ -305,6 +306,15 @@ def test_health_endpoints(fake_dicomweb: FakeDicomWeb, cloud_stacks: Stacks) -> 
     assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
     ready = requests.get(f"{base}/readyz", timeout=10)
     assert (ready.status_code, ready.text.strip()) == (200, "ok")
+    figures = scrape(receiver.health.port)
+    assert figures[("dicom_ingest_shipper_backlog", ())] == 0
+    assert figures[("dicom_ingest_spool_free_bytes", ())] > 0
+    assert ("dicom_ingest_associations_total", (("outcome", "released"),)) in figures
+    # The receiver talks to no DICOM store: no store figure, and no local queue.
+    assert not {name for name, _ in figures} & {
+        "dicom_ingest_store_reachable",
+        "dicom_ingest_queue_messages",
+    }
     receiver.receiver.stop(grace=0)
     receiver.health._cached = None  # no waiting out the cache
     not_ready = requests.get(f"{base}/readyz", timeout=10)
@@ -321,15 +331,41 @@ def test_the_work_command_drains_a_backlog(
     datasets = [ct_dataset(seed=20 + n) for n in range(5)]
     assert send(receiver, *datasets, tmp_path=tmp_path) == [0] * 5
 
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "dicom_ingest.cli", "work", "--subscription", backlog,
-         "--dicomweb_address", fake_dicomweb.url, "--upload_workers", "2"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    def start(port: int) -> tuple[subprocess.Popen[str], int]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dicom_ingest.cli", "work", "--subscription", backlog,
+             "--dicomweb_address", fake_dicomweb.url, "--upload_workers", "2",
+             "--health_port", str(port)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+
+        def serving() -> bool:
+            if process.poll() is not None:  # the port was taken meanwhile: another one
+                raise RuntimeError(process.communicate()[1][-2000:])
+            return port_open(port)
+
+        wait_until(serving, 60, "the worker's health port")
+        return process, port
+
+    worker, health_port = on_free_port(start)
     try:
         wanted = {str(ds.SOPInstanceUID) for ds in datasets}
         wait_until(lambda: stored_uids(fake_dicomweb) == wanted, 60, "the backlog uploaded")
+        wait_until(
+            lambda: (
+                scrape(health_port)[("dicom_ingest_uploads_total", (("outcome", "done"),))] == 5
+            ),
+            30,
+            "five uploads counted",
+        )
+        figures = scrape(health_port)
+        assert figures[("dicom_ingest_store_reachable", ())] == 1
+        assert figures[("dicom_ingest_stow_seconds_count", ())] >= 1
+        assert figures[("dicom_ingest_dead_letters_total", ())] == 0
+        ready = requests.get(f"http://127.0.0.1:{health_port}/readyz", timeout=10)
+        assert ready.status_code == 200
+        assert f"DICOM store reachable: {fake_dicomweb.url}" in ready.text
     finally:
         worker.send_signal(signal.SIGTERM)
         _, errors = worker.communicate(timeout=60)

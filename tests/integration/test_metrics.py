@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pydicom
 import pytest
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 from pydicom.dataset import Dataset
 from pynetdicom.sop_class import CTImageStorage
 from support.datasets import ct_dataset, write
 from support.dimse_raw import C_STORE_RQ, RawAssociation, command_set, dataset_bytes
+from support.metrics import scrape, value
 from support.net import on_free_port, wait_until
 from support.orthanc import Orthanc
 from support.process import IngestProcess
@@ -30,24 +29,6 @@ pytestmark = pytest.mark.slow
 CT = str(CTImageStorage)
 ELE = "1.2.840.10008.1.2.1"
 SENT = 6
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of ``/metrics``: (name, sorted labels) → value."""
-    response = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
-    assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/plain")
-    samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
-) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
 
 
 def dataset_size(path: Path) -> int:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 from support.datasets import ct_dataset
 from support.fake_dicomweb import FakeDicomWeb, Recorded, Reply
+from support.metrics import scrape
 from support.net import free_port, on_free_port, wait_until
 from support.orthanc import Orthanc, start_orthanc_on
 
@@ -43,11 +43,7 @@ def metrics_pipelines(
 
 def reachable_gauge(pipeline: LocalPipeline) -> float | None:
     assert pipeline.health is not None
-    text = requests.get(f"http://127.0.0.1:{pipeline.health.port}/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        if family.name == "dicom_ingest_store_reachable":
-            return float(family.samples[0].value)
-    return None
+    return scrape(pipeline.health.port).get(("dicom_ingest_store_reachable", ()))
 
 
 def readyz(pipeline: LocalPipeline) -> requests.Response:
