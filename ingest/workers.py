@@ -10,7 +10,7 @@ from typing import Protocol
 
 from ingest.adapters.sqlite_queue import Delivery, SqliteQueue
 from ingest.contracts.message import InstanceMessage, MessageError, decode
-from ingest.contracts.outcome import Action, Outcome
+from ingest.contracts.outcome import Outcome, Settle, defect_outcome
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,11 @@ def settle(
     remember: bool = False,
 ) -> bool:
     """Apply one outcome to the queue: ack, retry later or dead-letter; False if lease lost."""
-    if outcome.action in (Action.DONE, Action.SUPERSEDED, Action.SKIPPED):
+    if outcome.settle is Settle.ACK:
         return queue.ack(delivery, remember=remember)
-    if outcome.action is Action.RETRY:
+    if outcome.settle is Settle.RETRY:
         return queue.retry(delivery, backoff.delay(delivery.attempt), outcome.reason)
-    return queue.dead_letter(delivery, outcome.reason or outcome.action.value)
+    return queue.dead_letter(delivery, outcome.dead_letter_reason)
 
 
 class _Heartbeat:
@@ -145,7 +145,7 @@ class QueueWorkers:
                 outcomes = self._service.process(messages)
         except Exception as exc:  # a defect, not a per-message outcome: retry, with a reason
             log.exception("upload batch failed unexpectedly")
-            outcomes = [Outcome(Action.RETRY, f"{type(exc).__name__}: {exc}")] * len(messages)
+            outcomes = [defect_outcome(exc)] * len(messages)
         for (delivery, message), outcome in zip(decoded, outcomes, strict=True):
             if settle(self._queue, delivery, outcome, self._backoff, self._remember):
                 self._service.finish(message, outcome)

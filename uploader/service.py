@@ -15,18 +15,23 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import requests
-from google.auth.exceptions import GoogleAuthError
-
 from ingest.adapters.dicomweb import DicomWebClient, DicomWebError
 from ingest.contracts.message import InstanceMessage
-from ingest.contracts.outcome import Action, Outcome
-from ingest.contracts.ports import ObjectMissing, ObjectStore, ObjectStoreError, ObjectSuperseded
+from ingest.contracts.outcome import (
+    TRANSIENT_ERRORS,
+    Action,
+    Outcome,
+    error_outcome,
+    http_outcome,
+)
+from ingest.contracts.ports import ObjectMissing, ObjectStore, ObjectStoreError
 from uploader.stow_outcome import classify
 
 log = logging.getLogger(__name__)
 
 CONFLICT_POLICIES = ("fail", "overwrite", "skip")
+# The store could not say whether it holds an instance: unreachable, or an answer not understood.
+_CANNOT_ASK: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, DicomWebError, ValueError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,8 @@ class UploadService:
         Called only once the acknowledgement is durable, so a crash in between leaves an
         object behind rather than a message whose object is gone.
         """
+        # Stored, or the store already holds it: the object is no longer needed. A superseded
+        # version is the receiver's to replace, not ours to remove.
         if not self._delete_uploaded or outcome.action not in (Action.DONE, Action.SKIPPED):
             return
         try:
@@ -98,12 +105,10 @@ class UploadService:
     def _open(self, message: InstanceMessage, stack: ExitStack) -> BinaryIO | Outcome:
         try:
             handle = stack.enter_context(self._objects.open(message.uri, message.generation))
-        except ObjectSuperseded as exc:
-            return Outcome(Action.SUPERSEDED, str(exc))
         except ObjectMissing as exc:
             return self._missing(message, exc)
         except (OSError, ObjectStoreError) as exc:
-            return Outcome(Action.RETRY, f"object store: {exc}")
+            return error_outcome(exc, "object store")
         actual = _object_size(handle, message.size)
         if actual != message.size:
             return Outcome(Action.DEAD, f"object is {actual} bytes, message says {message.size}")
@@ -119,7 +124,7 @@ class UploadService:
             present = self._client.has_instance(
                 message.study_instance_uid, message.series_instance_uid, message.sop_instance_uid
             )
-        except (requests.RequestException, GoogleAuthError, DicomWebError, ValueError) as err:
+        except _CANNOT_ASK as err:
             reason = f"object missing: {exc}; the DICOM store could not be asked ({err})"
             return Outcome(Action.DEAD, reason)
         if present:
@@ -156,11 +161,9 @@ class UploadService:
     ) -> dict[str, Outcome]:
         try:
             response = self._client.stow(study, parts)
-        except (requests.RequestException, GoogleAuthError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            return {uid: Outcome(Action.RETRY, reason) for uid in uids}
-        except OSError as exc:
-            return {uid: Outcome(Action.RETRY, f"reading object: {exc}") for uid in uids}
+        except TRANSIENT_ERRORS as exc:
+            outcome = error_outcome(exc, "STOW-RS")
+            return dict.fromkeys(uids, outcome)
         return classify(response.status, response.body, response.text, uids)
 
     def _stow_one(self, message: InstanceMessage) -> Outcome:
@@ -188,12 +191,14 @@ class UploadService:
             status = self._client.delete_instance(
                 message.study_instance_uid, message.series_instance_uid, message.sop_instance_uid
             )
-        except (requests.RequestException, GoogleAuthError) as exc:
-            return Outcome(Action.RETRY, f"overwrite: delete failed: {exc}")
-        if status not in (200, 202, 204, 404):
-            if status in (408, 429) or status >= 500:
-                return Outcome(Action.RETRY, f"overwrite: delete answered HTTP {status}")
-            return Outcome(Action.DEAD, f"overwrite: delete answered HTTP {status}")
+        except TRANSIENT_ERRORS as exc:
+            return error_outcome(exc, "overwrite: delete")
+        if status != 404:  # 404: nothing to delete
+            deleted = http_outcome(status, what="overwrite: delete answered HTTP")
+            if deleted.action is Action.CONFLICT:  # a 409 to a DELETE is no conflict of ours
+                return Outcome(Action.DEAD, deleted.reason)
+            if deleted.action is not Action.DONE:
+                return deleted
         again = self._stow_one(message)
         if again.action is Action.CONFLICT:
             return Outcome(Action.RETRY, f"overwrite: still conflicting: {again.reason}")

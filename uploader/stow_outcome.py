@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ingest.contracts.outcome import Action, Outcome
+from ingest.contracts.outcome import Action, Outcome, http_outcome, retryable_status
 
 REFERENCED_SOP_SEQUENCE = "00081199"
 FAILED_SOP_SEQUENCE = "00081198"
@@ -48,14 +48,7 @@ def failure_reason_outcome(code: int, http_status: int, detail: str = "") -> Out
 
 def status_outcome(http_status: int, text: str) -> Outcome:
     """The outcome of a response that names no instance."""
-    detail = _clip(text)
-    if 200 <= http_status < 300:
-        return Outcome(Action.DONE)
-    if http_status == 409:
-        return Outcome(Action.CONFLICT, f"HTTP 409{': ' + detail if detail else ''}")
-    if http_status in (408, 429) or http_status >= 500:
-        return Outcome(Action.RETRY, f"HTTP {http_status}{': ' + detail if detail else ''}")
-    return Outcome(Action.DEAD, f"HTTP {http_status}{': ' + detail if detail else ''}")
+    return http_outcome(http_status, _clip(text))
 
 
 # Server text goes into dead-letter reasons and logs. A store that quotes element values in
@@ -133,7 +126,7 @@ def classify(
             outcomes[uid] = Outcome(
                 Action.RETRY, f"HTTP {http_status} without a result for this instance"
             )
-        elif batch and http_status not in (408, 429) and http_status < 500:
+        elif batch and not retryable_status(http_status):
             outcomes[uid] = Outcome(Action.SPLIT, f"HTTP {http_status} for the batch")
         else:
             outcomes[uid] = status_outcome(http_status, text)
