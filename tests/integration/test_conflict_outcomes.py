@@ -7,9 +7,8 @@ when an instance exists with other content. The ledger is the local queue databa
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support.datasets import ct_dataset
@@ -20,12 +19,12 @@ from ingest.adapters.dicomweb import HttpDicomWebClient, make_session
 from ingest.adapters.spool import SpoolObjectStore
 from ingest.adapters.sqlite_queue import SqliteQueue
 from ingest.contracts.message import InstanceMessage
-from ingest.contracts.outcome import Action
+from ingest.contracts.outcome import Action, Outcome
 from uploader.service import UploadService
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Any:
+def ledger(tmp_path: Path) -> Iterator[SqliteQueue]:
     queue = SqliteQueue(tmp_path / "queue.sqlite3")
     yield queue
     queue.close()
@@ -51,6 +50,29 @@ def two_versions(store: SpoolObjectStore) -> tuple[InstanceMessage, Callable[[],
         return put_instance(store, ds)
 
     return first, second
+
+
+def deliver_then_correct(
+    tmp_path: Path, address: str, policy: str, ledger: SqliteQueue
+) -> tuple[InstanceMessage, InstanceMessage, Outcome]:
+    """v1 uploaded (and recorded), then v2 processed: v1's and v2's messages, v2's outcome."""
+    store = SpoolObjectStore(tmp_path)
+    first, put_second = two_versions(store)
+    uploader = service(store, address, policy, ledger)
+    assert uploader.process([first])[0].action is Action.DONE
+    second = put_second()
+    [outcome] = uploader.process([second])
+    return first, second, outcome
+
+
+def deletes_answered(status: int) -> Callable[[Recorded], Reply]:
+    """A store that stores every instance and answers each DELETE with ``status``."""
+    return lambda r: Reply(status) if r.method == "DELETE" else Reply(200, referenced(r.sop_uids))
+
+
+def assert_held(ledger: SqliteQueue, message: InstanceMessage) -> None:
+    held = ledger.held_version(message.sop_instance_uid)
+    assert held is not None and held.crc32c == message.crc32c
 
 
 def conflict_409(request: Recorded) -> Reply:
@@ -119,8 +141,7 @@ def test_a_409_overwrite_deletes_stores_again_and_records(
     assert outcome.action is Action.DONE
     assert outcome.reason.endswith("--conflict overwrite stored the new version")
     assert [r.method for r in fake_dicomweb.requests] == ["POST", "DELETE", "POST"]
-    held = ledger.held_version(message.sop_instance_uid)
-    assert held is not None and held.crc32c == message.crc32c
+    assert_held(ledger, message)
 
 
 def test_a_409_to_the_delete_is_a_permanent_failure(
@@ -140,55 +161,34 @@ def test_a_409_to_the_delete_is_a_permanent_failure(
 def test_a_ledger_correction_under_fail_never_reaches_the_store(
     tmp_path: Path, fake_dicomweb: FakeDicomWeb, ledger: SqliteQueue
 ) -> None:
-    store = SpoolObjectStore(tmp_path)
-    first, put_second = two_versions(store)
-    uploader = service(store, fake_dicomweb.url, "fail", ledger)
-    assert uploader.process([first])[0].action is Action.DONE
-    second = put_second()
-    [outcome] = uploader.process([second])
+    first, second, outcome = deliver_then_correct(tmp_path, fake_dicomweb.url, "fail", ledger)
     assert outcome.action is Action.DEAD
     assert f"CRC32C {second.crc32c}, the store holds {first.crc32c}" in outcome.reason
     assert len(fake_dicomweb.posts()) == 1  # v1 only
-    held = ledger.held_version(first.sop_instance_uid)
-    assert held is not None and held.crc32c == first.crc32c
+    assert_held(ledger, first)
 
 
 def test_a_ledger_correction_under_overwrite_deletes_then_stores(
     tmp_path: Path, fake_dicomweb: FakeDicomWeb, ledger: SqliteQueue
 ) -> None:
-    fake_dicomweb.responder = lambda r: (
-        Reply(204) if r.method == "DELETE" else Reply(200, referenced(r.sop_uids))
-    )
-    store = SpoolObjectStore(tmp_path)
-    first, put_second = two_versions(store)
-    uploader = service(store, fake_dicomweb.url, "overwrite", ledger)
-    assert uploader.process([first])[0].action is Action.DONE
-    second = put_second()
-    [outcome] = uploader.process([second])
+    fake_dicomweb.responder = deletes_answered(204)
+    _, second, outcome = deliver_then_correct(tmp_path, fake_dicomweb.url, "overwrite", ledger)
     assert outcome.action is Action.DONE, outcome
     assert [r.method for r in fake_dicomweb.requests] == ["POST", "DELETE", "POST"]
     [delete] = deletes(fake_dicomweb)
     assert delete.path.endswith(f"/instances/{second.sop_instance_uid}")
     assert fake_dicomweb.posts()[1].instances[0].PixelData == ct_dataset(seed=2).PixelData
-    held = ledger.held_version(second.sop_instance_uid)
-    assert held is not None and held.crc32c == second.crc32c
+    assert_held(ledger, second)
 
 
 def test_a_failed_overwrite_delete_is_retried_and_the_ledger_kept(
     tmp_path: Path, fake_dicomweb: FakeDicomWeb, ledger: SqliteQueue
 ) -> None:
-    fake_dicomweb.responder = lambda r: (
-        Reply(503, "busy") if r.method == "DELETE" else Reply(200, referenced(r.sop_uids))
-    )
-    store = SpoolObjectStore(tmp_path)
-    first, put_second = two_versions(store)
-    uploader = service(store, fake_dicomweb.url, "overwrite", ledger)
-    uploader.process([first])
-    [outcome] = uploader.process([put_second()])
+    fake_dicomweb.responder = deletes_answered(503)
+    first, _, outcome = deliver_then_correct(tmp_path, fake_dicomweb.url, "overwrite", ledger)
     assert outcome.action is Action.RETRY
     assert outcome.reason == "overwrite: delete answered HTTP 503"
-    held = ledger.held_version(first.sop_instance_uid)
-    assert held is not None and held.crc32c == first.crc32c
+    assert_held(ledger, first)
 
 
 def test_a_version_superseded_before_its_upload_is_no_correction(
