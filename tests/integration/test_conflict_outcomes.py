@@ -257,3 +257,22 @@ def test_a_duplicate_warning_means_the_store_kept_its_version(
     assert outcome.action is Action.DEAD
     assert "Warning Reason 0xB00E: the store kept the version it held" in outcome.reason
     assert ledger.held_version(message.sop_instance_uid) is None
+
+
+def test_a_correction_in_a_batch_leaves_the_others_to_the_batch(
+    tmp_path: Path, fake_dicomweb: FakeDicomWeb, ledger: SqliteQueue
+) -> None:
+    store = SpoolObjectStore(tmp_path)
+    first, put_second = two_versions(store)
+    uploader = service(store, fake_dicomweb.url, "fail", ledger)
+    assert uploader.process([first])[0].action is Action.DONE
+    study = first.study_instance_uid
+    others = [put_instance(store, ct_dataset(study=study, seed=n)) for n in (3, 4)]
+    outcomes = uploader.process([others[0], put_second(), others[1]])
+    assert [o.action for o in outcomes] == [Action.DONE, Action.DEAD, Action.DONE]
+    assert [p.sop_uids for p in fake_dicomweb.posts()[1:]] == [
+        [others[0].sop_instance_uid, others[1].sop_instance_uid]
+    ]
+    for message in others:
+        assert_held(ledger, message)
+    assert_held(ledger, first)
