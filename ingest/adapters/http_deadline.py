@@ -4,8 +4,9 @@ A read timeout bounds each read, so a server that sends one byte every few secon
 request for as long as it likes. Here a timer per request (an alarm on one thread shared by
 all requests) shuts down the connection's socket when the deadline passes (below the TLS
 layer, so a TLS reader sees the end, not raw records); whatever the request was doing then
-fails, and the request raises ``DeadlineExceeded``, a ``requests.Timeout``. Whatever came back before the cut is discarded: a cut in the middle of
-the headers can look like a short, complete answer.
+fails, and the request raises ``DeadlineExceeded``, a ``requests.Timeout``. Whatever came
+back before the cut is discarded: a cut in the middle of the headers can look like a short,
+complete answer.
 
 The connections a request uses are found through its pool (``_get_conn``): the adapter marks
 the current request in a context variable, and the pool hands each connection it gives out
