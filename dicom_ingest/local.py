@@ -67,7 +67,7 @@ class LocalPipeline:
         self.store, self._client = build_store_watch(up)
         self.workers = QueueWorkers(
             self.queue,
-            build_service(up, self.objects, self._client),
+            build_service(up, self.objects, ledger=self.queue, client=self._client),
             workers=up.upload_workers,
             batch=up.batch_max_instances,
             lease_seconds=LEASE_SECONDS,

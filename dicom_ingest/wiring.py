@@ -17,7 +17,7 @@ from ingest.adapters.pubsub import PubSubPublisher, make_publisher_client
 from ingest.adapters.store_watch import StoreWatch
 from ingest.contracts import logs
 from ingest.contracts.metrics import Exposition, ScrapeFigures
-from ingest.contracts.ports import ObjectStore
+from ingest.contracts.ports import ObjectStore, StoreLedger
 from ingest.contracts.settings import with_defaults
 from uploader.config import CLOUD_FLAGS as UPLOADER_CLOUD_FLAGS
 from uploader.config import PubSubConfig, UploaderConfig
@@ -33,6 +33,7 @@ def build_dicomweb(config: UploaderConfig, watch: StoreWatch | None = None) -> H
         config.dicomweb_address,
         make_session(config.auth, config.bearer_token, config.request_deadline),
         timeout=(10.0, config.http_timeout),
+        orthanc_rest=config.orthanc_rest_address,
         observer=watch.note if watch is not None else None,
     )
 
@@ -44,14 +45,20 @@ def build_store_watch(config: UploaderConfig) -> tuple[StoreWatch, HttpDicomWebC
 
 
 def build_service(
-    config: UploaderConfig, objects: ObjectStore, client: HttpDicomWebClient | None = None
+    config: UploaderConfig,
+    objects: ObjectStore,
+    ledger: StoreLedger | None = None,
+    client: HttpDicomWebClient | None = None,
 ) -> UploadService:
+    """The uploader; with a ledger of delivered versions (the local queue database) it knows a
+    correction by itself, without one (the cloud) by the store's 409."""
     return UploadService(
         objects,
         client or build_dicomweb(config),
         conflict=config.conflict,
         limits=BatchLimits(config.batch_max_instances, config.batch_max_bytes),
         delete_uploaded=not config.keep_uploaded,
+        ledger=ledger,
     )
 
 
@@ -74,7 +81,7 @@ def build_pubsub_handler(
     if pubsub.oversize_topic:
         oversize = PubSubPublisher(client, pubsub.oversize_topic, pubsub.publish_timeout)
     return PubSubHandler(
-        build_service(config, build_gcs_reader(), dicomweb),
+        build_service(config, build_gcs_reader(), client=dicomweb),
         dead_letters=dead,
         oversize=oversize,
         push_max_bytes=pubsub.push_max_bytes,

@@ -5,16 +5,18 @@ from __future__ import annotations
 import collections
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ingest.adapters.alarms import Alarm, AlarmClock
 from ingest.adapters.sqlite_queue import DeadLetter, Delivery, SqliteQueue
 from ingest.contracts import dead_letters
 from ingest.contracts.message import InstanceMessage, MessageError, decode
-from ingest.contracts.outcome import Action, Outcome
+from ingest.contracts.outcome import Outcome, Settle, defect_outcome
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,7 @@ LEASE_SECONDS = 120.0
 # While messages are retrying, one line every this many seconds says how many and why.
 SUMMARY_SECONDS = 60.0
 _KIND_LENGTH = 80
+_CODED = re.compile(r"[\d(]")  # a status, an error number, a reason in parentheses
 
 
 def report_dead_letter(letter: DeadLetter) -> None:
@@ -35,8 +38,11 @@ def report_dead_letter(letter: DeadLetter) -> None:
 
 
 def retry_kind(reason: str) -> str:
-    """A failure's kind, for counting like ones together: ``HTTP 503``, ``ConnectionError``."""
-    kind = reason.split(":", 1)[0].strip()
+    """A failure's kind, for counting like ones together: ``HTTP 503``, ``STOW-RS:
+    ConnectionError (Connection refused)``: its first part, and the second when the first
+    only names where it happened (no code in it)."""
+    parts = [part.strip() for part in reason.split(": ", 2)]
+    kind = parts[0] if _CODED.search(parts[0]) else ": ".join(parts[:2])
     return kind if len(kind) <= _KIND_LENGTH else kind[: _KIND_LENGTH - 3] + "..."
 
 
@@ -101,40 +107,40 @@ def settle(
     remember: bool = False,
 ) -> bool:
     """Apply one outcome to the queue: ack, retry later or dead-letter; False if lease lost."""
-    if outcome.action in (Action.DONE, Action.SUPERSEDED, Action.SKIPPED):
+    if outcome.settle is Settle.ACK:
         return queue.ack(delivery, remember=remember)
-    if outcome.action is Action.RETRY:
+    if outcome.settle is Settle.RETRY:
         return queue.retry(delivery, backoff.delay(delivery.attempt), outcome.reason)
-    return queue.dead_letter(delivery, outcome.reason or outcome.action.value)
+    return queue.dead_letter(delivery, outcome.dead_letter_reason)
 
 
 class _Heartbeat:
-    """Extends the leases of a batch while it is being uploaded (large or slow uploads)."""
+    """Extends the leases of a batch while it is being uploaded (large or slow uploads), from
+    the workers' one heartbeat thread."""
 
-    def __init__(self, queue: SqliteQueue, deliveries: list[Delivery], lease: float) -> None:
+    def __init__(
+        self, clock: AlarmClock, queue: SqliteQueue, deliveries: list[Delivery], lease: float
+    ) -> None:
+        self._clock = clock
         self._queue = queue
         self._deliveries = deliveries
         self._lease = lease
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+        self._alarm: Alarm | None = None
 
-    def _run(self) -> None:
-        while not self._done.wait(self._lease / 3):
-            for delivery in self._deliveries:
-                try:
-                    self._queue.extend(delivery, self._lease)
-                except Exception:  # keep beating; a lost lease shows up at settle time
-                    log.warning(
-                        "could not extend a lease", extra={"message_id": delivery.message_id}
-                    )
+    def _beat(self) -> None:
+        for delivery in self._deliveries:
+            try:
+                self._queue.extend(delivery, self._lease)
+            except Exception:  # keep beating; a lost lease shows up at settle time
+                log.warning("could not extend a lease", extra={"message_id": delivery.message_id})
 
     def __enter__(self) -> _Heartbeat:
-        self._thread.start()
+        self._alarm = self._clock.every(self._lease / 3, self._beat)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
+        if self._alarm is not None:
+            self._alarm.cancel()
 
 
 class QueueWorkers:
@@ -159,6 +165,7 @@ class QueueWorkers:
         self._lease = lease_seconds
         self._backoff = backoff
         self._stopping = threading.Event()
+        self._heartbeats = AlarmClock("lease-heartbeat")
         self._threads = [
             threading.Thread(target=self._run, name=f"upload-{n}", daemon=True)
             for n in range(workers)
@@ -200,11 +207,11 @@ class QueueWorkers:
             return True
         messages = [message for _, message in decoded]
         try:
-            with _Heartbeat(self._queue, [d for d, _ in decoded], self._lease):
+            with _Heartbeat(self._heartbeats, self._queue, [d for d, _ in decoded], self._lease):
                 outcomes = self._service.process(messages)
         except Exception as exc:  # a defect, not a per-message outcome: retry, with a reason
             log.exception("upload batch failed unexpectedly")
-            outcomes = [Outcome(Action.RETRY, f"{type(exc).__name__}: {exc}")] * len(messages)
+            outcomes = [defect_outcome(exc)] * len(messages)
         for (delivery, message), outcome in zip(decoded, outcomes, strict=True):
             if settle(self._queue, delivery, outcome, self._backoff, self._remember):
                 self._service.finish(message, outcome)
@@ -216,7 +223,7 @@ class QueueWorkers:
     def _log_attempt(self, delivery: Delivery, message: InstanceMessage, outcome: Outcome) -> None:
         """A line when a message first fails and one when it recovers; the rest is summed up."""
         extra = {**message.log_ids, "message_id": delivery.message_id, "attempt": delivery.attempt}
-        if outcome.action is Action.RETRY:
+        if outcome.settle is Settle.RETRY:
             first = delivery.last_error is None
             log.log(
                 logging.WARNING if first else logging.DEBUG,
@@ -225,7 +232,7 @@ class QueueWorkers:
                 outcome.reason,
                 extra={**extra, "outcome": "retry"},
             )
-        elif delivery.last_error is not None and outcome.action is not Action.DEAD:
+        elif delivery.last_error is not None and outcome.acknowledges:
             log.info(
                 "%s recovered after %d attempts",
                 self._what,

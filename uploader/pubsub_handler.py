@@ -17,7 +17,7 @@ from enum import Enum
 
 from ingest.contracts import dead_letters
 from ingest.contracts.message import InstanceMessage, MessageError, decode
-from ingest.contracts.outcome import Action, Outcome
+from ingest.contracts.outcome import Outcome, Settle, defect_outcome
 from ingest.contracts.ports import Publisher
 
 from .scope import ObjectScope
@@ -104,14 +104,14 @@ class PubSubHandler:
             outcome = self._service.process([message])[0]
         except Exception as exc:  # a defect, not an outcome: redeliver, with a reason
             log.exception("upload failed unexpectedly", extra=ids)
-            outcome = Outcome(Action.RETRY, f"{type(exc).__name__}: {exc}")
-        if outcome.action in (Action.DONE, Action.SUPERSEDED, Action.SKIPPED):
+            outcome = defect_outcome(exc)
+        if outcome.settle is Settle.ACK:
             _log_attempt(received, message, outcome)
             return Handled(Decision.ACK, outcome.action.value, outcome.reason, message, outcome)
-        if outcome.action is Action.RETRY:
+        if outcome.settle is Settle.RETRY:
             _log_attempt(received, message, outcome)
             return Handled(Decision.NACK, "retry", outcome.reason, message, outcome)
-        return self._dead_letter(received, outcome.reason or outcome.action.value, message)
+        return self._dead_letter(received, outcome.dead_letter_reason, message)
 
     def finish(self, handled: Handled) -> None:
         """After the acknowledgement: drop the object if so configured."""
@@ -181,7 +181,7 @@ def _log_attempt(received: Received, message: InstanceMessage, outcome: Outcome)
     failures is a first one)."""
     attempt = received.delivery_attempt or 1
     extra = {**message.log_ids, "message_id": received.message_id, "attempt": attempt}
-    if outcome.action is Action.RETRY:
+    if outcome.settle is Settle.RETRY:
         log.log(
             logging.WARNING if attempt == 1 else logging.DEBUG,
             "upload failing, will retry: %s",

@@ -8,7 +8,6 @@ when the state changes, the ``dicom_ingest_store_reachable`` metric, a line in `
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,10 +15,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from google.auth.exceptions import GoogleAuthError
 
+from ingest.contracts.outcome import error_text
+
 log = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 30.0  # seconds between probes while the store fails
-_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,18 +40,11 @@ def state_of_status(status: int) -> StoreState:
     return StoreState(True, f"HTTP {status}")
 
 
-def describe_error(exc: Exception) -> str:
-    """A request's failure in a few words, without the URL: ``ConnectionError (Connection
-    refused)``, ``ReadTimeout``."""
-    found = _ERRNO.search(str(exc))
-    return f"{type(exc).__name__} ({found.group(1).strip()})" if found else type(exc).__name__
-
-
 def state_of_error(exc: Exception) -> StoreState:
     """A request that got no answer; credentials that could not be had count as refused."""
     if isinstance(exc, GoogleAuthError):
-        return StoreState(False, f"refuses the credentials ({describe_error(exc)})", True)
-    return StoreState(False, describe_error(exc))
+        return StoreState(False, f"refuses the credentials ({type(exc).__name__})", True)
+    return StoreState(False, error_text(exc))
 
 
 def public_url(address: str) -> str:

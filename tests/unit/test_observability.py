@@ -12,12 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from ingest.adapters.sqlite_queue import SqliteQueue
 from ingest.adapters.store_watch import (
     StoreState,
-    describe_error,
     public_url,
     state_of_error,
     state_of_status,
 )
 from ingest.contracts import metrics
+from ingest.contracts.outcome import error_text
 from ingest.workers import retry_kind, retry_summary
 
 
@@ -39,6 +39,11 @@ def test_association_outcome_labels_are_the_log_line_words() -> None:
     [
         ("HTTP 503: Service Unavailable", "HTTP 503"),
         ("ConnectionError (Connection refused)", "ConnectionError (Connection refused)"),
+        (
+            "STOW-RS: ConnectionError (Connection refused)",
+            "STOW-RS: ConnectionError (Connection refused)",
+        ),
+        ("object store: OSError: [Errno 5] I/O error: '/spool/x'", "object store: OSError"),
         ("store out of resources (0xA700): busy", "store out of resources (0xA700)"),
         ("x" * 200, "x" * 77 + "..."),
     ],
@@ -92,8 +97,11 @@ def test_errors_are_described_without_their_url() -> None:
         " object at 0x7f>: Failed to establish a new connection: [Errno 111] Connection"
         " refused'))"
     )
-    assert describe_error(error) == "ConnectionError (Connection refused)"
-    assert describe_error(requests.ReadTimeout("read timed out")) == "ReadTimeout"
+    assert error_text(error) == "ConnectionError (Connection refused)"
+    assert error_text(requests.ReadTimeout("read timed out")) == "ReadTimeout"
+    assert error_text(OSError(28, "No space left on device")) == (
+        "OSError: [Errno 28] No space left on device"
+    )
     assert state_of_error(error) == StoreState(False, "ConnectionError (Connection refused)")
     refused = state_of_error(RefreshError("invalid_grant"))
     assert refused.refused_credentials and not refused.reachable
