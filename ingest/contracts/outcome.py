@@ -104,17 +104,23 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+_LONG_TEXT = 160
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
 
 
 def error_text(exc: BaseException) -> str:
-    """An exception in a few words. A request's failure is its kind and the operating
-    system's reason, ``ConnectionError (Connection refused)``: requests' own text repeats the
-    URL and urllib3's object reprs in some 400 characters. Anything else is ``Type: text``."""
+    """An exception in a few words, ``Type: text``; but a request's failure that names the
+    operating system's reason is that kind and reason, ``ConnectionError (Connection
+    refused)``: requests' own text repeats the URL and urllib3's object reprs in some 400
+    characters, and is cut to its kind when it runs that long without one."""
+    text = str(exc)
     if isinstance(exc, requests.RequestException):
-        found = _ERRNO.search(str(exc))
-        return f"{type(exc).__name__} ({found.group(1).strip()})" if found else type(exc).__name__
-    return f"{type(exc).__name__}: {exc}"
+        found = _ERRNO.search(text)
+        if found:
+            return f"{type(exc).__name__} ({found.group(1).strip()})"
+        if len(text) > _LONG_TEXT:
+            return type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
 
 
 def error_outcome(exc: BaseException, where: str) -> Outcome:

@@ -98,7 +98,8 @@ def test_errors_are_described_without_their_url() -> None:
         " refused'))"
     )
     assert error_text(error) == "ConnectionError (Connection refused)"
-    assert error_text(requests.ReadTimeout("read timed out")) == "ReadTimeout"
+    assert error_text(requests.ReadTimeout("read timed out")) == "ReadTimeout: read timed out"
+    assert error_text(requests.ReadTimeout("x" * 400)) == "ReadTimeout"
     assert error_text(OSError(28, "No space left on device")) == (
         "OSError: [Errno 28] No space left on device"
     )
