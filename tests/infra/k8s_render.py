@@ -118,7 +118,9 @@ def values_for(template: Path) -> dict[str, str]:
 
 
 def placeholders(text: str) -> set[str]:
-    return set(_PLACEHOLDER.findall(text))
+    """The variables a template uses: interpolated, or the condition of a directive."""
+    conditions = {m.group(3) for m in _DIRECTIVE_LINE.finditer(text) if m.group(3)}
+    return set(_PLACEHOLDER.findall(text)) | conditions
 
 
 def _condition(values: dict[str, str], name: str) -> bool:
