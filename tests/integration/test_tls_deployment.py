@@ -176,14 +176,6 @@ def pki(tmp_path: Path) -> tuple[Authority, Issued, Issued]:
     return authority, server, authority.issue("pacs", "PACS1")
 
 
-@pytest.fixture
-def deployments() -> Iterator[list[Deployed]]:
-    started: list[Deployed] = []
-    yield started
-    for deployed in started:
-        deployed.close()
-
-
 def _secrets(authority: Authority, server: Issued, values: dict[str, str]) -> dict[str, Any]:
     """The Secrets the manifest names, as cert-manager (or kubectl create secret tls) makes
     them: the server's kubernetes.io/tls Secret and a Secret with the client CA bundle."""
@@ -196,24 +188,58 @@ def _secrets(authority: Authority, server: Issued, values: dict[str, str]) -> di
     }
 
 
-@pytest.mark.parametrize("variant", ["mtls", "mtls-only"])
-def test_a_pacs_stores_over_tls_to_the_receiver_as_deployed(
-    variant: str,
+@dataclass
+class Site:
+    """One rendered variant running: the receiver, its emulators, its Secret volume."""
+
+    deployed: Deployed
+    stack: CloudStack
+    container: dict[str, Any]
+    renew: Callable[[Issued], None]  # the Secret gets a new server certificate
+
+
+@pytest.fixture
+def deploy(
     fake_dicomweb: FakeDicomWeb,
     cloud_stacks: Stacks,
     pki: tuple[Authority, Issued, Issued],
-    deployments: list[Deployed],
+    tmp_path: Path,
+) -> Iterator[Callable[[str], Site]]:
+    """Render a variant of the Deployment and run its receiver with the test PKI's Secrets."""
+    authority, server, _ = pki
+    started: list[Deployed] = []
+
+    def start(variant: str) -> Site:
+        values = k8s_render.variants(TEMPLATE)[variant]
+        pod, container = _pod(values)
+        mount = tmp_path / "tls"
+
+        def renew(certificate: Issued) -> None:
+            secrets = _secrets(authority, certificate, values)
+            project_secret_volume(mount, _secret_files(pod, secrets))
+
+        renew(server)
+        stack = cloud_stacks(fake_dicomweb.url, push=False)
+        deployed = run_as_deployed(container, stack, mount, tmp_path / "spool")
+        started.append(deployed)
+        return Site(deployed, stack, container, renew)
+
+    yield start
+    for deployed in started:
+        deployed.close()
+
+
+@pytest.mark.parametrize("variant", ["mtls", "mtls-only"])
+def test_a_pacs_stores_over_tls_to_the_receiver_as_deployed(
+    variant: str,
+    deploy: Callable[[str], Site],
+    pki: tuple[Authority, Issued, Issued],
     tmp_path: Path,
 ) -> None:
-    authority, server, pacs = pki
-    values = k8s_render.variants(TEMPLATE)[variant]
-    pod, container = _pod(values)
-    mount = tmp_path / "tls"
-    project_secret_volume(mount, _secret_files(pod, _secrets(authority, server, values)))
-    stack = cloud_stacks(fake_dicomweb.url, push=False)
+    authority, _, pacs = pki
+    site = deploy(variant)
+    stack, deployed, container = site.stack, site.deployed, site.container
     tap = stack.tap()
-    deployed = run_as_deployed(container, stack, mount, tmp_path / "spool")
-    deployments.append(deployed)
 
     ds = ct_dataset(seed=61)
     sent = dcmtk("storescu", deployed.ports["dicom-tls"], pacs, authority.cert,
@@ -249,27 +275,20 @@ def _served_certificate(port: int, authority: Authority, client: Issued) -> byte
 
 
 def test_a_rotated_secret_is_served_without_a_restart(
-    fake_dicomweb: FakeDicomWeb,
-    cloud_stacks: Stacks,
+    deploy: Callable[[str], Site],
     pki: tuple[Authority, Issued, Issued],
-    deployments: list[Deployed],
     tmp_path: Path,
 ) -> None:
     """cert-manager renews the Secret; the kubelet switches the volume's files at once; the
     receiver serves the new certificate to the next connection, and a PACS still stores."""
-    authority, server, pacs = pki
-    values = k8s_render.variants(TEMPLATE)["mtls"]
-    pod, container = _pod(values)
-    mount = tmp_path / "tls"
-    project_secret_volume(mount, _secret_files(pod, _secrets(authority, server, values)))
-    stack = cloud_stacks(fake_dicomweb.url, push=False)
-    deployed = run_as_deployed(container, stack, mount, tmp_path / "spool")
-    deployments.append(deployed)
+    authority, _, pacs = pki
+    site = deploy("mtls")
+    deployed = site.deployed
     port = deployed.ports["dicom-tls"]
     first = _served_certificate(port, authority, pacs)
 
     renewed = authority.issue("renewed", "localhost", server=True)
-    project_secret_volume(mount, _secret_files(pod, _secrets(authority, renewed, values)))
+    site.renew(renewed)
     wanted = ssl.PEM_cert_to_DER_cert(renewed.cert.read_text())
     assert wanted != first
     switched = time.monotonic()
