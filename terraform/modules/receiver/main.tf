@@ -100,7 +100,9 @@ resource "google_compute_address" "load_balancer" {
   subnetwork   = var.subnetwork
   address_type = "INTERNAL"
   address      = var.load_balancer_ip
-  description  = "Internal load balancer of the dicom-ingest receiver (DIMSE ports ${join(", ", local.dimse_ports)})."
+  # Left as first applied whatever the ports (2762 with var.tls): a new description replaces
+  # the address, and the PACS would lose it.
+  description = "Internal load balancer of the dicom-ingest receiver (DIMSE port 2575)."
 }
 
 resource "google_service_account_iam_member" "receiver_workload_identity" {
