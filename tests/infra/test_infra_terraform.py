@@ -550,3 +550,6 @@ def test_dicom_tls_variables_reach_the_templates() -> None:
     assert root_outputs["storescu_tls_command"]["value"] == (
         "${module.receiver.storescu_tls_command}"
     )
+    # The address's description forces a new address when it changes: TLS must not touch it.
+    address = _one("receiver", "google_compute_address", "load_balancer")
+    assert "${" not in str(address["description"])
