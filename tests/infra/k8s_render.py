@@ -133,25 +133,23 @@ def _condition(values: dict[str, str], name: str) -> bool:
 def _apply_directives(text: str, values: dict[str, str]) -> str:
     """Keep or drop the lines between directive lines; the directive lines themselves go."""
     kept: list[str] = []
-    stack: list[tuple[bool, bool]] = []  # (this branch taken, the enclosing block is kept)
+    taken: list[bool] = []  # one per open %{ if }: is the branch we are in taken?
     for line in text.splitlines(keepends=True):
         directive = _DIRECTIVE_LINE.fullmatch(line)
         if directive is None:
-            if all(taken for taken, _ in stack):
+            if all(taken):
                 kept.append(line)
             continue
         keyword = directive.group(1).split(" ", 1)[0]
         if keyword == "if":
-            taken = _condition(values, directive.group(3)) != (directive.group(2) == "!")
-            stack.append((taken, all(t for t, _ in stack)))
-        elif not stack:
+            taken.append(_condition(values, directive.group(3)) != (directive.group(2) == "!"))
+        elif not taken:
             raise ValueError(f"%{{ {keyword} }} without %{{ if }}")
         elif keyword == "else":
-            taken, outer = stack.pop()
-            stack.append((not taken, outer))
+            taken.append(not taken.pop())
         else:
-            stack.pop()
-    if stack:
+            taken.pop()
+    if taken:
         raise ValueError("%{ if } without %{ endif }")
     return "".join(kept)
 
