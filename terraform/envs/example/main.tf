@@ -1,5 +1,5 @@
 # dicom-ingest on Google Cloud, the shape of "Connect a PACS to the Cloud Healthcare API":
-#   PACS --C-STORE--> internal LB :2575 --> receiver (GKE) --> bucket + Pub/Sub topic
+#   PACS --C-STORE--> internal LB :2575 (:2762 TLS) --> receiver (GKE) --> bucket + Pub/Sub topic
 #   --push (OIDC)--> uploader (Cloud Run) --STOW-RS--> Healthcare API DICOM store
 # Copy this directory, fill in terraform.tfvars (see terraform.tfvars.example), and apply.
 
@@ -197,6 +197,7 @@ module "receiver" {
   topic                        = module.pubsub.topic_id
   ack_after                    = var.ack_after
   allowed_calling_aets         = var.allowed_calling_aets
+  tls                          = var.receiver_tls
   shutdown_grace_seconds       = var.shutdown_grace_seconds
   source_ranges                = var.pacs_source_ranges
   min_replicas                 = var.receiver_replicas.min

@@ -136,7 +136,7 @@ variable "uploader_image" {
 
 variable "pacs_source_ranges" {
   type        = list(string)
-  description = "CIDR ranges of the PACS (and of hosts that test with dcmsend) allowed to reach port 2575."
+  description = "CIDR ranges of the PACS (and of hosts that test with dcmsend) allowed to reach the receiver: port 2575, and 2762 with receiver_tls."
   validation {
     condition     = length(var.pacs_source_ranges) > 0 && alltrue([for r in var.pacs_source_ranges : can(cidrnetmask(r)) && r != "0.0.0.0/0"])
     error_message = "pacs_source_ranges must be one or more IPv4 CIDR blocks, not 0.0.0.0/0."
@@ -157,6 +157,23 @@ variable "allow_global_access" {
   type        = bool
   description = "Let senders in other regions of the VPC (or reaching it over VPN or Interconnect in another region) connect to the receiver's internal load balancer."
   default     = false
+}
+
+variable "receiver_tls" {
+  type = object({
+    secret_name           = string
+    client_ca_secret_name = optional(string)
+    tls_only              = optional(bool, false)
+  })
+  description = "DICOM TLS on port 2762 (README: Deploy on Google Cloud, DICOM TLS). secret_name: a kubernetes.io/tls Secret in the receiver's namespace (cert-manager or your PKI issues it); client_ca_secret_name: a Secret whose ca.crt is the CA bundle client certificates must chain to (mutual TLS); tls_only: no plain port 2575. null: plain DIMSE only."
+  default     = null
+  validation {
+    condition = var.receiver_tls == null || alltrue([
+      for name in compact([try(var.receiver_tls.secret_name, ""), try(var.receiver_tls.client_ca_secret_name, "")]) :
+      can(regex("^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", name))
+    ]) && try(length(var.receiver_tls.secret_name) > 0, true)
+    error_message = "receiver_tls.secret_name (and client_ca_secret_name, if set) must be Kubernetes Secret names: lowercase letters, digits, - and ., at most 253 characters."
+  }
 }
 
 variable "allowed_calling_aets" {
