@@ -17,3 +17,13 @@ output "dcmsend_command" {
   description = "A dcmsend line to try from a host in source_ranges."
   value       = "dcmsend -v ${local.ip} 2575 -aec IMPORTADAPTER +sd +r PATH_TO_DICOM_FILES"
 }
+
+output "namespace" {
+  description = "The receiver's Kubernetes namespace (monitoring filters its metrics by it)."
+  value       = var.namespace
+}
+
+output "name" {
+  description = "Name of the receiver's Deployment or StatefulSet."
+  value       = var.name
+}
