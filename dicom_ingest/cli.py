@@ -170,7 +170,8 @@ def _run_local(namespace: argparse.Namespace) -> int:
         raise ConfigError("--spool_dir is required")
     receiver = ReceiverConfig.from_values(values)
     uploader = UploaderConfig.from_values(values)
-    status_page = StatusPageConfig.from_values(values)
+    page = StatusPageConfig.from_values(values)
+    status_page = page if page.ui_port else None  # 0: no page
     logs.configure(values["log_format"], values["verbose"])
     for note in notes:
         log.warning(note)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from dicom_ingest.wiring import build_service
@@ -25,7 +25,7 @@ class LocalConfig:
     spool_dir: Path
     receiver: ReceiverConfig
     uploader: UploaderConfig
-    status_page: StatusPageConfig = field(default_factory=StatusPageConfig)
+    status_page: StatusPageConfig | None = None  # None: no page
 
 
 class LocalPipeline:
@@ -51,7 +51,7 @@ class LocalPipeline:
         )
         self.associations = RecentAssociations()
         self.status_page: StatusPage | None = None
-        if config.status_page.ui_port:
+        if config.status_page is not None:
             try:  # bound now: a port in use stops the start-up, naming the port
                 self.status_page = StatusPage(
                     config.status_page,

@@ -52,6 +52,7 @@ _HEADERS = {
 
 @dataclass(frozen=True, slots=True)
 class StatusPageConfig:
+    # The flag's 0 means no page (cli); a config built in code with 0 gets a port from the OS.
     ui_port: int = setting("port of the local status page in a browser (0: no page)", 0, int)
     ui_address: str = setting(
         "address the status page listens on (it has no login: keep it on loopback)", "127.0.0.1"
@@ -132,7 +133,7 @@ class StatusPage:
 
     def start(self) -> None:
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="status-page", daemon=True
+            target=self._server.serve_forever, args=(0.1,), name="status-page", daemon=True
         )
         self._thread.start()
         if self.address not in ("127.0.0.1", "localhost", "::1"):
@@ -164,10 +165,10 @@ class StatusPage:
         token = form.get("csrf", [""])[0]
         if not hmac.compare_digest(token.encode(), self.token.encode()):
             raise Refused(HTTPStatus.FORBIDDEN, "the form's token is missing or out of date")
-        ids = form.get("id", [])
-        if form.get("all") == ["1"] and not ids:
+        ids, every = form.get("id", []), form.get("all")
+        if every == ["1"] and not ids:
             moved = self._queue.requeue(None)
-        elif len(ids) == 1 and ids[0].isascii() and ids[0].isdigit():
+        elif every is None and len(ids) == 1 and ids[0].isascii() and ids[0].isdigit():
             moved = self._queue.requeue(ids)
         else:
             raise Refused(HTTPStatus.BAD_REQUEST, "requeue takes one message id, or all=1")
