@@ -90,6 +90,7 @@ def test_page_shows_figures_retrying_and_dead_letters_escaped(page: Page) -> Non
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
     assert headers["X-Frame-Options"] == "DENY" and headers["Cache-Control"] == "no-store"
+    assert headers["Referrer-Policy"] == "same-origin"  # no-referrer: Chromium sends Origin null
     assert "IMPORTADAPTER on port 104" in html
     assert '<div class="figure" id="figure-dead">dead letters<b>1</b></div>' in html
     assert '<div class="figure" id="figure-retrying">retrying<b>1</b></div>' in html
