@@ -90,6 +90,7 @@ VARIABLES = {
     "receiver_namespace": "dicom-ingest",
     "receiver_name": "dicom-ingest-receiver",
     "refusal_rate_threshold": "0",
+    "backlog_age_threshold_seconds": "1800",
     "uploader_error_ratio_threshold": "0.1",
 }
 
@@ -139,7 +140,7 @@ def _queries() -> dict[str, str]:
     """Every PromQL query of the module: the dashboard's and the alerts', rendered."""
     local = _locals()
     found = {f"chart {k}": _render(v) for k, v in local["promql"].items()}
-    found |= {f"alert {k}": _render(v) for k, v in local["alert_promql"].items()}
+    found |= {f"alert {k}": _render(v["query"]) for k, v in local["alerts"].items()}
     return found
 
 
@@ -240,28 +241,34 @@ def test_dashboard_charts_every_query_and_only_defined_ones() -> None:
     assert "mosaicLayout" in body
 
 
-def _alerts() -> dict[str, dict[str, Any]]:
-    return {
-        r.name: r.body for r in hcl.resources(MODULE) if r.type == "google_monitoring_alert_policy"
-    }
+ALERTS = {
+    "dead_letters",
+    "backlog_age",
+    "receiver_refusing",
+    "receiver_not_ready",
+    "uploader_errors",
+}
 
 
 def test_alerts_exist_and_notify_the_channel_variable() -> None:
-    alerts = _alerts()
-    assert set(alerts) == {
-        "dead_letters",
-        "backlog_age",
-        "receiver_refusing",
-        "receiver_not_ready",
-        "uploader_errors",
-    }
-    for name, body in alerts.items():
-        assert body["notification_channels"] == "${var.notification_channels}", name
-        assert body["user_labels"] == "${var.labels}", name
-        assert body["severity"] in {"CRITICAL", "ERROR", "WARNING"}, name
-        documentation = hcl.first(body, "documentation")
-        assert documentation["mime_type"] == "text/markdown"
-        assert len(documentation["content"]) > 80, name
+    alerts = _locals()["alerts"]
+    assert set(alerts) == ALERTS
+    for name, alert in alerts.items():
+        assert alert["severity"] in {"CRITICAL", "ERROR", "WARNING"}, name
+        assert re.fullmatch(r"[0-9]+s", alert["duration"]), name
+        assert len(alert["documentation"]) > 80 and alert["condition"], name
+    (policy,) = [
+        r.body for r in hcl.resources(MODULE) if r.type == "google_monitoring_alert_policy"
+    ]
+    assert policy["for_each"] == "${local.alerts}"
+    assert policy["notification_channels"] == "${var.notification_channels}"
+    assert policy["user_labels"] == "${var.labels}"
+    (condition,) = policy["conditions"]
+    promql = hcl.first(condition, "condition_prometheus_query_language")
+    assert promql["query"] == "${each.value.query}"
+    # Created before the first scrape or log line: the metric does not exist yet.
+    assert promql["disable_metric_validation"] is True
+    assert hcl.first(policy, "documentation")["content"] == "${each.value.documentation}"
     variables = hcl.named(MODULE, "variable")
     channels = variables["notification_channels"]
     assert channels["type"] == "${list(string)}"
@@ -271,44 +278,29 @@ def test_alerts_exist_and_notify_the_channel_variable() -> None:
     assert hcl.named(EXAMPLE, "variable")["notification_channels"]["default"] == []
 
 
-def _condition(alert: str) -> dict[str, Any]:
-    (condition,) = _alerts()[alert]["conditions"]
-    assert isinstance(condition, dict)
-    return condition
-
-
 def test_dead_letter_alert_fires_on_one_waiting_message() -> None:
-    threshold = hcl.first(_condition("dead_letters"), "condition_threshold")
-    assert "pubsub.googleapis.com/subscription/num_undelivered_messages" in threshold["filter"]
-    assert "${local.dead_letter_subscription}" in threshold["filter"]
-    assert threshold["comparison"] == "COMPARISON_GT"
-    assert threshold["threshold_value"] == 0
-    dead = _locals()["dead_letter_subscription"]
-    assert "var.dead_letter_subscription_id" in dead
+    query = QUERIES["alert dead_letters"]
+    assert query.endswith(" > 0")
+    ((name, matchers),) = _selectors(query)
+    assert name == "pubsub_googleapis_com:subscription_num_undelivered_messages"
+    assert matchers["subscription_id"] == ("=", COMPUTED["dead_letter_subscription"])
+    assert "var.dead_letter_subscription_id" in _locals()["dead_letter_subscription"]
 
 
 def test_thresholds_are_variables() -> None:
-    backlog = hcl.first(_condition("backlog_age"), "condition_threshold")
-    assert "pubsub.googleapis.com/subscription/oldest_unacked_message_age" in backlog["filter"]
-    assert "local.backlog_subscriptions" in backlog["filter"]
-    assert backlog["threshold_value"] == "${var.backlog_age_threshold_seconds}"
-    alert_promql = _locals()["alert_promql"]
-    for alert, key, variable in (
-        ("receiver_refusing", "receiver_refusing", "refusal_rate_threshold"),
-        ("uploader_errors", "uploader_error_rate", "uploader_error_ratio_threshold"),
+    alerts = _locals()["alerts"]
+    for alert, variable in (
+        ("backlog_age", "backlog_age_threshold_seconds"),
+        ("receiver_refusing", "refusal_rate_threshold"),
+        ("uploader_errors", "uploader_error_ratio_threshold"),
     ):
-        promql = hcl.first(_condition(alert), "condition_prometheus_query_language")
-        assert promql["query"] == f"${{local.alert_promql.{key}}}"
-        assert alert_promql[key].endswith(f"> ${{var.{variable}}}"), key
-        # Created before the first scrape or log line: the metric does not exist yet.
-        assert promql["disable_metric_validation"] is True
-    variables = hcl.named(MODULE, "variable")
-    for name in (
-        "backlog_age_threshold_seconds",
-        "refusal_rate_threshold",
-        "uploader_error_ratio_threshold",
-    ):
-        assert "default" in variables[name], name
+        assert alerts[alert]["query"].endswith(f"> ${{var.{variable}}}"), alert
+        assert "default" in hcl.named(MODULE, "variable")[variable], variable
+    backlog = QUERIES["alert backlog_age"]
+    ((name, matchers),) = _selectors(backlog)
+    assert name == "pubsub_googleapis_com:subscription_oldest_unacked_message_age"
+    assert matchers["subscription_id"] == ("=~", COMPUTED["backlog_regex"])
+    assert "local.backlog_subscriptions" in _locals()["backlog_regex"]
     call = hcl.named(EXAMPLE, "module")["monitoring"]
     assert call["backlog_age_threshold_seconds"] == "${var.backlog_age_alert_seconds}"
     assert call["uploader_error_ratio_threshold"] == "${var.uploader_error_ratio_alert}"
@@ -325,7 +317,7 @@ def test_no_ready_receiver_counts_deployment_or_statefulset_and_fires_on_no_data
 
 
 def test_uploader_error_ratio_counts_redeliveries_and_dead_letters_over_all_requests() -> None:
-    query = QUERIES["alert uploader_error_rate"]
+    query = QUERIES["alert uploader_errors"]
     numerator, denominator = query.rsplit(" / ", 1)
     assert 'response_code_class="5xx"' in numerator
     assert 'outcome="dead"' in numerator

@@ -74,11 +74,64 @@ locals {
     { title = "Free spool space per receiver pod", unit = "By", queries = ["spool_free"] },
   ]
 
-  # Alert conditions in PromQL; each threshold is a variable.
-  alert_promql = {
-    receiver_refusing   = "sum(rate(dicom_ingest_instances_received_total{${local.ns},${local.refusals}}[5m])) > ${var.refusal_rate_threshold}"
-    receiver_not_ready  = "(${local.promql.ready_replicas} or vector(0)) < 1"
-    uploader_error_rate = "((sum(rate(run_googleapis_com:request_count{${local.run},response_code_class=\"5xx\"}[10m])) or vector(0)) + (sum(rate(${local.outcomes}{${local.run},outcome=\"dead\"}[10m])) or vector(0))) / sum(rate(run_googleapis_com:request_count{${local.run}}[10m])) > ${var.uploader_error_ratio_threshold}"
+  # The alert policies, each one PromQL condition; every threshold but "any" is a variable.
+  alerts = {
+    dead_letters = {
+      name      = "dead letters waiting"
+      severity  = "ERROR"
+      condition = "${local.dead_letter_subscription} is not empty"
+      query     = "${local.promql.dead_letters_waiting} > 0"
+      duration  = "60s"
+      documentation = join(" ", [
+        "Instances the pipeline could not store in the DICOM store wait in `${var.dead_letter_subscription_id}`, each with its `dead_letter_reason` attribute.",
+        "The PACS has had its success: nothing is lost. Read the reasons (`gcloud pubsub subscriptions pull ${local.dead_letter_subscription} --limit 5`),",
+        "fix the cause, then `dicom-ingest replay drain`.",
+      ])
+    }
+    backlog_age = {
+      name      = "uploads falling behind"
+      severity  = "WARNING"
+      condition = "Oldest unacknowledged message older than ${var.backlog_age_threshold_seconds} s"
+      query     = "max(pubsub_googleapis_com:subscription_oldest_unacked_message_age{${local.backlog}}) > ${var.backlog_age_threshold_seconds}"
+      duration  = "300s"
+      documentation = join(" ", [
+        "A message has waited longer than ${var.backlog_age_threshold_seconds} s for its upload: the DICOM store is refusing or slow, or the uploader cannot keep up.",
+        "The uploader's log (`resource.type=\"cloud_run_revision\"`, service `${var.uploader_service_name}`) says why each retry happened.",
+      ])
+    }
+    receiver_refusing = {
+      name      = "receiver refusing instances (0xA7xx)"
+      severity  = "ERROR"
+      condition = "0xA7xx answers above ${var.refusal_rate_threshold}/s over 5 minutes"
+      query     = "sum(rate(dicom_ingest_instances_received_total{${local.ns},${local.refusals}}[5m])) > ${var.refusal_rate_threshold}"
+      duration  = "60s"
+      documentation = join(" ", [
+        "The receivers answer C-STORE with 0xA7xx (out of resources): the object could not be written to Cloud Storage (0xA700) or its message not published (0xA701), or the spool is full.",
+        "The PACS keeps the instances and retries. The receiver log (namespace `${var.receiver_namespace}`) names the cause.",
+      ])
+    }
+    receiver_not_ready = {
+      name      = "no receiver ready"
+      severity  = "CRITICAL"
+      condition = "No ready replica of ${var.receiver_namespace}/${var.receiver_name}"
+      query     = "(${local.promql.ready_replicas} or vector(0)) < 1"
+      duration  = "300s"
+      documentation = join(" ", [
+        "No replica of the receiver is ready: the PACS cannot associate. `kubectl -n ${var.receiver_namespace} get pods` and `kubectl describe pod` show why (readiness probe, eviction, image pull).",
+        "The figure comes from the kube state metrics GKE collects by default (Autopilot 1.27.4-gke.900 and later, Standard 1.29.2-gke.2000 and later); on a cluster without them this alert fires until they are enabled.",
+      ])
+    }
+    uploader_errors = {
+      name      = "uploader error ratio"
+      severity  = "WARNING"
+      condition = "Retried or dead-lettered push requests above ${var.uploader_error_ratio_threshold * 100}% over 10 minutes"
+      query     = "((sum(rate(run_googleapis_com:request_count{${local.run},response_code_class=\"5xx\"}[10m])) or vector(0)) + (sum(rate(${local.outcomes}{${local.run},outcome=\"dead\"}[10m])) or vector(0))) / sum(rate(run_googleapis_com:request_count{${local.run}}[10m])) > ${var.uploader_error_ratio_threshold}"
+      duration  = "300s"
+      documentation = join(" ", [
+        "More than ${var.uploader_error_ratio_threshold * 100}% of the uploader's push requests were answered 5xx (Pub/Sub redelivers them) or ended in a dead letter.",
+        "Its WARNING and ERROR lines carry the outcome and the reason; the dashboard's upload outcomes chart shows which.",
+      ])
+    }
   }
 
   uploader_logs = join(" AND ", [
@@ -163,89 +216,20 @@ resource "google_monitoring_dashboard" "this" {
   })
 }
 
-resource "google_monitoring_alert_policy" "dead_letters" {
+resource "google_monitoring_alert_policy" "this" {
+  for_each              = local.alerts
   project               = var.project_id
-  display_name          = "${var.name_prefix}: dead letters waiting"
+  display_name          = "${var.name_prefix}: ${each.value.name}"
   combiner              = "OR"
-  severity              = "ERROR"
+  severity              = each.value.severity
   notification_channels = var.notification_channels
   user_labels           = var.labels
 
   conditions {
-    display_name = "${local.dead_letter_subscription} is not empty"
-    condition_threshold {
-      filter          = "resource.type = \"pubsub_subscription\" AND resource.labels.subscription_id = \"${local.dead_letter_subscription}\" AND metric.type = \"pubsub.googleapis.com/subscription/num_undelivered_messages\""
-      comparison      = "COMPARISON_GT"
-      threshold_value = 0
-      duration        = "0s"
-      aggregations {
-        alignment_period   = "60s"
-        per_series_aligner = "ALIGN_MAX"
-      }
-      trigger {
-        count = 1
-      }
-    }
-  }
-
-  alert_strategy {
-    auto_close = "1800s"
-  }
-
-  documentation {
-    mime_type = "text/markdown"
-    content   = "Instances the pipeline could not store in the DICOM store wait in `${var.dead_letter_subscription_id}`, each with its `dead_letter_reason` attribute. The PACS has had its success: nothing is lost. Read the reasons (`gcloud pubsub subscriptions pull ${local.dead_letter_subscription} --limit 5`), fix the cause, then `dicom-ingest replay drain`."
-  }
-}
-
-resource "google_monitoring_alert_policy" "backlog_age" {
-  project               = var.project_id
-  display_name          = "${var.name_prefix}: uploads falling behind"
-  combiner              = "OR"
-  severity              = "WARNING"
-  notification_channels = var.notification_channels
-  user_labels           = var.labels
-
-  conditions {
-    display_name = "Oldest unacknowledged message older than ${var.backlog_age_threshold_seconds} s"
-    condition_threshold {
-      filter          = "resource.type = \"pubsub_subscription\" AND resource.labels.subscription_id = one_of(${join(", ", [for s in local.backlog_subscriptions : "\"${s}\""])}) AND metric.type = \"pubsub.googleapis.com/subscription/oldest_unacked_message_age\""
-      comparison      = "COMPARISON_GT"
-      threshold_value = var.backlog_age_threshold_seconds
-      duration        = "300s"
-      aggregations {
-        alignment_period   = "60s"
-        per_series_aligner = "ALIGN_MAX"
-      }
-      trigger {
-        count = 1
-      }
-    }
-  }
-
-  alert_strategy {
-    auto_close = "1800s"
-  }
-
-  documentation {
-    mime_type = "text/markdown"
-    content   = "A message has waited longer than ${var.backlog_age_threshold_seconds} s for its upload: the DICOM store is refusing or slow, or the uploader cannot keep up. The uploader's log (`resource.type=\"cloud_run_revision\"`, service `${var.uploader_service_name}`) says why each retry happened."
-  }
-}
-
-resource "google_monitoring_alert_policy" "receiver_refusing" {
-  project               = var.project_id
-  display_name          = "${var.name_prefix}: receiver refusing instances (0xA7xx)"
-  combiner              = "OR"
-  severity              = "ERROR"
-  notification_channels = var.notification_channels
-  user_labels           = var.labels
-
-  conditions {
-    display_name = "0xA7xx answers above ${var.refusal_rate_threshold}/s over 5 minutes"
+    display_name = each.value.condition
     condition_prometheus_query_language {
-      query               = local.alert_promql.receiver_refusing
-      duration            = "60s"
+      query               = each.value.query
+      duration            = each.value.duration
       evaluation_interval = "60s"
       # The metrics appear only once scraped (or logged): the policy is created before that.
       disable_metric_validation = true
@@ -258,65 +242,7 @@ resource "google_monitoring_alert_policy" "receiver_refusing" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "The receivers answer C-STORE with 0xA7xx (out of resources): the object could not be written to Cloud Storage (0xA700) or its message not published (0xA701), or the spool is full. The PACS keeps the instances and retries. The receiver log (namespace `${var.receiver_namespace}`) names the cause."
-  }
-}
-
-resource "google_monitoring_alert_policy" "receiver_not_ready" {
-  project               = var.project_id
-  display_name          = "${var.name_prefix}: no receiver ready"
-  combiner              = "OR"
-  severity              = "CRITICAL"
-  notification_channels = var.notification_channels
-  user_labels           = var.labels
-
-  conditions {
-    display_name = "No ready replica of ${var.receiver_namespace}/${var.receiver_name}"
-    condition_prometheus_query_language {
-      query               = local.alert_promql.receiver_not_ready
-      duration            = "300s"
-      evaluation_interval = "60s"
-      # The metrics appear only once scraped (or logged): the policy is created before that.
-      disable_metric_validation = true
-    }
-  }
-
-  alert_strategy {
-    auto_close = "1800s"
-  }
-
-  documentation {
-    mime_type = "text/markdown"
-    content   = "No replica of the receiver is ready: the PACS cannot associate. `kubectl -n ${var.receiver_namespace} get pods` and `kubectl describe pod` show why (readiness probe, eviction, image pull). The figure comes from the kube state metrics GKE collects by default (Autopilot 1.27.4-gke.900 and later, Standard 1.29.2-gke.2000 and later); on a cluster without them this alert fires until they are enabled."
-  }
-}
-
-resource "google_monitoring_alert_policy" "uploader_errors" {
-  project               = var.project_id
-  display_name          = "${var.name_prefix}: uploader error ratio"
-  combiner              = "OR"
-  severity              = "WARNING"
-  notification_channels = var.notification_channels
-  user_labels           = var.labels
-
-  conditions {
-    display_name = "Retried or dead-lettered push requests above ${var.uploader_error_ratio_threshold * 100}% over 10 minutes"
-    condition_prometheus_query_language {
-      query               = local.alert_promql.uploader_error_rate
-      duration            = "300s"
-      evaluation_interval = "60s"
-      # The metrics appear only once scraped (or logged): the policy is created before that.
-      disable_metric_validation = true
-    }
-  }
-
-  alert_strategy {
-    auto_close = "1800s"
-  }
-
-  documentation {
-    mime_type = "text/markdown"
-    content   = "More than ${var.uploader_error_ratio_threshold * 100}% of the uploader's push requests were answered 5xx (Pub/Sub redelivers them) or ended in a dead letter. Its WARNING and ERROR lines carry the outcome and the reason; the dashboard's upload outcomes chart shows which."
+    content   = each.value.documentation
   }
 
   depends_on = [google_logging_metric.uploader_outcomes]

@@ -5,13 +5,7 @@ output "dashboard_id" {
 
 output "alert_policy_ids" {
   description = "The alert policies by purpose: dead_letters, backlog_age, receiver_refusing, receiver_not_ready, uploader_errors."
-  value = {
-    dead_letters       = google_monitoring_alert_policy.dead_letters.name
-    backlog_age        = google_monitoring_alert_policy.backlog_age.name
-    receiver_refusing  = google_monitoring_alert_policy.receiver_refusing.name
-    receiver_not_ready = google_monitoring_alert_policy.receiver_not_ready.name
-    uploader_errors    = google_monitoring_alert_policy.uploader_errors.name
-  }
+  value       = { for name, policy in google_monitoring_alert_policy.this : name => policy.name }
 }
 
 output "log_metrics" {
