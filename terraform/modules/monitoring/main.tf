@@ -141,11 +141,12 @@ locals {
 }
 
 # The uploader logs one JSON line per instance that did not simply upload (retry, dead, conflict,
-# split, superseded, skipped; successes are DEBUG and not logged in production), with "outcome".
+# split, superseded, skipped, or done with a note); a plain success is DEBUG, not logged in
+# production. Each line carries "outcome".
 resource "google_logging_metric" "uploader_outcomes" {
   project     = var.project_id
   name        = "${local.metric_prefix}_uploader_outcomes"
-  description = "The uploader's per-instance outcome lines, by outcome (successes are not logged: Cloud Run's 200 responses count them)."
+  description = "The uploader's per-instance outcome lines, by outcome (plain successes are not logged: Cloud Run's 200 responses count them)."
   filter      = "${local.uploader_logs} AND jsonPayload.outcome:*"
 
   metric_descriptor {
