@@ -50,6 +50,8 @@ from . import replay
 from .cloud import FLAGS as CLOUD_RECEIVER_FLAGS
 from .cloud import CloudReceiver, CloudReceiverConfig
 from .local import LocalConfig, LocalPipeline
+from .status_page import FLAGS as STATUS_PAGE_FLAGS
+from .status_page import StatusPageConfig
 from .wiring import build_pubsub_handler
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     local = sub.add_parser("local", help="run receiver, queue and uploader on this machine")
-    add_flags(local, (SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS, *COMMON_FLAGS))
+    add_flags(
+        local, (SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS, *STATUS_PAGE_FLAGS, *COMMON_FLAGS)
+    )
     add_adapter_flags(local)
 
     status = sub.add_parser("status", help="show the local queue: pending, retrying, dead letters")
@@ -159,17 +163,23 @@ def _open_queue(spool: Path) -> SqliteQueue:
 
 def _run_local(namespace: argparse.Namespace) -> int:
     notes = check_adapter_flags(namespace)
-    values = resolve((SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS, *COMMON_FLAGS), namespace)
+    values = resolve(
+        (SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS, *STATUS_PAGE_FLAGS, *COMMON_FLAGS), namespace
+    )
     if not values["spool_dir"]:
         raise ConfigError("--spool_dir is required")
     receiver = ReceiverConfig.from_values(values)
     uploader = UploaderConfig.from_values(values)
+    page = StatusPageConfig.from_values(values)
+    status_page = page if page.ui_port else None  # 0: no page
     logs.configure(values["log_format"], values["verbose"])
     for note in notes:
         log.warning(note)
 
     try:
-        pipeline = LocalPipeline(LocalConfig(Path(values["spool_dir"]), receiver, uploader))
+        pipeline = LocalPipeline(
+            LocalConfig(Path(values["spool_dir"]), receiver, uploader, status_page)
+        )
     except OSError as exc:
         raise ConfigError(f"cannot start: {exc}") from exc
     return pipeline.run()

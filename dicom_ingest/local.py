@@ -13,7 +13,9 @@ from receiver.scp import Receiver
 from receiver.store import StoreService
 from uploader.config import UploaderConfig
 
+from .recent_associations import RecentAssociations
 from .startup import open_spool, run_until_signal
+from .status_page import StatusPage, StatusPageConfig
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,7 @@ class LocalConfig:
     spool_dir: Path
     receiver: ReceiverConfig
     uploader: UploaderConfig
+    status_page: StatusPageConfig | None = None  # None: no page
 
 
 class LocalPipeline:
@@ -46,11 +49,29 @@ class LocalPipeline:
             # Kept objects must not look unsent to the next start-up's reconciliation.
             remember_settled=up.keep_uploaded,
         )
+        self.associations = RecentAssociations()
+        self.status_page: StatusPage | None = None
+        if config.status_page is not None:
+            try:  # bound now: a port in use stops the start-up, naming the port
+                self.status_page = StatusPage(
+                    config.status_page,
+                    self.queue,
+                    self.associations,
+                    config.receiver.dimse_aet,
+                    lambda: self.receiver.port,
+                )
+            except Exception:
+                self.queue.close()
+                raise
         self._stopped = False
 
     def start(self) -> None:
+        if self.status_page is not None:
+            self.associations.attach()
         self.workers.start()
         self.receiver.start()
+        if self.status_page is not None:
+            self.status_page.start()
         stats = self.queue.stats()
         log.info(
             "ready: accepting associations; try: dcmsend 127.0.0.1 %d -aec %s <files>",
@@ -71,6 +92,9 @@ class LocalPipeline:
         log.info("stopping: no new associations; finishing those in flight")
         drained = self.receiver.stop()
         self.workers.stop()
+        if self.status_page is not None:
+            self.status_page.stop()
+            self.associations.detach()
         self.queue.close()
         log.info("stopped", extra={"associations_drained": drained})
         return drained

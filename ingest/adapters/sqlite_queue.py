@@ -108,6 +108,17 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class Retrying:
+    """A message waiting for its next attempt, with the reason the last one failed."""
+
+    message_id: str
+    body: bytes
+    attempts: int
+    reason: str
+    next_attempt_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Rebuild:
     """A queue database found damaged at start, kept aside, and replaced by a new one."""
 
@@ -461,6 +472,18 @@ class SqliteQueue:
                 (limit,),
             ).fetchall()
         return [DeadLetter(str(r[0]), bytes(r[1]), int(r[2]), str(r[3]), float(r[4])) for r in rows]
+
+    def retrying(self, limit: int = 100) -> list[Retrying]:
+        """Messages whose last attempt failed and that wait for the next, oldest first."""
+        now = time.time()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, body, attempts, COALESCE(last_error, ''), visible_at FROM messages"
+                " WHERE attempts > 0 AND NOT (leased = 1 AND visible_at > ?)"
+                " ORDER BY id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [Retrying(str(r[0]), bytes(r[1]), int(r[2]), str(r[3]), float(r[4])) for r in rows]
 
     def requeue(self, message_ids: Iterable[str] | None = None) -> int:
         """Move dead letters (all, or the given ids) back to the queue with fresh attempts."""

@@ -12,6 +12,7 @@ from uploader.config import UploaderConfig
 
 
 def make_config(spool: Path, dicomweb: str, **overrides: Any) -> LocalConfig:
+    status_page = overrides.pop("status_page", None)
     receiver_fields = {f.name for f in dataclasses.fields(ReceiverConfig)}
     receiver_args = {k: v for k, v in overrides.items() if k in receiver_fields}
     uploader_args = {k: v for k, v in overrides.items() if k not in receiver_fields}
@@ -28,7 +29,7 @@ def make_config(spool: Path, dicomweb: str, **overrides: Any) -> LocalConfig:
             **uploader_args,
         }
     )
-    return LocalConfig(spool, receiver, uploader)
+    return LocalConfig(spool, receiver, uploader, status_page)
 
 
 def start_pipeline(spool: Path, dicomweb: str, **overrides: Any) -> LocalPipeline:

@@ -47,3 +47,8 @@ output "receiver_manifests" {
   description = "The Kubernetes manifests as applied (rendered from k8s/)."
   value       = module.receiver.manifests
 }
+
+output "dashboard_id" {
+  description = "The pipeline's Cloud Monitoring dashboard (Monitoring > Dashboards)."
+  value       = module.monitoring.dashboard_id
+}

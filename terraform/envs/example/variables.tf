@@ -341,3 +341,35 @@ variable "apply_kubernetes_manifests" {
   description = "Apply the receiver's manifests to the cluster; false only renders them (output receiver_manifests) for kubectl or a GitOps tool."
   default     = true
 }
+
+# --- Monitoring ------------------------------------------------------------------------------
+
+variable "notification_channels" {
+  type        = list(string)
+  description = "Notification channels (projects/P/notificationChannels/ID) the alert policies notify; empty: incidents show on the Monitoring console only."
+  default     = []
+  validation {
+    condition     = alltrue([for c in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[0-9]+$", c))])
+    error_message = "each notification channel must be projects/P/notificationChannels/ID."
+  }
+}
+
+variable "backlog_age_alert_seconds" {
+  type        = number
+  description = "Alert when a message has waited this long for its upload (the push or oversize subscription's oldest unacknowledged message)."
+  default     = 1800
+  validation {
+    condition     = var.backlog_age_alert_seconds >= 60 && var.backlog_age_alert_seconds <= 604800
+    error_message = "backlog_age_alert_seconds must be between 60 and 604800."
+  }
+}
+
+variable "uploader_error_ratio_alert" {
+  type        = number
+  description = "Alert when more than this fraction of the uploader's push requests are retried (5xx) or dead-lettered over 10 minutes."
+  default     = 0.1
+  validation {
+    condition     = var.uploader_error_ratio_alert > 0 && var.uploader_error_ratio_alert <= 1
+    error_message = "uploader_error_ratio_alert must be more than 0 and at most 1."
+  }
+}

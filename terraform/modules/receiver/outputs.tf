@@ -29,3 +29,13 @@ output "storescu_tls_command" {
     ? "storescu -v ${local.tls_client_ca ? "+tls CLIENT.key CLIENT.crt" : "+tla"} +cf CA.crt -aec IMPORTADAPTER ${local.ip} 2762 PATH_TO_DICOM_FILE"
   : null)
 }
+
+output "namespace" {
+  description = "The receiver's Kubernetes namespace (monitoring filters its metrics by it)."
+  value       = var.namespace
+}
+
+output "name" {
+  description = "Name of the receiver's Deployment or StatefulSet."
+  value       = var.name
+}
