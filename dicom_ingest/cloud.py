@@ -24,7 +24,17 @@ from ingest.adapters.pubsub import (
     make_publisher_client,
 )
 from ingest.adapters.sqlite_queue import SqliteQueue
-from ingest.contracts.settings import ConfigError, Flag, build, flags_of, setting
+from ingest.contracts.settings import (
+    ConfigError,
+    Flag,
+    build,
+    byte_size,
+    count,
+    flags_of,
+    port,
+    seconds,
+    setting,
+)
 from ingest.workers import LEASE_SECONDS, Backoff, BatchService, QueueWorkers
 from receiver.config import ReceiverConfig
 from receiver.early_upload import EarlyUploads
@@ -59,19 +69,19 @@ class CloudReceiverConfig:
         "store",
         choices=("store", "spool"),
     )
-    health_port: int = setting("HTTP port for /healthz and /readyz; 0 turns them off", 0, int)
+    health_port: int = setting("HTTP port for /healthz and /readyz; 0 turns them off", 0, port)
     storage_timeout: float = setting(
         "seconds a Cloud Storage request may take, with its retries of transient errors",
         60.0,
-        float,
+        seconds,
     )
     publish_timeout: float = PUBLISH_TIMEOUT.field()
-    ship_workers: int = setting("background shippers with --ack_after=spool", 4, int)
+    ship_workers: int = setting("background shippers with --ack_after=spool", 4, count)
     early_upload_bytes: int = setting(
         "with --ack_after=store, start uploading an instance once this much of it has arrived;"
         " 0 turns it off",
         32 << 20,
-        int,
+        byte_size,
     )
 
     def __post_init__(self) -> None:

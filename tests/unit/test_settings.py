@@ -11,7 +11,15 @@ import pytest
 
 from dicom_ingest.cloud import FLAGS as CLOUD_RECEIVER_FLAGS
 from dicom_ingest.cloud import CloudReceiverConfig
-from ingest.contracts.settings import ConfigError, build, declared, flags_of, resolve, select
+from ingest.contracts.settings import (
+    ConfigError,
+    build,
+    declared,
+    flags_of,
+    optional,
+    resolve,
+    select,
+)
 from receiver.config import FLAGS as RECEIVER_FLAGS
 from receiver.config import ReceiverConfig
 from uploader.config import FLAGS as UPLOADER_FLAGS
@@ -77,7 +85,9 @@ def test_flags_are_selected_by_name_in_the_order_asked() -> None:
 
 
 def test_a_required_setting_left_out_names_its_flag() -> None:
-    values = resolve(UPLOADER_FLAGS, argparse.Namespace(), {})
+    with pytest.raises(ConfigError, match="^--dicomweb_address is required$"):
+        resolve(UPLOADER_FLAGS, argparse.Namespace(), {})
+    values = resolve(optional(UPLOADER_FLAGS, "dicomweb_address"), argparse.Namespace(), {})
     with pytest.raises(ConfigError, match="--dicomweb_address is required"):
         build(UploaderConfig, values)
 
