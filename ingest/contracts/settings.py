@@ -135,7 +135,8 @@ def byte_size(value: str) -> int:
     unit = (match.group(2) or "b").lower()
     power = "bkmgt".index(unit[0])
     base = 1024 if "i" in unit else 1000
-    return int(match.group(1)) * base**power
+    amount: int = int(match.group(1)) * base**power
+    return amount
 
 
 def path(value: str) -> str:
