@@ -345,6 +345,11 @@ def _run_status(namespace: argparse.Namespace) -> int:
         return 0
 
 
+def _write_lines(text: str) -> None:
+    """Line by line, so a reader that stops early (``| head``) is noticed at once."""
+    sys.stdout.writelines(text.splitlines(keepends=True))
+
+
 def _status_printer(as_json: bool, watching: bool, spool: Path) -> Callable[[dict[str, Any]], None]:
     """How each snapshot is shown: JSON, a redrawn screen, or text one snapshot after another."""
     redraw = watching and not as_json and sys.stdout.isatty()
@@ -358,11 +363,11 @@ def _status_printer(as_json: bool, watching: bool, spool: Path) -> Callable[[dic
         elif redraw:
             header = f"dicom-ingest status --spool_dir {spool}    {_utc(time.time())}"
             sys.stdout.write(f"{CLEAR_SCREEN}{header}    (Ctrl-C to stop)\n\n")
-            sys.stdout.write(_status_text(report))
+            _write_lines(_status_text(report))
         else:
             if watching:
                 sys.stdout.write(f"--- {_utc(time.time())}\n")
-            sys.stdout.write(_status_text(report) + ("\n" if watching else ""))
+            _write_lines(_status_text(report) + ("\n" if watching else ""))
         sys.stdout.flush()
 
     return show
@@ -462,28 +467,33 @@ def _run_replay(namespace: argparse.Namespace) -> int:
     if command == "reconcile":
         return _run_bucket_reconcile(namespace)
     subscription = _subscription(namespace)
-    subscriber = pubsub_v1.SubscriberClient()
-    try:
-        if command == "seek":
-            when = _time(namespace.time, "--time")
+    if command == "seek":
+        when = _time(namespace.time, "--time")
+        subscriber = pubsub_v1.SubscriberClient()
+        try:
             replay.seek(subscriber, subscription, when, namespace.snapshot)
-            print(f"{subscription}: sought to {namespace.time or namespace.snapshot}")
-            return 0
-        action: replay.DrainStep | None = None
-        if namespace.to_topic:
-            topic = check_topic(namespace.to_topic, "to_topic")
-            action = replay.republish_to(PubSubPublisher(make_publisher_client(), topic))
-        elif namespace.upload:
-            handler, _ = _pubsub_handler(namespace, dead_letters=False)
-            action = replay.upload_with(handler)
-        figures = resolve(DRAIN_FLAGS, namespace)
+        finally:
+            subscriber.close()
+        print(f"{subscription}: sought to {namespace.time or namespace.snapshot}")
+        return 0
+    figures = resolve(DRAIN_FLAGS, namespace)  # every setting checked before any client is made
+    action: replay.DrainStep | None = None
+    if namespace.to_topic:
+        topic = check_topic(namespace.to_topic, "to_topic")
+        action = replay.republish_to(PubSubPublisher(make_publisher_client(), topic))
+    elif namespace.upload:
+        handler, _ = _pubsub_handler(namespace, dead_letters=False)
+        action = replay.upload_with(handler)
+    subscriber = pubsub_v1.SubscriberClient()
+    progress = ProgressBar("replay drain", "messages", figures["limit"] or None)
+    try:
         summary = replay.drain(
             subscriber,
             subscription,
             action,
             rate=figures["rate"],
             limit=figures["limit"],
-            progress=ProgressBar("replay drain", "messages", figures["limit"] or None),
+            progress=progress,
         )
     finally:
         subscriber.close()

@@ -43,7 +43,7 @@ from receiver.scp import Receiver
 from receiver.shipper import OutboxPublisher, RepublishService, ShipService
 from receiver.store import StoreService
 
-from .startup import open_spool, run_until_signal
+from .startup import log_ready, open_spool, reachable, run_until_signal
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +123,6 @@ FLAGS = (
 )
 
 
-def _reachable(bind: str) -> str:
-    """Where this process reaches its own listener."""
-    return "127.0.0.1" if bind in ("", "0.0.0.0", "::") else bind  # noqa: S104
-
-
 class CloudReceiver:
     """The receiver process on GKE; ``run`` serves until SIGTERM, then drains."""
 
@@ -205,7 +200,7 @@ class CloudReceiver:
                         self.receiver.port,
                         config.receiver.dimse_aet,
                         listening=self.receiver.serving,
-                        host=_reachable(config.receiver.dimse_bind),
+                        host=reachable(config.receiver.dimse_bind),
                         probe=not config.receiver.tls_only,
                         saturated=lambda: (
                             # the check takes a slot itself: leave the last one to a PACS
@@ -227,17 +222,14 @@ class CloudReceiver:
             self.early.start()
         if self.health is not None:
             self.health.start()
-        log.info(
-            "ready: accepting associations; try: dcmsend <address> %d -aec %s <files>",
+        log_ready(
+            log,
+            "<address>",
             self.receiver.port,
             self.config.receiver.dimse_aet,
-            extra={
-                "ae_title": self.config.receiver.dimse_aet,
-                "port": self.receiver.port,
-                "bucket": self.config.bucket,
-                "topic": self.config.topic,
-                "ack_after": self.config.ack_after,
-            },
+            bucket=self.config.bucket,
+            topic=self.config.topic,
+            ack_after=self.config.ack_after,
         )
 
     def stop(self) -> bool:

@@ -13,7 +13,7 @@ from receiver.scp import Receiver
 from receiver.store import StoreService
 from uploader.config import UploaderConfig
 
-from .startup import open_spool, run_until_signal
+from .startup import log_ready, open_spool, reachable, run_until_signal
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +52,13 @@ class LocalPipeline:
         self.workers.start()
         self.receiver.start()
         stats = self.queue.stats()
-        log.info(
-            "ready: accepting associations; try: dcmsend 127.0.0.1 %d -aec %s <files>",
+        log_ready(
+            log,
+            reachable(self.config.receiver.dimse_bind),
             self.receiver.port,
             self.config.receiver.dimse_aet,
-            extra={
-                "ae_title": self.config.receiver.dimse_aet,
-                "port": self.receiver.port,
-                "pending": stats.pending + stats.retrying,
-                "dead_letters": stats.dead,
-            },
+            pending=stats.pending + stats.retrying,
+            dead_letters=stats.dead,
         )
 
     def stop(self) -> bool:

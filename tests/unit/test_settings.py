@@ -85,7 +85,7 @@ def test_flags_are_selected_by_name_in_the_order_asked() -> None:
 
 
 def test_a_required_setting_left_out_names_its_flag() -> None:
-    with pytest.raises(ConfigError, match="^--dicomweb_address is required$"):
+    with pytest.raises(ConfigError, match=r"^--dicomweb_address is required$"):
         resolve(UPLOADER_FLAGS, argparse.Namespace(), {})
     values = resolve(optional(UPLOADER_FLAGS, "dicomweb_address"), argparse.Namespace(), {})
     with pytest.raises(ConfigError, match="--dicomweb_address is required"):
