@@ -239,10 +239,9 @@ def _open_queue(spool: Path) -> SqliteQueue:
 
 def _run_local(namespace: argparse.Namespace) -> int:
     notes = check_adapter_flags(namespace)
-    values = resolve((SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS, *COMMON_FLAGS), namespace)
+    values = resolve((SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS), namespace)
     receiver = ReceiverConfig.from_values(values)
     uploader = UploaderConfig.from_values(values)
-    logs.configure(values["log_format"], values["verbose"])
     for note in notes:
         log.warning(note)
 
@@ -416,8 +415,7 @@ def _run_reconcile(namespace: argparse.Namespace) -> int:
 def _run_receive(namespace: argparse.Namespace) -> int:
 
     notes = check_adapter_flags(namespace)
-    values = resolve((SPOOL_FLAG, *RECEIVER_FLAGS, *CLOUD_RECEIVER_FLAGS, *COMMON_FLAGS), namespace)
-    logs.configure(values["log_format"], values["verbose"])
+    values = resolve((SPOOL_FLAG, *RECEIVER_FLAGS, *CLOUD_RECEIVER_FLAGS), namespace)
     for note in notes:
         log.warning(note)
     config = CloudReceiverConfig.from_values(
@@ -439,8 +437,7 @@ def _subscription(namespace: argparse.Namespace) -> str:
 
 def _pubsub_handler(namespace: argparse.Namespace, dead_letters: bool = True) -> Any:
 
-    values = resolve((*DRAIN_UPLOADER_FLAGS, *COMMON_FLAGS), namespace)
-    logs.configure(values["log_format"], values["verbose"])
+    values = resolve(DRAIN_UPLOADER_FLAGS, namespace)
     pubsub = PubSubConfig.from_values(values)
     if not dead_letters:  # replaying dead letters: a failure stays where it is
         pubsub = dataclasses.replace(pubsub, dead_letter_topic=None)
@@ -515,7 +512,6 @@ def _time(text: str | None, flag: str) -> datetime | None:
 def _run_bucket_reconcile(namespace: argparse.Namespace) -> int:
 
     values = resolve(BUCKET_RECONCILE_FLAGS, namespace)
-    logs.configure(values["log_format"], values["verbose"])
     address = values["dicomweb_address"]
     if values["request_deadline"] <= 0:
         raise ConfigError("--request_deadline must be positive")
@@ -583,6 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     error = f"{parser.prog}: error:"
     try:
+        if hasattr(namespace, "log_format"):  # first, so what follows is logged as asked
+            log_settings = resolve(COMMON_FLAGS, namespace)
+            logs.configure(log_settings["log_format"], log_settings["verbose"])
         return commands[namespace.command](namespace)
     except ConfigError as exc:
         logs.fatal(f"{error} {exc}", usage=parser.format_usage())
