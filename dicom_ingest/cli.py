@@ -544,6 +544,16 @@ def _run_bucket_reconcile(namespace: argparse.Namespace) -> int:
     return 1 if report.unusable or report.failed else 0
 
 
+# What else ends a command early: what the error line says first, and the exit status.
+FAILURES: tuple[tuple[type[Exception], str, int], ...] = (
+    (PortInUse, "", EXIT_PORT_IN_USE),
+    (CannotRun, "", EXIT_USAGE),
+    (sqlite3.Error, "the queue database cannot be used: ", EXIT_USAGE),
+    (GoogleAuthError, "Google credentials: ", EXIT_USAGE),
+    (GoogleAPIError, "Google Cloud: ", EXIT_USAGE),
+)
+
+
 def _unknown(parser: argparse.ArgumentParser, extras: Sequence[str]) -> None:
     """Report what the subcommand does not take, with its usage (argparse exits 2)."""
     flag = next((e.partition("=")[0] for e in extras if e.startswith("-")), None)
@@ -586,25 +596,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         logs.fatal(f"{error} {exc}", usage=parser.format_usage())
         return EXIT_USAGE
-    except PortInUse as exc:
-        logs.fatal(f"{error} {exc}")
-        return EXIT_PORT_IN_USE
-    except CannotRun as exc:
-        logs.fatal(f"{error} {exc}")
-        return EXIT_USAGE
-    except sqlite3.Error as exc:
-        logs.fatal(f"{error} the queue database cannot be used: {exc}")
-        return EXIT_USAGE
-    except GoogleAuthError as exc:
-        logs.fatal(f"{error} Google credentials: {exc}")
-        return EXIT_USAGE
-    except GoogleAPIError as exc:
-        logs.fatal(f"{error} Google Cloud: {exc}")
-        return EXIT_USAGE
     except BrokenPipeError:
         return _quiet_closed_pipe()
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except tuple(kind for kind, _, _ in FAILURES) as exc:
+        what, status = next((w, s) for kind, w, s in FAILURES if isinstance(exc, kind))
+        logs.fatal(f"{error} {what}{exc}")
+        return status
 
 
 if __name__ == "__main__":

@@ -221,50 +221,28 @@ def taken_port() -> Iterator[int]:
         yield int(holder.getsockname()[1])
 
 
-def test_a_dimse_port_in_use_is_named(tmp_path: Path, taken_port: int) -> None:
-    result = run(
-        "local",
-        "--spool_dir",
-        str(tmp_path / "spool"),
-        "--dicomweb_address",
-        REFUSING_STORE,
-        "--dimse_bind",
-        "127.0.0.1",
-        "--dimse_port",
-        str(taken_port),
-    )
+def assert_named_in_use(
+    command: str, flag: str, port: int, *args: str, env: dict[str, str] = ENV
+) -> None:
+    result = run(command, *args, "--dimse_bind", "127.0.0.1", f"--{flag}", str(port), env=env)
     assert (result.returncode, result.stdout) == (3, "")
     assert (
-        result.stderr
-        == f"dicom-ingest local: error: --dimse_port {taken_port}: address already in use\n"
+        result.stderr == f"dicom-ingest {command}: error: --{flag} {port}: address already in use\n"
     )
+
+
+def local_args(tmp_path: Path) -> list[str]:
+    return ["--spool_dir", str(tmp_path / "spool"), "--dicomweb_address", REFUSING_STORE]
+
+
+def test_a_dimse_port_in_use_is_named(tmp_path: Path, taken_port: int) -> None:
+    assert_named_in_use("local", "dimse_port", taken_port, *local_args(tmp_path))
 
 
 def test_a_tls_port_in_use_is_named(tmp_path: Path, taken_port: int) -> None:
-    authority = Authority(tmp_path)
-    server = authority.issue("server", "localhost", server=True)
-    result = run(
-        "local",
-        "--spool_dir",
-        str(tmp_path / "spool"),
-        "--dicomweb_address",
-        REFUSING_STORE,
-        "--dimse_bind",
-        "127.0.0.1",
-        "--dimse_port",
-        "0",
-        "--tls_cert",
-        str(server.cert),
-        "--tls_key",
-        str(server.key),
-        "--tls_port",
-        str(taken_port),
-    )
-    assert (result.returncode, result.stdout) == (3, "")
-    assert (
-        result.stderr
-        == f"dicom-ingest local: error: --tls_port {taken_port}: address already in use\n"
-    )
+    server = Authority(tmp_path).issue("server", "localhost", server=True)
+    tls = ["--tls_cert", str(server.cert), "--tls_key", str(server.key), "--dimse_port", "0"]
+    assert_named_in_use("local", "tls_port", taken_port, *local_args(tmp_path), *tls)
 
 
 def test_a_health_port_in_use_is_named(tmp_path: Path, taken_port: int) -> None:
@@ -273,27 +251,9 @@ def test_a_health_port_in_use_is_named(tmp_path: Path, taken_port: int) -> None:
         "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9",
         "PUBSUB_EMULATOR_HOST": "127.0.0.1:9",
     }
-    result = run(
-        "receive",
-        "--spool_dir",
-        str(tmp_path / "spool"),
-        "--bucket",
-        "a-bucket",
-        "--topic",
-        "projects/my-project/topics/instances",
-        "--dimse_bind",
-        "127.0.0.1",
-        "--dimse_port",
-        "0",
-        "--health_port",
-        str(taken_port),
-        env=env,
-    )
-    assert (result.returncode, result.stdout) == (3, "")
-    assert (
-        result.stderr
-        == f"dicom-ingest receive: error: --health_port {taken_port}: address already in use\n"
-    )
+    cloud = ["--bucket", "a-bucket", "--topic", "projects/my-project/topics/instances"]
+    spool = ["--spool_dir", str(tmp_path / "spool"), "--dimse_port", "0"]
+    assert_named_in_use("receive", "health_port", taken_port, *spool, *cloud, env=env)
 
 
 # ---- output closed early: quiet, exit 141 ----
