@@ -91,7 +91,7 @@ SUBSCRIPTION_FLAG = Flag(
     "subscription", "Pub/Sub subscription (projects/P/subscriptions/S)", required=True
 )
 STATUS_FLAGS = (
-    Flag("limit", "dead letters to list", 20, count, env_var=False),
+    Flag("limit", "dead letters to list", 20, count, env_var=False, metavar="N"),
     Flag(
         "watch",
         "show it again every SECONDS (2 when not given) until Ctrl-C; on a terminal the screen"
@@ -99,6 +99,7 @@ STATUS_FLAGS = (
         type=seconds,
         env_var=False,
         const="2",
+        metavar="SECONDS",
     ),
 )
 DRAIN_FLAGS = (

@@ -63,6 +63,7 @@ class Flag:
     required: bool = False
     env_var: bool = True  # False: a command-line option only (``status --limit``)
     const: str | None = None  # the value of the flag given alone, without a value
+    metavar: str | None = None  # what help calls its value; the name in capitals if not given
 
     @property
     def env(self) -> str:
@@ -191,7 +192,7 @@ def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
         # A boolean may stand alone (``--verbose``), as with the DICOM adapter's flags.
         const = "true" if flag.type is parse_bool else flag.const
         alone: dict[str, Any] = {"nargs": "?", "const": const} if const is not None else {}
-        metavar = flag.name.upper()
+        metavar = flag.metavar or flag.name.upper()
         if flag.choices is not None:
             metavar = "{" + ",".join(flag.choices) + "}"
         parser.add_argument(
