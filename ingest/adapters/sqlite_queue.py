@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ingest.contracts.ports import HeldVersion
+
 from .private_files import PRIVATE_FILE, tighten_file
 
 _SCHEMA = """
@@ -63,6 +65,11 @@ CREATE TABLE IF NOT EXISTS settled (
 );
 CREATE INDEX IF NOT EXISTS messages_object ON messages (object_key);
 CREATE INDEX IF NOT EXISTS dead_letters_object ON dead_letters (object_key);
+CREATE TABLE IF NOT EXISTS held (
+    sop_instance_uid TEXT PRIMARY KEY,
+    crc32c           TEXT NOT NULL,
+    recorded_at      REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rebuilds (
     rebuilt_at   REAL NOT NULL,
     damaged_file TEXT NOT NULL,
@@ -323,6 +330,23 @@ class SqliteQueue:
                 (key, key, key),
             ).fetchone()
         return bool(row[0])
+
+    def held_version(self, sop_instance_uid: str) -> HeldVersion | None:
+        """The ledger of delivered versions (``StoreLedger``): what the store holds."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT crc32c, recorded_at FROM held WHERE sop_instance_uid = ?",
+                (sop_instance_uid,),
+            ).fetchone()
+        return None if row is None else HeldVersion(str(row[0]), float(row[1]))
+
+    def record_held(self, sop_instance_uid: str, crc32c: str) -> None:
+        with self._lock, self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO held (sop_instance_uid, crc32c, recorded_at)"
+                " VALUES (?, ?, ?)",
+                (sop_instance_uid, crc32c, time.time()),
+            )
 
     def wake(self) -> None:
         """Wake every thread blocked in ``wait``."""

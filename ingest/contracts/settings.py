@@ -294,7 +294,7 @@ def setting(
     flag: str | None = None,
     required: bool = False,
 ) -> Any:
-    """Declare a config field as a setting (``name: int = setting("…", 4, int)``)."""
+    """Declare a config field as a setting (``name: int = setting("…", 4, count)``)."""
     return Setting(help, default, type, choices, flag, required).field()
 
 
