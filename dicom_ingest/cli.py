@@ -107,9 +107,11 @@ DRAIN_FLAGS = (
     Flag("limit", "stop after this many (0: all)", 0, count, env_var=False),
 )
 CALLED_AE_FLAGS = select(RECEIVER_FLAGS, "dimse_aet")
-# `replay reconcile`: where the objects are, where their messages go, which store to ask.
+# `replay drain`: the store's address is needed with --upload only.
 DRAIN_UPLOADER_FLAGS = optional(CLOUD_UPLOADER_FLAGS, "dicomweb_address")
-BUCKET_RECONCILE_FLAGS = (  # the topic is not needed for a dry run
+# `replay reconcile`: where the objects are, where their messages go (not needed for a dry
+# run), which store to ask.
+BUCKET_RECONCILE_FLAGS = (
     *optional(select(CLOUD_RECEIVER_FLAGS, "bucket", "object_prefix", "topic"), "topic"),
     *CALLED_AE_FLAGS,
     *select(UPLOADER_FLAGS, "dicomweb_address", "auth", "bearer_token", "request_deadline"),
@@ -200,7 +202,6 @@ def _parser() -> argparse.ArgumentParser:
         "--upload", action="store_true", help="upload each instance now (uploader flags apply)"
     )
     target.add_argument("--dry_run", "--dry-run", action="store_true", help="list, change nothing")
-    # The store's address is needed with --upload only.
     add_flags(drain, (*DRAIN_FLAGS, *DRAIN_UPLOADER_FLAGS, *COMMON_FLAGS))
 
     seek = _command(how, "seek", "redeliver what a subscription retained since a time")
