@@ -14,7 +14,7 @@ from receiver.store import StoreService
 from uploader.config import UploaderConfig
 
 from .recent_associations import RecentAssociations
-from .startup import open_spool, run_until_signal
+from .startup import log_ready, open_spool, reachable, run_until_signal
 from .status_page import StatusPage, StatusPageConfig
 
 log = logging.getLogger(__name__)
@@ -73,16 +73,13 @@ class LocalPipeline:
         if self.status_page is not None:
             self.status_page.start()
         stats = self.queue.stats()
-        log.info(
-            "ready: accepting associations; try: dcmsend 127.0.0.1 %d -aec %s <files>",
+        log_ready(
+            log,
+            reachable(self.config.receiver.dimse_bind),
             self.receiver.port,
             self.config.receiver.dimse_aet,
-            extra={
-                "ae_title": self.config.receiver.dimse_aet,
-                "port": self.receiver.port,
-                "pending": stats.pending + stats.retrying,
-                "dead_letters": stats.dead,
-            },
+            pending=stats.pending + stats.retrying,
+            dead_letters=stats.dead,
         )
 
     def stop(self) -> bool:

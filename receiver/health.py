@@ -16,6 +16,8 @@ from typing import Any
 
 from pynetdicom import AE
 
+from ingest.contracts.settings import listening_on
+
 from .config import HEALTH_CHECK_AE
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -77,6 +79,7 @@ class HealthServer:
         ready: list[Check],
         bind: str = "0.0.0.0",  # noqa: S104 — kubelet probes come from the node
         cache_seconds: float = 2.0,
+        flag: str = "health_port",
     ) -> None:
         self._alive = alive
         self._ready = ready
@@ -104,7 +107,8 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # probes every few seconds would drown the log
 
-        self._server = ThreadingHTTPServer((bind, port), Handler)
+        with listening_on(flag, port):
+            self._server = ThreadingHTTPServer((bind, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="health", daemon=True
