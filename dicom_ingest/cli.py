@@ -3,20 +3,28 @@
 ``local`` runs the embedded pipeline (``status``, ``requeue``, ``reconcile`` manage it);
 ``receive`` runs the cloud receiver, ``work`` a pull uploader, ``replay`` brings Pub/Sub
 backlogs and orphaned bucket objects back into the pipeline.
+
+Exit status: 0 done; 1 done, but some items failed (``reconcile``, ``replay``); 2 a mistake
+on the command line or in the settings (with the subcommand's usage), or a queue that cannot
+be used; 3 a port it was asked to listen on is in use; 130 interrupted; 141 its output was
+closed (``status | head``), quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import logging
+import os
+import re
 import signal
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +44,19 @@ from ingest.adapters.spool import SpoolObjectStore
 from ingest.adapters.sqlite_queue import QUEUE_FILE, QueueDamaged, SqliteQueue
 from ingest.contracts import logs
 from ingest.contracts.message import MessageError, decode
-from ingest.contracts.settings import ConfigError, Flag, add_flags, resolve, select
+from ingest.contracts.settings import (
+    ConfigError,
+    Flag,
+    PortInUse,
+    add_flags,
+    count,
+    number,
+    optional,
+    path,
+    resolve,
+    seconds,
+    select,
+)
 from receiver.adapter_flags import add_adapter_flags, check_adapter_flags
 from receiver.config import FLAGS as RECEIVER_FLAGS
 from receiver.config import ReceiverConfig
@@ -51,68 +71,142 @@ from .cloud import FLAGS as CLOUD_RECEIVER_FLAGS
 from .cloud import CloudReceiver, CloudReceiverConfig
 from .local import FLAGS as LOCAL_FLAGS
 from .local import LocalConfig, LocalPipeline
+from .progress import ProgressBar
+from .status_page import FLAGS as STATUS_PAGE_FLAGS
+from .status_page import StatusPageConfig
 from .wiring import PullDeployment, build_pubsub_handler
 
 log = logging.getLogger(__name__)
 
 RECONCILE_MIN_AGE = 60.0
+EXIT_USAGE = 2  # a mistake on the command line or in the settings
+EXIT_PORT_IN_USE = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE: the reader went away, as `yes | head` ends
+DEAD = "dead_letters"
+CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home, erase the screen
 
 COMMON_FLAGS = logs.FLAGS
-SPOOL_FLAG = Flag("spool_dir", "spool directory: objects, queue database, staging")
-SUBSCRIPTION_FLAG = Flag("subscription", "Pub/Sub subscription (projects/P/subscriptions/S)")
+SPOOL_FLAG = Flag(
+    "spool_dir", "spool directory: objects, queue database, staging", type=path, required=True
+)
+SUBSCRIPTION_FLAG = Flag(
+    "subscription", "Pub/Sub subscription (projects/P/subscriptions/S)", required=True
+)
+STATUS_FLAGS = (
+    Flag("limit", "dead letters to list", 20, count, env_var=False, metavar="N"),
+    Flag(
+        "watch",
+        "show it again every SECONDS (2 when not given) until Ctrl-C; on a terminal the screen"
+        " is redrawn, elsewhere each snapshot is printed after the last",
+        type=seconds,
+        env_var=False,
+        const="2",
+        metavar="SECONDS",
+    ),
+)
+DRAIN_FLAGS = (
+    Flag("rate", "messages per second (0: no limit)", 0.0, number, env_var=False),
+    Flag("limit", "stop after this many (0: all)", 0, count, env_var=False),
+)
 CALLED_AE_FLAGS = select(RECEIVER_FLAGS, "dimse_aet")
-# `replay reconcile`: where the objects are, where their messages go, which store to ask.
+# `replay drain`: the store's address is needed with --upload only.
+DRAIN_UPLOADER_FLAGS = optional(CLOUD_UPLOADER_FLAGS, "dicomweb_address")
+# `replay reconcile`: where the objects are, where their messages go (not needed for a dry
+# run), which store to ask.
 BUCKET_RECONCILE_FLAGS = (
-    *select(CLOUD_RECEIVER_FLAGS, "bucket", "object_prefix", "topic"),
+    *optional(select(CLOUD_RECEIVER_FLAGS, "bucket", "object_prefix", "topic"), "topic"),
     *CALLED_AE_FLAGS,
     *select(UPLOADER_FLAGS, "dicomweb_address", "auth", "bearer_token", "request_deadline"),
     *COMMON_FLAGS,
 )
 
 
+class CannotRun(Exception):
+    """The command is right but cannot be carried out (no queue here, a spool it cannot open)."""
+
+
+# Each subcommand's usage: what it requires, then [flags] (all in --help).
+USAGE = {
+    "local": "--spool_dir DIR --dicomweb_address URL [flags]",
+    "status": "--spool_dir DIR [--json] [--limit N] [--watch [SECONDS]]",
+    "requeue": "--spool_dir DIR (--all | --ids ID [ID ...])",
+    "reconcile": "--spool_dir DIR [--dimse_aet AET]",
+    "receive": "--spool_dir DIR --bucket BUCKET --topic TOPIC [flags]",
+    "work": "--subscription SUBSCRIPTION --dicomweb_address URL [flags]",
+    "replay": "{drain,seek,reconcile} ...",
+    "drain": "--subscription SUBSCRIPTION (--to_topic TOPIC | --upload | --dry_run) [flags]",
+    "seek": "--subscription SUBSCRIPTION (--time TIME | --snapshot SNAPSHOT)",
+    "replay reconcile": "--bucket BUCKET --dicomweb_address URL (--topic TOPIC | --dry_run)"
+    " [flags]",
+}
+
+
+def _command(
+    parent: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help: str,
+    usage: str | None = None,
+) -> argparse.ArgumentParser:
+    """A subcommand's parser; errors found after parsing are reported with its usage."""
+    parser = parent.add_parser(
+        name, help=help, description=help, usage=f"%(prog)s {USAGE[usage or name]}"
+    )
+    parser.set_defaults(command_parser=parser)
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dicom-ingest",
         description="Receive DICOM C-STORE, queue durably, upload with STOW-RS.",
+        epilog="Every subcommand has --help: its flags, their allowed values and defaults.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    local = sub.add_parser("local", help="run receiver, queue and uploader on this machine")
-    add_flags(local, (SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS, *LOCAL_FLAGS, *COMMON_FLAGS))
+    local = _command(sub, "local", "run receiver, queue and uploader on this machine")
+    add_flags(
+        local,
+        (
+            SPOOL_FLAG,
+            *RECEIVER_FLAGS,
+            *UPLOADER_FLAGS,
+            *STATUS_PAGE_FLAGS,
+            *LOCAL_FLAGS,
+            *COMMON_FLAGS,
+        ),
+    )
     add_adapter_flags(local)
 
-    status = sub.add_parser("status", help="show the local queue: pending, retrying, dead letters")
-    add_flags(status, (SPOOL_FLAG,))
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status = _command(sub, "status", "show the local queue: pending, retrying, dead letters")
+    add_flags(status, (SPOOL_FLAG, *STATUS_FLAGS))
     status.add_argument(
-        "--limit", type=int, default=20, help="retrying messages and dead letters to list"
+        "--json", action="store_true", help="machine-readable output (a line per --watch snapshot)"
     )
 
-    requeue = sub.add_parser("requeue", help="move dead letters back to the queue")
+    requeue = _command(sub, "requeue", "move dead letters back to the queue")
     add_flags(requeue, (SPOOL_FLAG,))
     group = requeue.add_mutually_exclusive_group(required=True)
     group.add_argument("--all", action="store_true", help="every dead letter")
     group.add_argument("--ids", nargs="+", metavar="ID", help="these message ids")
-    rec = sub.add_parser(
-        "reconcile", help="enqueue a message for every spooled object that has none"
-    )
+    rec = _command(sub, "reconcile", "enqueue a message for every spooled object that has none")
     add_flags(rec, (SPOOL_FLAG, *CALLED_AE_FLAGS))
 
-    receive = sub.add_parser(
-        "receive", help="run the receiver: C-STORE to Cloud Storage and Pub/Sub (GKE)"
+    receive = _command(
+        sub, "receive", "run the receiver: C-STORE to Cloud Storage and Pub/Sub (GKE)"
     )
     add_flags(receive, (SPOOL_FLAG, *RECEIVER_FLAGS, *CLOUD_RECEIVER_FLAGS, *COMMON_FLAGS))
     add_adapter_flags(receive)
 
-    work = sub.add_parser(
-        "work", help="upload from a Pub/Sub subscription with streaming pull (backlogs, large)"
+    work = _command(
+        sub, "work", "upload from a Pub/Sub subscription with streaming pull (backlogs, large)"
     )
     add_flags(work, (SUBSCRIPTION_FLAG, *CLOUD_UPLOADER_FLAGS, *PULL_FLAGS, *COMMON_FLAGS))
 
-    replay = sub.add_parser("replay", help="bring Pub/Sub backlogs back: drain, seek, reconcile")
-    how = replay.add_subparsers(dest="replay_command", required=True)
-    drain = how.add_parser(
-        "drain", help="empty a subscription (e.g. dead letters) into the topic or the store"
+    replay = _command(sub, "replay", "bring Pub/Sub backlogs back: drain, seek, reconcile")
+    how = replay.add_subparsers(dest="replay_command", required=True, prog=replay.prog)
+    drain = _command(
+        how, "drain", "empty a subscription (e.g. dead letters) into the topic or the store"
     )
     add_flags(drain, (SUBSCRIPTION_FLAG,))
     target = drain.add_mutually_exclusive_group(required=True)
@@ -121,18 +215,19 @@ def _parser() -> argparse.ArgumentParser:
         "--upload", action="store_true", help="upload each instance now (uploader flags apply)"
     )
     target.add_argument("--dry_run", "--dry-run", action="store_true", help="list, change nothing")
-    drain.add_argument("--rate", type=float, default=0.0, help="messages per second (0: no limit)")
-    drain.add_argument("--limit", type=int, default=0, help="stop after this many (0: all)")
-    add_flags(drain, (*CLOUD_UPLOADER_FLAGS, *COMMON_FLAGS))
+    add_flags(drain, (*DRAIN_FLAGS, *DRAIN_UPLOADER_FLAGS, *COMMON_FLAGS))
 
-    seek = how.add_parser("seek", help="redeliver what a subscription retained since a time")
+    seek = _command(how, "seek", "redeliver what a subscription retained since a time")
     add_flags(seek, (SUBSCRIPTION_FLAG,))
     point = seek.add_mutually_exclusive_group(required=True)
     point.add_argument("--time", help="e.g. 2026-11-24T10:00:00Z")
     point.add_argument("--snapshot", help="projects/P/snapshots/NAME")
 
-    recb = how.add_parser(
-        "reconcile", help="publish messages for bucket objects the DICOM store lacks"
+    recb = _command(
+        how,
+        "reconcile",
+        "publish messages for bucket objects the DICOM store lacks",
+        "replay reconcile",
     )
     add_flags(recb, BUCKET_RECONCILE_FLAGS)
     recb.add_argument("--newer_than", "--newer-than", help="only objects created since this time")
@@ -141,20 +236,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _spool(namespace: argparse.Namespace) -> Path:
-    values = resolve((SPOOL_FLAG,), namespace)
-    if not values["spool_dir"]:
-        raise ConfigError("--spool_dir is required")
-    return Path(values["spool_dir"])
+    return Path(resolve((SPOOL_FLAG,), namespace)["spool_dir"])
 
 
 def _open_queue(spool: Path) -> SqliteQueue:
     path = spool / QUEUE_FILE
     if not path.is_file():
-        raise ConfigError(f"no queue at {path}; has `dicom-ingest local` run with this spool?")
+        raise CannotRun(f"no queue at {path}; has `dicom-ingest local` run with this spool?")
     try:
         return SqliteQueue(path)
     except QueueDamaged as exc:
-        raise ConfigError(
+        raise CannotRun(
             f"the queue at {path} is damaged ({exc}); `dicom-ingest local` rebuilds it from the"
             " spool when it starts"
         ) from exc
@@ -163,21 +255,25 @@ def _open_queue(spool: Path) -> SqliteQueue:
 def _run_local(namespace: argparse.Namespace) -> int:
     notes = check_adapter_flags(namespace)
     values = resolve(
-        (SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS, *LOCAL_FLAGS, *COMMON_FLAGS), namespace
+        (SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS, *STATUS_PAGE_FLAGS, *LOCAL_FLAGS), namespace
     )
-    if not values["spool_dir"]:
-        raise ConfigError("--spool_dir is required")
     receiver = ReceiverConfig.from_values(values)
     uploader = UploaderConfig.from_values(values)
-    logs.configure(values["log_format"], values["verbose"])
+    page = StatusPageConfig.from_values(values)
+    status_page = page if page.ui_port else None  # 0: no page
     for note in notes:
         log.warning(note)
 
     try:
-        config = LocalConfig.from_values(Path(values["spool_dir"]), receiver, uploader, values)
-        pipeline = LocalPipeline(config)
+        pipeline = LocalPipeline(
+            LocalConfig.from_values(
+                Path(values["spool_dir"]), receiver, uploader, status_page, values
+            )
+        )
+    except PortInUse:
+        raise
     except OSError as exc:
-        raise ConfigError(f"cannot start: {exc}") from exc
+        raise CannotRun(f"cannot start: {exc}") from exc
     return pipeline.run()
 
 
@@ -197,81 +293,126 @@ def _utc(when: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
-def _run_status(namespace: argparse.Namespace) -> int:
-    queue = _open_queue(_spool(namespace))
-    stats = queue.stats()
-    dead = queue.dead_letters(namespace.limit)
-    retrying = queue.retrying(namespace.limit)
-    rebuilds = queue.rebuilds()
-    queue.close()
-    if namespace.json:
-        print(
-            json.dumps(
-                {
-                    "pending": stats.pending,
-                    "in_flight": stats.in_flight,
-                    "retrying": stats.retrying,
-                    "dead": stats.dead,
-                    "oldest_pending_age_seconds": stats.oldest_pending_age,
-                    "rebuilds": [
-                        {
-                            "rebuilt_at": _utc(r.rebuilt_at),
-                            "damaged_file": r.damaged_file,
-                            "reason": r.reason,
-                        }
-                        for r in rebuilds
-                    ],
-                    "retrying_messages": [
-                        {
-                            "message_id": m.message_id,
-                            "attempts": m.attempts,
-                            "last_error": m.last_error,
-                            "next_attempt_at": _utc(m.next_attempt_at),
-                            **_describe(m.body),
-                        }
-                        for m in retrying
-                    ],
-                    "dead_letters": [
-                        {
-                            "message_id": d.message_id,
-                            "attempts": d.attempts,
-                            "reason": d.reason,
-                            **_describe(d.body),
-                        }
-                        for d in dead
-                    ],
-                },
-                indent=2,
+def _status(spool: Path, limit: int) -> dict[str, Any]:
+    """The queue's figures, rebuilds and first dead letters, as ``status --json`` shows them."""
+    queue = _open_queue(spool)
+    try:
+        stats = queue.stats()
+        dead = queue.dead_letters(limit)
+        retrying = queue.retrying(limit)
+        rebuilds = queue.rebuilds()
+    finally:
+        queue.close()
+    return {
+        "pending": stats.pending,
+        "in_flight": stats.in_flight,
+        "retrying": stats.retrying,
+        "dead": stats.dead,
+        "oldest_pending_age_seconds": stats.oldest_pending_age,
+        "rebuilds": [
+            {"rebuilt_at": _utc(r.rebuilt_at), "damaged_file": r.damaged_file, "reason": r.reason}
+            for r in rebuilds
+        ],
+        "retrying_messages": [
+            {
+                "message_id": m.message_id,
+                "attempts": m.attempts,
+                "last_error": m.reason,
+                "next_attempt_at": m.next_attempt_at,
+                **_describe(m.body),
+            }
+            for m in retrying
+        ],
+        "dead_letters": [
+            {
+                "message_id": d.message_id,
+                "attempts": d.attempts,
+                "reason": d.reason,
+                "failed_at": d.failed_at,
+                **_describe(d.body),
+            }
+            for d in dead
+        ],
+    }
+
+
+def _status_text(report: dict[str, Any]) -> str:
+    age = report["oldest_pending_age_seconds"]
+    lines = [
+        f"pending     {report['pending']}",
+        f"in flight   {report['in_flight']}",
+        f"retrying    {report['retrying']}",
+        f"dead        {report['dead']}",
+        f"oldest      {'-' if age is None else f'{age:.0f}s'}",
+    ]
+    for r in report["rebuilds"]:
+        lines.append(
+            f"\nqueue rebuilt from the spool at {r['rebuilt_at']}"
+            f" (damaged file kept as {r['damaged_file']}): {r['reason']}"
+        )
+    if report["retrying_messages"]:
+        lines.append("\nretrying (each with the reason its last attempt failed):")
+        for m in report["retrying_messages"]:
+            wait = max(0.0, m["next_attempt_at"] - time.time())
+            sop = m.get("sop_instance_uid", "?")
+            lines.append(
+                f"  {m['message_id']}  attempts={m['attempts']}  next in {wait:.0f}s  sop={sop}"
             )
-        )
+            lines.append(f"      {m['last_error']}")
+    if report["dead_letters"]:
+        lines.append("\ndead letters (requeue with: dicom-ingest requeue --spool_dir DIR --all):")
+        for d in report["dead_letters"]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d["failed_at"]))
+            sop = d.get("sop_instance_uid", "?")
+            lines.append(f"  {d['message_id']}  {when}  attempts={d['attempts']}  sop={sop}")
+            lines.append(f"      {d['reason']}")
+    return "\n".join(lines) + "\n"
+
+
+def _run_status(namespace: argparse.Namespace) -> int:
+    spool = _spool(namespace)
+    options = resolve(STATUS_FLAGS, namespace)
+    interval = options["watch"]
+    if interval is not None and interval <= 0:
+        raise ConfigError("--watch: the interval must be more than 0 seconds")
+    show = _status_printer(namespace.json, interval is not None, spool)
+    show(_status(spool, options["limit"]))
+    if interval is None:
         return 0
-    age = "-" if stats.oldest_pending_age is None else f"{stats.oldest_pending_age:.0f}s"
-    print(f"pending     {stats.pending}")
-    print(f"in flight   {stats.in_flight}")
-    print(f"retrying    {stats.retrying}")
-    print(f"dead        {stats.dead}")
-    print(f"oldest      {age}")
-    for r in rebuilds:
-        print(
-            f"\nqueue rebuilt from the spool at {_utc(r.rebuilt_at)}"
-            f" (damaged file kept as {r.damaged_file}): {r.reason}"
-        )
-    if retrying:
-        print("\nretrying (each with the reason its last attempt failed):")
-        for m in retrying:
-            wait = max(0.0, m.next_attempt_at - time.time())
-            sop = _describe(m.body).get("sop_instance_uid", "?")
-            print(f"  {m.message_id}  attempts={m.attempts}  next in {wait:.0f}s  sop={sop}")
-            print(f"      {m.last_error}")
-    if dead:
-        print("\ndead letters (requeue with: dicom-ingest requeue --spool_dir DIR --all):")
-        for d in dead:
-            info = _describe(d.body)
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.failed_at))
-            sop = info.get("sop_instance_uid", "?")
-            print(f"  {d.message_id}  {when}  attempts={d.attempts}  sop={sop}")
-            print(f"      {d.reason}")
-    return 0
+    try:
+        while True:
+            time.sleep(interval)
+            show(_status(spool, options["limit"]))
+    except KeyboardInterrupt:  # Ctrl-C ends a watch: that is how it is meant to end
+        return 0
+
+
+def _write_lines(text: str) -> None:
+    """Line by line, so a reader that stops early (``| head``) is noticed at once."""
+    sys.stdout.writelines(text.splitlines(keepends=True))
+
+
+def _status_printer(as_json: bool, watching: bool, spool: Path) -> Callable[[dict[str, Any]], None]:
+    """How each snapshot is shown: JSON, a redrawn screen, or text one snapshot after another."""
+    redraw = watching and not as_json and sys.stdout.isatty()
+
+    def show(report: dict[str, Any]) -> None:
+        if as_json:  # a document, or a line per snapshot when watching
+            dead = [
+                {k: v for k, v in d.items() if k != "failed_at"} for d in report["dead_letters"]
+            ]
+            print(json.dumps({**report, DEAD: dead}, indent=None if watching else 2))
+        elif redraw:
+            header = f"dicom-ingest status --spool_dir {spool}    {_utc(time.time())}"
+            sys.stdout.write(f"{CLEAR_SCREEN}{header}    (Ctrl-C to stop)\n\n")
+            _write_lines(_status_text(report))
+        else:
+            if watching:
+                sys.stdout.write(f"--- {_utc(time.time())}\n")
+            _write_lines(_status_text(report) + ("\n" if watching else ""))
+        sys.stdout.flush()
+
+    return show
 
 
 def _run_requeue(namespace: argparse.Namespace) -> int:
@@ -289,12 +430,23 @@ def _run_requeue(namespace: argparse.Namespace) -> int:
 def _run_reconcile(namespace: argparse.Namespace) -> int:
 
     spool = _spool(namespace)
-    queue = _open_queue(spool)
     called_ae = resolve(CALLED_AE_FLAGS, namespace)["dimse_aet"]
+    queue = _open_queue(spool)
+    objects = SpoolObjectStore(spool)
+    progress = ProgressBar("reconcile", "objects")
+    if progress.enabled:  # a bar with an end: count first (names only, no object is read)
+        progress = ProgressBar("reconcile", "objects", sum(1 for _ in objects.current_objects()))
     try:
         # The pipeline may be running: leave objects alone that are seconds old.
-        report = reconcile(SpoolObjectStore(spool), queue, called_ae, min_age=RECONCILE_MIN_AGE)
+        report = reconcile(
+            objects,
+            queue,
+            called_ae,
+            min_age=RECONCILE_MIN_AGE,
+            progress=lambda r: progress.advance({"enqueued": r.enqueued, "unusable": r.unusable}),
+        )
     finally:
+        progress.close()
         queue.close()
     print(
         f"{report.objects} object(s) in the spool; {report.enqueued} had no message and were"
@@ -306,10 +458,7 @@ def _run_reconcile(namespace: argparse.Namespace) -> int:
 def _run_receive(namespace: argparse.Namespace) -> int:
 
     notes = check_adapter_flags(namespace)
-    values = resolve((SPOOL_FLAG, *RECEIVER_FLAGS, *CLOUD_RECEIVER_FLAGS, *COMMON_FLAGS), namespace)
-    if not values["spool_dir"]:
-        raise ConfigError("--spool_dir is required (staging, and the spool with --ack_after=spool)")
-    logs.configure(values["log_format"], values["verbose"])
+    values = resolve((SPOOL_FLAG, *RECEIVER_FLAGS, *CLOUD_RECEIVER_FLAGS), namespace)
     for note in notes:
         log.warning(note)
     config = CloudReceiverConfig.from_values(
@@ -317,20 +466,21 @@ def _run_receive(namespace: argparse.Namespace) -> int:
     )
     try:
         receiver = CloudReceiver(config)
+    except PortInUse:
+        raise
     except OSError as exc:
-        raise ConfigError(f"cannot start: {exc}") from exc
+        raise CannotRun(f"cannot start: {exc}") from exc
     return receiver.run()
 
 
 def _subscription(namespace: argparse.Namespace) -> str:
 
-    return check_subscription(resolve((SUBSCRIPTION_FLAG,), namespace)["subscription"] or "")
+    return check_subscription(resolve((SUBSCRIPTION_FLAG,), namespace)["subscription"])
 
 
 def _pubsub_handler(namespace: argparse.Namespace, dead_letters: bool = True) -> Any:
 
-    values = resolve((*CLOUD_UPLOADER_FLAGS, *COMMON_FLAGS), namespace)
-    logs.configure(values["log_format"], values["verbose"])
+    values = resolve(DRAIN_UPLOADER_FLAGS, namespace)
     pubsub = PubSubConfig.from_values(values)
     if not dead_letters:  # replaying dead letters: a failure stays where it is
         pubsub = dataclasses.replace(pubsub, dead_letter_topic=None)
@@ -340,12 +490,13 @@ def _pubsub_handler(namespace: argparse.Namespace, dead_letters: bool = True) ->
 def _run_work(namespace: argparse.Namespace) -> int:
 
     subscription = _subscription(namespace)
-    values = resolve((*CLOUD_UPLOADER_FLAGS, *PULL_FLAGS, *COMMON_FLAGS), namespace)
-    logs.configure(values["log_format"], values["verbose"])
+    values = resolve((*DRAIN_UPLOADER_FLAGS, *PULL_FLAGS), namespace)
     try:
         deployment = PullDeployment(values, subscription)
+    except PortInUse:
+        raise
     except OSError as exc:
-        raise ConfigError(f"cannot start: {exc}") from exc
+        raise CannotRun(f"cannot start: {exc}") from exc
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -358,70 +509,78 @@ def _run_replay(namespace: argparse.Namespace) -> int:
     if command == "reconcile":
         return _run_bucket_reconcile(namespace)
     subscription = _subscription(namespace)
-    subscriber = pubsub_v1.SubscriberClient()
-    try:
-        if command == "seek":
-            when = _time(namespace.time)
+    if command == "seek":
+        when = _time(namespace.time, "--time")
+        subscriber = pubsub_v1.SubscriberClient()
+        try:
             replay.seek(subscriber, subscription, when, namespace.snapshot)
-            print(f"{subscription}: sought to {namespace.time or namespace.snapshot}")
-            return 0
-        action: replay.DrainStep | None = None
-        if namespace.to_topic:
-            topic = check_topic(namespace.to_topic, "to_topic")
-            action = replay.republish_to(PubSubPublisher(make_publisher_client(), topic))
-        elif namespace.upload:
-            handler, _ = _pubsub_handler(namespace, dead_letters=False)
-            action = replay.upload_with(handler)
+        finally:
+            subscriber.close()
+        print(f"{subscription}: sought to {namespace.time or namespace.snapshot}")
+        return 0
+    figures = resolve(DRAIN_FLAGS, namespace)  # every setting checked before any client is made
+    action: replay.DrainStep | None = None
+    if namespace.to_topic:
+        topic = check_topic(namespace.to_topic, "to_topic")
+        action = replay.republish_to(PubSubPublisher(make_publisher_client(), topic))
+    elif namespace.upload:
+        handler, _ = _pubsub_handler(namespace, dead_letters=False)
+        action = replay.upload_with(handler)
+    subscriber = pubsub_v1.SubscriberClient()
+    progress = ProgressBar("replay drain", "messages", figures["limit"] or None)
+    try:
         summary = replay.drain(
             subscriber,
             subscription,
             action,
-            rate=namespace.rate,
-            limit=namespace.limit,
-            progress=replay.Progress(),
+            rate=figures["rate"],
+            limit=figures["limit"],
+            progress=progress,
         )
     finally:
         subscriber.close()
     prefix = "dry run: " if action is None else ""
     print(f"{prefix}{summary.line()}")
-    for reason, count in sorted(summary.reasons.items(), key=lambda kv: -kv[1]):
-        print(f"  {count} x {reason}")
+    for reason, times in sorted(summary.reasons.items(), key=lambda kv: -kv[1]):
+        print(f"  {times} x {reason}")
     return 1 if summary.failed else 0
 
 
-def _time(text: str | None) -> datetime | None:
+def _time(text: str | None, flag: str) -> datetime | None:
 
     try:
         return replay.parse_time(text) if text else None
     except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(f"{flag}: {exc}") from exc
 
 
 def _run_bucket_reconcile(namespace: argparse.Namespace) -> int:
 
     values = resolve(BUCKET_RECONCILE_FLAGS, namespace)
-    logs.configure(values["log_format"], values["verbose"])
-    if not values["bucket"]:
-        raise ConfigError("--bucket is required")
     address = values["dicomweb_address"]
-    if not address:
-        raise ConfigError("--dicomweb_address is required")
     if values["request_deadline"] <= 0:
         raise ConfigError("--request_deadline must be positive")
     session = make_session(values["auth"], values["bearer_token"], values["request_deadline"])
-    newer_than = _time(namespace.newer_than)
+    newer_than = _time(namespace.newer_than, "--newer_than")
     publisher = None
     if not namespace.dry_run:
-        publisher = PubSubPublisher(make_publisher_client(), check_topic(values["topic"] or ""))
-    report = replay.reconcile_bucket(
-        storage.Client(),
-        values["bucket"],
-        values["object_prefix"],
-        lambda study: instance_uids(session, address, study),
-        publisher,
-        called_ae=values["dimse_aet"],
-        newer_than=newer_than,
-    )
+        if not values["topic"]:
+            raise ConfigError("--topic is required, unless --dry_run")
+        publisher = PubSubPublisher(make_publisher_client(), check_topic(values["topic"]))
+    progress = ProgressBar("replay reconcile", "objects")
+    try:
+        report = replay.reconcile_bucket(
+            storage.Client(),
+            values["bucket"],
+            values["object_prefix"],
+            lambda study: instance_uids(session, address, study),
+            publisher,
+            called_ae=values["dimse_aet"],
+            newer_than=newer_than,
+            progress=progress,
+        )
+    finally:
+        progress.close()
     verb = "missing (dry run)" if publisher is None else "published"
     print(
         f"{report.objects} object(s); {report.present} in the DICOM store; {report.published}"
@@ -430,8 +589,40 @@ def _run_bucket_reconcile(namespace: argparse.Namespace) -> int:
     return 1 if report.unusable or report.failed else 0
 
 
+# What else ends a command early: what the error line says first, and the exit status.
+FAILURES: tuple[tuple[type[Exception], str, int], ...] = (
+    (PortInUse, "", EXIT_PORT_IN_USE),
+    (CannotRun, "", EXIT_USAGE),
+    (sqlite3.Error, "the queue database cannot be used: ", EXIT_USAGE),
+    (GoogleAuthError, "Google credentials: ", EXIT_USAGE),
+    (GoogleAPIError, "Google Cloud: ", EXIT_USAGE),
+)
+
+
+def _unknown(parser: argparse.ArgumentParser, extras: Sequence[str]) -> None:
+    """Report what the subcommand does not take, with its usage (argparse exits 2)."""
+    flag = next((e.partition("=")[0] for e in extras if e.startswith("-")), None)
+    if flag is None:
+        parser.error(f"unexpected argument {extras[0]!r}")
+    known = set(re.findall(r"--[A-Za-z0-9][A-Za-z0-9_-]*", parser.format_help()))
+    close = difflib.get_close_matches(flag, sorted(known), n=1, cutoff=0.7)
+    hint = f" (did you mean {close[0]}?)" if close else f"; see {parser.prog} --help"
+    parser.error(f"unknown flag {flag}{hint}")
+
+
+def _quiet_closed_pipe() -> int:
+    """The reader of our output went away (``| head``): no traceback, nothing more written."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush goes nowhere
+    os.close(devnull)
+    return EXIT_CLOSED_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    namespace = _parser().parse_args(argv)
+    namespace, extras = _parser().parse_known_args(argv)
+    parser: argparse.ArgumentParser = namespace.command_parser
+    if extras:
+        _unknown(parser, extras)
     commands = {
         "local": _run_local,
         "status": _run_status,
@@ -441,20 +632,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "work": _run_work,
         "replay": _run_replay,
     }
+    error = f"{parser.prog}: error:"
     try:
+        if hasattr(namespace, "log_format"):  # first, so what follows is logged as asked
+            log_settings = resolve(COMMON_FLAGS, namespace)
+            logs.configure(log_settings["log_format"], log_settings["verbose"])
         return commands[namespace.command](namespace)
     except ConfigError as exc:
-        logs.fatal(f"dicom-ingest: error: {exc}")
-        return 2
-    except sqlite3.Error as exc:
-        logs.fatal(f"dicom-ingest: error: the queue database cannot be used: {exc}")
-        return 2
-    except GoogleAuthError as exc:
-        logs.fatal(f"dicom-ingest: error: Google credentials: {exc}")
-        return 2
-    except GoogleAPIError as exc:
-        logs.fatal(f"dicom-ingest: error: Google Cloud: {exc}")
-        return 2
+        logs.fatal(f"{error} {exc}", usage=parser.format_usage())
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return _quiet_closed_pipe()
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except tuple(kind for kind, _, _ in FAILURES) as exc:
+        what, status = next((w, s) for kind, w, s in FAILURES if isinstance(exc, kind))
+        logs.fatal(f"{error} {what}{exc}")
+        return status
 
 
 if __name__ == "__main__":

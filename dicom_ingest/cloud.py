@@ -25,7 +25,17 @@ from ingest.adapters.pubsub import (
 )
 from ingest.adapters.sqlite_queue import SqliteQueue
 from ingest.contracts.metrics import Exposition, ScrapeFigures
-from ingest.contracts.settings import ConfigError, Flag, build, flags_of, setting
+from ingest.contracts.settings import (
+    ConfigError,
+    Flag,
+    build,
+    byte_size,
+    count,
+    flags_of,
+    port,
+    seconds,
+    setting,
+)
 from ingest.workers import (
     LEASE_SECONDS,
     Backoff,
@@ -40,7 +50,7 @@ from receiver.scp import Receiver
 from receiver.shipper import OutboxPublisher, RepublishService, ShipService
 from receiver.store import StoreService
 
-from .startup import open_spool, run_until_signal
+from .startup import log_ready, open_spool, reachable, run_until_signal
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +76,19 @@ class CloudReceiverConfig:
         "store",
         choices=("store", "spool"),
     )
-    health_port: int = setting("HTTP port for /healthz and /readyz; 0 turns them off", 0, int)
+    health_port: int = setting("HTTP port for /healthz and /readyz; 0 turns them off", 0, port)
     storage_timeout: float = setting(
         "seconds a Cloud Storage request may take, with its retries of transient errors",
         60.0,
-        float,
+        seconds,
     )
     publish_timeout: float = PUBLISH_TIMEOUT.field()
-    ship_workers: int = setting("background shippers with --ack_after=spool", 4, int)
+    ship_workers: int = setting("background shippers with --ack_after=spool", 4, count)
     early_upload_bytes: int = setting(
         "with --ack_after=store, start uploading an instance once this much of it has arrived;"
         " 0 turns it off",
         32 << 20,
-        int,
+        byte_size,
     )
 
     def __post_init__(self) -> None:
@@ -118,11 +128,6 @@ FLAGS = (
         "accepted for compatibility with the DICOM adapter's manifests; the uploader uses it",
     ),
 )
-
-
-def _reachable(bind: str) -> str:
-    """Where this process reaches its own listener."""
-    return "127.0.0.1" if bind in ("", "0.0.0.0", "::") else bind  # noqa: S104
 
 
 class CloudReceiver:
@@ -207,7 +212,7 @@ class CloudReceiver:
                         self.receiver.port,
                         config.receiver.dimse_aet,
                         listening=self.receiver.serving,
-                        host=_reachable(config.receiver.dimse_bind),
+                        host=reachable(config.receiver.dimse_bind),
                         probe=not config.receiver.tls_only,
                         saturated=lambda: (
                             # the check takes a slot itself: leave the last one to a PACS
@@ -237,17 +242,14 @@ class CloudReceiver:
             self.early.start()
         if self.health is not None:
             self.health.start()
-        log.info(
-            "ready: accepting associations; try: dcmsend <address> %d -aec %s <files>",
+        log_ready(
+            log,
+            "<address>",
             self.receiver.port,
             self.config.receiver.dimse_aet,
-            extra={
-                "ae_title": self.config.receiver.dimse_aet,
-                "port": self.receiver.port,
-                "bucket": self.config.bucket,
-                "topic": self.config.topic,
-                "ack_after": self.config.ack_after,
-            },
+            bucket=self.config.bucket,
+            topic=self.config.topic,
+            ack_after=self.config.ack_after,
         )
 
     def stop(self) -> bool:

@@ -36,9 +36,9 @@ class FunctionConfigError(ConfigError):
 def _start() -> PushApp:
     """Settings from the environment, logging set up once, the app built; or a failed start."""
     try:
-        values = resolve(FUNCTION_FLAGS, argparse.Namespace())
-        logs.configure(values["log_format"], values["verbose"])
-        return build_push_app(values)
+        log_settings = resolve(logs.FLAGS, argparse.Namespace())
+        logs.configure(log_settings["log_format"], log_settings["verbose"])
+        return build_push_app(resolve(FUNCTION_FLAGS, argparse.Namespace()))
     except ConfigError as exc:
         log.critical("the uploader cannot start: %s", exc)
         raise FunctionConfigError(f"the uploader cannot start: {exc}") from exc

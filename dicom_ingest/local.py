@@ -10,14 +10,16 @@ from typing import Any
 from dicom_ingest.wiring import build_service, build_store_watch
 from ingest.adapters.health import HealthServer
 from ingest.contracts.metrics import Exposition, ScrapeFigures
-from ingest.contracts.settings import ConfigError, build, flags_of, setting
+from ingest.contracts.settings import build, flags_of, port, setting
 from ingest.workers import LEASE_SECONDS, Backoff, QueueWorkers
 from receiver.config import ReceiverConfig
 from receiver.scp import Receiver
 from receiver.store import StoreService
 from uploader.config import UploaderConfig
 
-from .startup import open_spool, run_until_signal
+from .recent_associations import RecentAssociations
+from .startup import log_ready, open_spool, reachable, run_until_signal
+from .status_page import StatusPage, StatusPageConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +29,14 @@ class LocalConfig:
     spool_dir: Path
     receiver: ReceiverConfig
     uploader: UploaderConfig
+    status_page: StatusPageConfig | None = None  # None: no page
     metrics_port: int = setting(
-        "HTTP port for /metrics (Prometheus), /healthz and /readyz; 0 turns them off", 0, int
+        "HTTP port for /metrics (Prometheus), /healthz and /readyz; 0 turns them off", 0, port
     )
     metrics_host: str = setting(
         "address the metrics port listens on; 0.0.0.0 lets other machines scrape it",
         "127.0.0.1",
     )
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.metrics_port <= 65535:
-            raise ConfigError("--metrics_port must be a TCP port, or 0")
 
     @classmethod
     def from_values(
@@ -45,9 +44,17 @@ class LocalConfig:
         spool_dir: Path,
         receiver: ReceiverConfig,
         uploader: UploaderConfig,
+        status_page: StatusPageConfig | None,
         values: dict[str, Any],
     ) -> LocalConfig:
-        return build(cls, values, spool_dir=spool_dir, receiver=receiver, uploader=uploader)
+        return build(
+            cls,
+            values,
+            spool_dir=spool_dir,
+            receiver=receiver,
+            uploader=uploader,
+            status_page=status_page,
+        )
 
 
 FLAGS = flags_of(LocalConfig)
@@ -75,6 +82,20 @@ class LocalPipeline:
             # Kept objects must not look unsent to the next start-up's reconciliation.
             remember_settled=up.keep_uploaded,
         )
+        self.associations = RecentAssociations()
+        self.status_page: StatusPage | None = None
+        if config.status_page is not None:
+            try:  # bound now: a port in use stops the start-up, naming the port
+                self.status_page = StatusPage(
+                    config.status_page,
+                    self.queue,
+                    self.associations,
+                    config.receiver.dimse_aet,
+                    lambda: self.receiver.port,
+                )
+            except Exception:
+                self.queue.close()
+                raise
         self.health: HealthServer | None = None
         if config.metrics_port:
             figures = ScrapeFigures(
@@ -82,44 +103,48 @@ class LocalPipeline:
                 spool_dir=config.spool_dir,
                 store_reachable=self.store.reachable,
             )
-            self.health = HealthServer(
-                config.metrics_port,
-                alive=self._alive,
-                ready=[self._alive],
-                bind=config.metrics_host,
-                metrics=Exposition(figures),
-                details=[self.store.describe],
-            )
+            try:  # bound now: a port in use stops the start-up, naming the port
+                self.health = HealthServer(
+                    config.metrics_port,
+                    alive=self._alive,
+                    ready=[self._alive],
+                    bind=config.metrics_host,
+                    metrics=Exposition(figures),
+                    details=[self.store.describe],
+                    flag="metrics_port",
+                )
+            except Exception:
+                if self.status_page is not None:
+                    self.status_page.stop()
+                self.queue.close()
+                raise
         self._stopped = False
 
     def _alive(self) -> str | None:
         return None if self.receiver.serving() else "the DIMSE listener has stopped"
 
     def start(self) -> None:
+        if self.status_page is not None:
+            self.associations.attach()
         self.workers.start()
         self.receiver.start()
+        if self.status_page is not None:
+            self.status_page.start()
         if self.health is not None:
             self.health.start()
         # Accepting already: the probe's answer only decides what the ready line says.
         state = self.store.start(self._client.probe)
         stats = self.queue.stats()
-        aet, port = self.config.receiver.dimse_aet, self.receiver.port
-        log.info(
-            "ready: accepting associations on port %d as %s; %s; try `dcmsend 127.0.0.1 %d"
-            " -aec %s FILES`",
-            port,
-            aet,
-            self.store.describe(),
-            port,
-            aet,
-            extra={
-                "ae_title": aet,
-                "port": port,
-                "store_reachable": state.reachable,
-                "pending": stats.pending + stats.retrying,
-                "dead_letters": stats.dead,
-                **({"metrics_port": self.health.port} if self.health is not None else {}),
-            },
+        log_ready(
+            log,
+            reachable(self.config.receiver.dimse_bind),
+            self.receiver.port,
+            self.config.receiver.dimse_aet,
+            note=self.store.describe(),
+            store_reachable=state.reachable,
+            pending=stats.pending + stats.retrying,
+            dead_letters=stats.dead,
+            **({"metrics_port": self.health.port} if self.health is not None else {}),
         )
 
     def stop(self) -> bool:
@@ -132,6 +157,9 @@ class LocalPipeline:
         self.store.stop()
         if self.health is not None:
             self.health.stop()
+        if self.status_page is not None:
+            self.status_page.stop()
+            self.associations.detach()
         self.queue.close()
         log.info("stopped", extra={"associations_drained": drained})
         return drained

@@ -37,6 +37,8 @@ from uploader.pubsub_handler import (
     Received,
 )
 
+from .progress import ProgressBar
+
 log = logging.getLogger(__name__)
 
 PULL_BATCH = 100
@@ -50,7 +52,7 @@ def parse_time(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:
-        raise ValueError(f"not a time: {text!r} (use e.g. 2026-11-24T10:00:00Z)") from exc
+        raise ValueError(f"{text!r} is not a time (e.g. 2026-11-24T10:00:00Z)") from exc
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -80,25 +82,8 @@ class Summary:
             f"{self.total} messages: {self.done} done, {self.failed} failed, {self.skipped} skipped"
         )
 
-
-class Progress:
-    """One self-updating line on a terminal; nothing when output is not a terminal."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self._stream = stream or sys.stderr
-        self._enabled = self._stream.isatty()
-        self._started = time.monotonic()
-
-    def update(self, summary: Summary) -> None:
-        if not self._enabled:
-            return
-        rate = summary.total / max(time.monotonic() - self._started, 1e-6)
-        self._stream.write(f"\r{summary.line()}  ({rate:.1f}/s)")
-        self._stream.flush()
-
-    def close(self) -> None:
-        if self._enabled:
-            self._stream.write("\n")
+    def figures(self) -> dict[str, int]:
+        return {"done": self.done, "failed": self.failed, "skipped": self.skipped}
 
 
 class RateLimit:
@@ -190,7 +175,7 @@ def drain(
     rate: float = 0.0,
     limit: int = 0,
     out: TextIO | None = None,
-    progress: Progress | None = None,
+    progress: ProgressBar | None = None,
 ) -> Summary:
     """Pull until the subscription has nothing new; ``action`` None is a dry run.
 
@@ -246,7 +231,7 @@ def drain(
                     if after_ack is not None:
                         after_ack(received)
                 if progress is not None:
-                    progress.update(summary)
+                    progress.advance(summary.figures())
     finally:
         held = list(unsettled)
         for start in range(0, len(held), 1000):
@@ -314,6 +299,9 @@ class BucketReconcileReport:
     unusable: int = 0
     failed: int = 0  # studies the store could not be asked about, publishes that failed
 
+    def figures(self) -> dict[str, int]:
+        return {"published": self.published, "unusable": self.unusable, "failed": self.failed}
+
 
 def bucket_objects(
     client: Any, bucket: str, prefix: str, newer_than: datetime | None
@@ -358,6 +346,7 @@ def reconcile_bucket(
     called_ae: str = "IMPORTADAPTER",
     newer_than: datetime | None = None,
     out: TextIO | None = None,
+    progress: ProgressBar | None = None,
 ) -> BucketReconcileReport:
     """Publish a message for every object whose instance the DICOM store lacks.
 
@@ -368,6 +357,8 @@ def reconcile_bucket(
     known: dict[str, set[str] | None] = {}
     for blob, study, series, sop in bucket_objects(client, bucket, prefix, newer_than):
         report.objects += 1
+        if progress is not None:
+            progress.advance(report.figures())
         if study not in known:
             try:
                 known[study] = present_in_study(study)

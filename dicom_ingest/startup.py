@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from ingest.adapters.private_files import make_private_dir
 from ingest.adapters.spool import SpoolObjectStore
@@ -80,6 +81,29 @@ def _queue(path: Path, max_attempts: int) -> SqliteQueue:
     return SqliteQueue(
         path, max_attempts=max_attempts, durable_commits=False, on_dead_letter=report_dead_letter
     )
+
+
+def reachable(bind: str) -> str:
+    """Where this machine reaches a listener bound to ``bind``."""
+    return "127.0.0.1" if bind in ("", "0.0.0.0", "::") else bind  # noqa: S104
+
+
+def log_ready(
+    logger: logging.Logger,
+    host: str,
+    port: int,
+    ae_title: str,
+    note: str | None = None,
+    **fields: Any,
+) -> None:
+    """The ready line with its figures as fields (and a note, such as the DICOM store's
+    state, in its text), then a command to try, on a line of its own."""
+    logger.info(
+        "ready: accepting associations%s",
+        f"; {note}" if note else "",
+        extra={"ae_title": ae_title, "port": port, **fields},
+    )
+    logger.info("try: dcmsend %s %d -aec %s <files>", host, port, ae_title)
 
 
 def run_until_signal(start: Callable[[], None], stop: Callable[[], object]) -> int:

@@ -36,7 +36,7 @@ RUN groupadd --system --gid 10001 dicom \
 COPY --from=build /opt/dicom-ingest /opt/dicom-ingest
 USER 10001:10001
 WORKDIR /var/spool/dicom-ingest
-EXPOSE 2575 8080
+EXPOSE 2575 2762 8080
 # Kubernetes uses its own probes (k8s/receiver-deployment.yaml.tftpl); this is for `docker run`.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('DICOM_INGEST_HEALTH_PORT', '8080') + '/healthz', timeout=3)"]

@@ -10,10 +10,16 @@ from typing import Any
 from ingest.contracts.message import is_valid_uid
 from ingest.contracts.settings import (
     ConfigError,
+    ae_title,
     build,
+    byte_size,
+    count,
     flags_of,
     parse_bool,
     parse_list,
+    port,
+    readable_file,
+    seconds,
     setting,
 )
 
@@ -21,7 +27,6 @@ from .scan_limits import ScanLimits
 from .tls import TlsFiles
 
 _SCAN_DEFAULTS = ScanLimits()
-AE_TITLE_MAX = 16
 # The receive buffer of a connection is one P-DATA-TF: bounded, so memory is too.
 MIN_PDU, MAX_PDU = 4096, 4 << 20
 # The calling AE title of the receiver's C-ECHO to itself (readiness), allowed from loopback.
@@ -29,10 +34,10 @@ HEALTH_CHECK_AE = "DI-HEALTHCHECK"
 
 
 def _check_ae(value: str, what: str) -> str:
-    value = value.strip()
-    if not value or len(value) > AE_TITLE_MAX or "\\" in value or not value.isprintable():
-        raise ConfigError(f"{what}: {value!r} is not a valid AE title (1-16 printable characters)")
-    return value
+    try:
+        return ae_title(value)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,18 +69,14 @@ class PeerRule:
             return False
 
 
-def _ae_title(text: str) -> str:
-    return text.strip()
-
-
 def _peer_rules(text: str) -> tuple[PeerRule, ...]:
     return tuple(PeerRule.parse(item) for item in parse_list(text))
 
 
 @dataclass(frozen=True, slots=True)
 class ReceiverConfig:
-    dimse_aet: str = setting("AE title this receiver answers to", "IMPORTADAPTER", _ae_title)
-    dimse_port: int = setting("TCP port for DIMSE associations", 2575, int)
+    dimse_aet: str = setting("AE title this receiver answers to", "IMPORTADAPTER", ae_title)
+    dimse_port: int = setting("TCP port for DIMSE associations", 2575, port)
     # A PACS-facing service listens on its load balancer's address.
     dimse_bind: str = setting("address to listen on", "0.0.0.0")  # noqa: S104
     allowed_peers: tuple[PeerRule, ...] = setting(
@@ -85,22 +86,22 @@ class ReceiverConfig:
         _peer_rules,
         flag="allowed_calling_aets",
     )
-    max_associations: int = setting("concurrent associations before rejecting", 32, int)
+    max_associations: int = setting("concurrent associations before rejecting", 32, count)
     max_connections_per_host: int = setting(
-        "concurrent connections from one source address, negotiating or associated", 16, int
+        "concurrent connections from one source address, negotiating or associated", 16, count
     )
     max_pdu: int = setting(
         "maximum P-DATA-TF length we receive, in bytes (4096-4194304; each connection's buffer)",
         262144,
-        int,
+        byte_size,
     )
     acse_timeout: float = setting(
-        "seconds from connect to A-ASSOCIATE-RQ, and for any PDU once begun", 10.0, float
+        "seconds from connect to A-ASSOCIATE-RQ, and for any PDU once begun", 10.0, seconds
     )
     dimse_timeout: float = setting(
-        "seconds to wait between the PDUs of one DIMSE message", 60.0, float
+        "seconds to wait between the PDUs of one DIMSE message", 60.0, seconds
     )
-    network_timeout: float = setting("seconds an idle association is kept open", 60.0, float)
+    network_timeout: float = setting("seconds an idle association is kept open", 60.0, seconds)
     extra_sop_classes: tuple[str, ...] = setting(
         "comma-separated private storage SOP class UIDs", (), parse_list
     )
@@ -111,32 +112,36 @@ class ReceiverConfig:
         parse_bool,
     )
     max_instance_bytes: int = setting(
-        "largest dataset accepted, in bytes (0: no limit); larger ones get 0xC000", 0, int
+        "largest dataset accepted, in bytes (0: no limit); larger ones get 0xC000", 0, byte_size
     )
     max_nesting_depth: int = setting(
         "deepest sequence nesting accepted (defined and undefined length alike); deeper"
         " datasets get 0xC000",
         _SCAN_DEFAULTS.max_depth,
-        int,
+        count,
     )
     max_inflated_bytes: int = setting(
         "bytes a deflated dataset may inflate to (0: no limit)",
         _SCAN_DEFAULTS.max_inflated_bytes,
-        int,
+        byte_size,
     )
     max_inflate_ratio: int = setting(
         "inflated bytes per deflated byte, judged after 16 MiB (0: no limit)",
         _SCAN_DEFAULTS.max_inflate_ratio,
-        int,
+        count,
     )
-    tls_cert: str = setting("PEM certificate (chain) for DICOM TLS; enables the TLS port", "")
-    tls_key: str = setting("PEM private key of --tls_cert", "")
-    tls_ca: str = setting("PEM CA certificates: require client certificates signed by them", "")
+    tls_cert: str = setting(
+        "PEM certificate (chain) for DICOM TLS; enables the TLS port", "", readable_file
+    )
+    tls_key: str = setting("PEM private key of --tls_cert", "", readable_file)
+    tls_ca: str = setting(
+        "PEM CA certificates: require client certificates signed by them", "", readable_file
+    )
     tls_port: int = setting(
-        "TCP port for DICOM TLS associations (2762 is DICOM's TLS port)", 2762, int
+        "TCP port for DICOM TLS associations (2762 is DICOM's TLS port)", 2762, port
     )
     tls_only: bool = setting("serve only the TLS port, not --dimse_port", False, parse_bool)
-    shutdown_grace: float = setting("seconds to let associations finish on SIGTERM", 30.0, float)
+    shutdown_grace: float = setting("seconds to let associations finish on SIGTERM", 30.0, seconds)
 
     def __post_init__(self) -> None:
         _check_ae(self.dimse_aet, "--dimse_aet")

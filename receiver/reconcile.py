@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,17 +96,21 @@ def reconcile(
     called_ae: str,
     prune: bool = False,
     min_age: float = 0.0,
+    progress: Callable[[SpoolReconcileReport], None] | None = None,
 ) -> SpoolReconcileReport:
     """Enqueue a rebuilt message for each current object that no message points at.
 
     ``prune`` is for the process that owns the spool, before it accepts associations. While
     a pipeline runs, pass ``min_age``: an object younger than that may be between its write
-    and its publish (or between its upload's acknowledgement and its removal).
+    and its publish (or between its upload's acknowledgement and its removal). ``progress``
+    is told the figures so far after each object.
     """
     pruned = objects.prune() if prune else 0
     seen = enqueued = unusable = 0
     now = time.time()
     for stored, path in objects.current_objects():
+        if progress is not None and seen:
+            progress(SpoolReconcileReport(seen, enqueued, unusable, pruned))
         seen += 1
         message_attributes = {"object_uri": stored.uri, "object_generation": stored.generation}
         key = version_key(message_attributes)
@@ -130,4 +135,7 @@ def reconcile(
             "re-enqueued an object that had no message",
             extra={"sop_instance_uid": message.sop_instance_uid, "message_id": message_id},
         )
-    return SpoolReconcileReport(seen, enqueued, unusable, pruned)
+    report = SpoolReconcileReport(seen, enqueued, unusable, pruned)
+    if progress is not None and seen:
+        progress(report)
+    return report

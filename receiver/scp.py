@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ingest.adapters.private_files import make_private_dir
+from ingest.contracts.settings import listening_on
 
 from .acse_codec import check_pynetdicom
 from .association import Association, Transfer
@@ -38,9 +39,10 @@ PENDING_LIMIT = 64
 _ACCEPT_POLL = 0.25  # how often the listener looks at its stop flag
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, flag: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.create_server((host, port), family=family, backlog=128)
+    with listening_on(flag, port):
+        listener = socket.create_server((host, port), family=family, backlog=128)
     listener.setblocking(False)
     return listener
 
@@ -82,9 +84,11 @@ class Receiver:
         # (listening socket, TLS contexts or None for plain TCP)
         self._listeners: list[tuple[socket.socket, TlsContexts | None]] = []
         if not config.tls_only:
-            self._listeners.append((_listen(config.dimse_bind, config.dimse_port), None))
+            listener = _listen(config.dimse_bind, config.dimse_port, "dimse_port")
+            self._listeners.append((listener, None))
         if self._tls is not None:
-            self._listeners.append((_listen(config.dimse_bind, config.tls_port), self._tls))
+            listener = _listen(config.dimse_bind, config.tls_port, "tls_port")
+            self._listeners.append((listener, self._tls))
         self._lock = threading.Lock()
         self._connections: dict[Association, threading.Thread] = {}
         self._per_host: collections.Counter[str] = collections.Counter()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment code: terraform/, k8s/, docker/.
 #   1. terraform fmt -check -recursive terraform/
-#   2. render k8s/*.yaml.tftpl with example values (exactly as terraform's templatefile() does)
+#   2. render k8s/*.yaml.tftpl with example values, DICOM TLS off and on, and check that
+#      tests/infra/k8s_render.py renders every variant exactly as terraform's templatefile() does
 #   3. kubernetes-validate --strict on the rendered manifests (bundled schemas, no network; the
 #      PodMonitoring CRD is not among them: tests/infra/test_infra_k8s.py checks its fields)
 #   4. checkov --skip-download: terraform (with the project's policies in terraform/policies/),
@@ -61,6 +62,13 @@ if ! "$VENV/bin/python" tests/infra/k8s_render.py "$work/k8s"; then
   fail "k8s templates do not render"
 fi
 ls "$work/k8s"
+
+step "k8s templates: tests/infra/k8s_render.py and terraform's templatefile() agree"
+if ! command -v "$TERRAFORM" >/dev/null; then
+  fail "terraform not found: cannot compare the renderer with templatefile()"
+elif ! TERRAFORM=$TERRAFORM "$VENV/bin/python" tests/infra/k8s_render.py --compare-with-terraform; then
+  fail "k8s_render.py and terraform's templatefile() differ"
+fi
 
 step "kubernetes-validate --strict (Kubernetes $KUBERNETES_VERSION)"
 if ! "$VENV/bin/kubernetes-validate" --strict --quiet -k "$KUBERNETES_VERSION" "$work"/k8s/*.yaml; then

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs what dicom-ingest needs on a Debian machine: DCMTK, GDCM's tools, and Orthanc with its
-# DICOMweb plugin (system packages), and a Python virtual environment in .venv with the project.
+# Installs what dicom-ingest needs on a Debian machine: DCMTK, GDCM's tools, Orthanc with its
+# DICOMweb plugin, and Chromium with its WebDriver (the status page's browser tests) as system
+# packages, and a Python virtual environment in .venv with the project.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for package in dcmtk libgdcm-tools orthanc orthanc-dicomweb curl; do
+for package in dcmtk libgdcm-tools orthanc orthanc-dicomweb curl chromium chromium-driver; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if ((${#missing[@]})); then

@@ -14,8 +14,11 @@ from ingest.adapters.store_watch import PROBE_INTERVAL
 from ingest.contracts.settings import (
     ConfigError,
     build,
+    byte_size,
+    count,
     flags_of,
     parse_bool,
+    seconds,
     setting,
     with_defaults,
 )
@@ -46,27 +49,27 @@ class UploaderConfig:
         " through it (/tools/find, DELETE /instances/{id}), since Orthanc's DICOMweb plugin"
         " answers DELETE 405. Unset: DICOMweb DELETE (the Cloud Healthcare API)"
     )
-    upload_workers: int = setting("concurrent upload workers", 4, int)
-    batch_max_instances: int = setting("instances of one study per STOW-RS request", 16, int)
-    batch_max_bytes: int = setting("bytes per STOW-RS request", 64 << 20, int)
-    http_timeout: float = setting("seconds to wait for the DICOM store to answer", 300.0, float)
+    upload_workers: int = setting("concurrent upload workers", 4, count)
+    batch_max_instances: int = setting("instances of one study per STOW-RS request", 16, count)
+    batch_max_bytes: int = setting("bytes per STOW-RS request", 64 << 20, byte_size)
+    http_timeout: float = setting("seconds to wait for the DICOM store to answer", 300.0, seconds)
     request_deadline: float = setting(
         "seconds one DICOM store request may take in all, bodies included; then it is cut"
         " and the message retried",
         REQUEST_DEADLINE,
-        float,
+        seconds,
     )
     # About eight hours of a DICOM store outage before transient failures dead-letter;
     # permanent failures dead-letter at once.
-    max_attempts: int = setting("delivery attempts before a message is dead-lettered", 100, int)
-    min_backoff: float = setting("first retry delay in seconds", 1.0, float)
-    max_backoff: float = setting("longest retry delay in seconds", 300.0, float)
+    max_attempts: int = setting("delivery attempts before a message is dead-lettered", 100, count)
+    min_backoff: float = setting("first retry delay in seconds", 1.0, seconds)
+    max_backoff: float = setting("longest retry delay in seconds", 300.0, seconds)
     keep_uploaded: bool = setting("keep objects in the spool after upload", False, parse_bool)
     store_probe_interval: float = setting(
         "seconds between QIDO-RS probes of the DICOM store while it is unreachable or refuses"
         " the credentials (local and work)",
         PROBE_INTERVAL,
-        float,
+        seconds,
     )
 
     def __post_init__(self) -> None:
@@ -117,14 +120,16 @@ class PubSubConfig:
         "topic for instances too large to upload within a push request; a pull worker"
         " (dicom-ingest work) takes them from its subscription"
     )
-    push_max_bytes: int = setting("largest instance a push request uploads itself", 1 << 30, int)
+    push_max_bytes: int = setting(
+        "largest instance a push request uploads itself", 1 << 30, byte_size
+    )
     push_max_attempts: int = setting(
-        "push deliveries of a message before it goes to the oversize topic (0: never)", 3, int
+        "push deliveries of a message before it goes to the oversize topic (0: never)", 3, count
     )
     push_max_body_bytes: int = setting(
         "largest push request body; a larger one is answered 413 before it is read",
         1 << 20,
-        int,
+        byte_size,
     )
     push_audience: str | None = setting(
         "verify push OIDC tokens for this audience (without Cloud Run IAM)"

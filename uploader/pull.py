@@ -18,7 +18,7 @@ from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 from google.cloud.pubsub_v1.types import FlowControl
 
-from ingest.contracts.settings import ConfigError, build, flags_of, setting
+from ingest.contracts.settings import ConfigError, build, flags_of, port, setting
 
 from .pubsub_handler import Decision, PubSubHandler, Received
 
@@ -30,7 +30,7 @@ class PullConfig:
     """What ``dicom-ingest work`` needs beyond the uploader's and Pub/Sub's settings."""
 
     health_port: int = setting(
-        "HTTP port for /healthz, /readyz and /metrics (Prometheus); 0 turns them off", 0, int
+        "HTTP port for /healthz, /readyz and /metrics (Prometheus); 0 turns them off", 0, port
     )
 
     def __post_init__(self) -> None:

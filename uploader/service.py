@@ -137,8 +137,10 @@ class UploadService:
                 message.study_instance_uid, message.series_instance_uid, message.sop_instance_uid
             )
         except _CANNOT_ASK as err:
+            # Asked again later: the store may be back, and may have the instance. Attempts
+            # still run out, and the dead letter then carries this reason.
             reason = f"object missing: {exc}; the DICOM store could not be asked ({err})"
-            return Outcome(Action.DEAD, reason)
+            return Outcome(Action.RETRY, reason)
         if present:
             return Outcome(Action.SKIPPED, "object already removed; the DICOM store has it")
         return Outcome(Action.DEAD, f"object missing: {exc}")

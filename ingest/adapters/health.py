@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ingest.contracts.metrics import Exposition
+from ingest.contracts.settings import listening_on
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class HealthServer:
         cache_seconds: float = 2.0,
         metrics: Exposition | None = None,
         details: Sequence[Detail] = (),
+        flag: str = "health_port",
     ) -> None:
         self._alive = alive
         self._ready = ready
@@ -75,10 +77,8 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # probes every few seconds would drown the log
 
-        try:
+        with listening_on(flag, port):  # a port in use is named, with its flag
             self._server = ThreadingHTTPServer((bind, port), Handler)
-        except OSError as exc:  # the operator must learn which port, not only "in use"
-            raise OSError(exc.errno, f"{bind}:{port}: {exc.strerror or exc}") from exc
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="health", daemon=True

@@ -15,7 +15,7 @@ from google.api_core.retry import Retry
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
 
-from ingest.contracts.settings import ConfigError, Setting
+from ingest.contracts.settings import ConfigError, Setting, seconds
 
 
 def _resource(kind: str) -> re.Pattern[str]:
@@ -30,7 +30,7 @@ SUBSCRIPTION_PATTERN = _resource("subscriptions")
 
 # Publish errors worth retrying within the publish timeout.
 # One setting for every Pub/Sub publisher (the receiver's, the uploader's dead letters).
-PUBLISH_TIMEOUT = Setting("seconds Pub/Sub may take to accept a message", 30.0, float)
+PUBLISH_TIMEOUT = Setting("seconds Pub/Sub may take to accept a message", 30.0, seconds)
 
 _RETRYABLE = (
     api_exceptions.Aborted,

@@ -100,23 +100,23 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
-class Retrying:
-    """A message that failed at least once and waits for its next attempt."""
-
-    message_id: str
-    body: bytes
-    attempts: int
-    last_error: str
-    next_attempt_at: float
-
-
-@dataclass(frozen=True, slots=True)
 class DeadLetter:
     message_id: str
     body: bytes
     attempts: int
     reason: str
     failed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    """A message waiting for its next attempt, with the reason the last one failed."""
+
+    message_id: str
+    body: bytes
+    attempts: int
+    reason: str
+    next_attempt_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,16 +472,6 @@ class SqliteQueue:
         db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
         return DeadLetter(str(message_id), bytes(body), int(attempts), reason, now)
 
-    def retrying(self, limit: int = 100) -> list[Retrying]:
-        """Messages whose last attempt failed, oldest first, each with that failure's reason."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, body, attempts, last_error, visible_at FROM messages"
-                " WHERE attempts > 0 AND last_error IS NOT NULL ORDER BY published, id LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [Retrying(str(r[0]), bytes(r[1]), int(r[2]), str(r[3]), float(r[4])) for r in rows]
-
     def retry_reasons(self) -> dict[str, int]:
         """How many messages wait for another attempt, by the reason their last one failed."""
         with self._lock:
@@ -515,6 +505,18 @@ class SqliteQueue:
                 (limit,),
             ).fetchall()
         return [DeadLetter(str(r[0]), bytes(r[1]), int(r[2]), str(r[3]), float(r[4])) for r in rows]
+
+    def retrying(self, limit: int = 100) -> list[Retrying]:
+        """Messages whose last attempt failed and that wait for the next, oldest first."""
+        now = time.time()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, body, attempts, COALESCE(last_error, ''), visible_at FROM messages"
+                " WHERE attempts > 0 AND NOT (leased = 1 AND visible_at > ?)"
+                " ORDER BY id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [Retrying(str(r[0]), bytes(r[1]), int(r[2]), str(r[3]), float(r[4])) for r in rows]
 
     def requeue(self, message_ids: Iterable[str] | None = None) -> int:
         """Move dead letters (all, or the given ids) back to the queue with fresh attempts."""

@@ -178,9 +178,12 @@ def configure(fmt: str = "text", verbose: bool = False) -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING if not verbose else logging.INFO)
 
 
-def fatal(message: str) -> None:
-    """The line a command ends with: a CRITICAL record when logging is JSON, else plain text."""
+def fatal(message: str, usage: str = "") -> None:
+    """The line a command ends with: a CRITICAL record when logging is JSON, else plain text.
+
+    ``usage`` (the command's usage, for a command-line mistake) comes first in text.
+    """
     if any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers):
         logging.getLogger("dicom_ingest").critical(message)
     else:
-        print(message, file=sys.stderr)
+        print(f"{usage}{message}", file=sys.stderr)

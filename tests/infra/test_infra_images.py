@@ -152,14 +152,16 @@ def test_receiver_entry_point_takes_the_manifests_flags() -> None:
     entrypoint = _wrapped_command(DOCKER / "receiver.Dockerfile")
     assert entrypoint == ["dicom-ingest", "receive"]
     text = _help(*entrypoint)
-    deployment = yaml.safe_load(
-        k8s_render.render(k8s_render.K8S_DIR / "receiver-deployment.yaml.tftpl")
-    )
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    flags = {arg[2:].split("=", 1)[0] for arg in container["args"]}
-    flags |= _env_flags([e["name"] for e in container["env"]])
+    template = k8s_render.K8S_DIR / "receiver-deployment.yaml.tftpl"
+    flags: set[str] = set()
+    for values in k8s_render.variants(template).values():  # DICOM TLS off and on
+        deployment = yaml.safe_load(k8s_render.render(template, values))
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        flags |= {arg[2:].split("=", 1)[0] for arg in container["args"]}
+        flags |= _env_flags([e["name"] for e in container["env"]])
     flags |= _env_flags(list(_env(DOCKER / "receiver.Dockerfile")))
     assert {"dimse_aet", "dimse_port", "bucket", "topic", "spool_dir", "health_port"} <= flags
+    assert {"tls_cert", "tls_key", "tls_ca", "tls_port", "tls_only"} <= flags
     missing = {f for f in flags if f"--{f}" not in text}
     assert not missing, f"`dicom-ingest receive` has no flag for {sorted(missing)}"
 

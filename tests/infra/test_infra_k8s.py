@@ -53,16 +53,40 @@ def test_every_template_renders_to_one_object(tmp_path: Path) -> None:
         assert len(docs) == 1, f"{template.name}: kubectl_manifest applies one object per file"
         assert {"apiVersion", "kind", "metadata"} <= set(docs[0])
     assert k8s_render.main(["k8s_render", str(tmp_path)]) == 0
-    assert len(list(tmp_path.glob("*.yaml"))) == len(TEMPLATES)
+    with_tls = {"receiver-deployment", "receiver-statefulset", "receiver-service"}
+    with_tls |= {"receiver-headless-service", "receiver-networkpolicy"}
+    assert {p.name for p in tmp_path.glob("*-tls.yaml")} == {f"{n}-tls.yaml" for n in with_tls}
+    assert len(list(tmp_path.glob("*.yaml"))) == len(TEMPLATES) + len(with_tls)
+    for path in tmp_path.glob("*.yaml"):
+        assert len(list(yaml.safe_load_all(path.read_text()))) == 1, path.name
 
 
-def test_templates_use_only_plain_interpolation() -> None:
+def test_templates_use_interpolation_and_whole_line_directives() -> None:
     for template in TEMPLATES:
-        k8s_render.render_text(template.read_text(), k8s_render.values_for(template))
-    with pytest.raises(ValueError, match="unsupported"):
-        k8s_render.render_text("%{ if x }a%{ endif }", {})
+        for values in k8s_render.variants(template).values():
+            k8s_render.render_text(template.read_text(), values)
+    flag = {"x": "true", "y": "false", "v": "V"}
+    text = "a\n%{ if x ~}\nb ${v}\n%{ if !y ~}\nc\n%{ else ~}\nd\n%{ endif ~}\n%{ endif ~}\ne\n"
+    assert k8s_render.render_text(text, flag) == "a\nb V\nc\ne\n"
+    assert k8s_render.render_text(text, flag | {"x": "false"}) == "a\ne\n"
+    for unsupported in (
+        "%{ if x }a%{ endif }",  # directives inside a line
+        "  %{ if x ~}\na\n  %{ endif ~}\n",  # indented: terraform would keep the spaces
+        "%{ if x }\na\n%{ endif }\n",  # no strip marker: terraform would keep the newline
+        "%{ for v in x ~}\n%{ endfor ~}\n",
+        "${x ? 1 : 2}\n",
+    ):
+        with pytest.raises(ValueError, match="unsupported"):
+            k8s_render.render_text(unsupported, flag)
+    for unbalanced in ("%{ if x ~}\na\n", "a\n%{ endif ~}\n", "%{ else ~}\n"):
+        with pytest.raises(ValueError, match="without"):
+            k8s_render.render_text(unbalanced, flag)
+    with pytest.raises(ValueError, match="boolean"):
+        k8s_render.render_text("%{ if v ~}\na\n%{ endif ~}\n", flag)
     with pytest.raises(KeyError):
         k8s_render.render_text("${missing}", {})
+    with pytest.raises(KeyError):  # as templatefile(): also where the branch is not taken
+        k8s_render.render_text("%{ if y ~}\n${missing}\n%{ endif ~}\n", flag)
 
 
 def test_guide_args_plus_bucket_and_topic(receiver: dict[str, Any]) -> None:
@@ -86,11 +110,15 @@ def test_ack_mode_matches_the_workload_kind() -> None:
     assert hpa["spec"]["behavior"]["scaleDown"]["selectPolicy"] == "Disabled"
 
 
-def test_deployment_and_statefulset_run_the_same_pod() -> None:
-    values = k8s_render.RECEIVER_VALUES
+@pytest.mark.parametrize("variant", ["default", "tls", "mtls", "mtls-only"])
+def test_deployment_and_statefulset_run_the_same_pod(variant: str) -> None:
+    template = k8s_render.K8S_DIR / "receiver-deployment.yaml.tftpl"
+    values = k8s_render.variants(template)[variant]
     deployment = _load("receiver-deployment", values)["spec"]["template"]
     statefulset = _load("receiver-statefulset", values)["spec"]["template"]
-    deployment["spec"].pop("volumes")
+    # the spool: an emptyDir here, a volume claim template there
+    volumes = [v for v in deployment["spec"].pop("volumes") if v["name"] != "spool"]
+    assert volumes == statefulset["spec"].pop("volumes", [])
     assert deployment == statefulset
 
 
@@ -324,3 +352,89 @@ def test_pod_monitoring_follows_its_crd(name: str) -> None:
         assert {"port", "interval"} <= set(endpoint) <= SCRAPE_ENDPOINT
         assert isinstance(endpoint["port"], (int, str))
         assert _seconds(endpoint["timeout"]) <= _seconds(endpoint["interval"])
+
+
+# --- DICOM TLS -----------------------------------------------------------------------------------
+
+TLS_VARIANTS = ["tls", "mtls", "mtls-only"]
+WORKLOADS = ["receiver-deployment", "receiver-statefulset"]
+
+
+def _variant(name: str, template: str = "receiver-deployment") -> dict[str, str]:
+    return k8s_render.variants(k8s_render.K8S_DIR / f"{template}.yaml.tftpl")[name]
+
+
+def _ports(doc: dict[str, Any]) -> list[int]:
+    return [p["port"] for p in doc["spec"]["ports"]]
+
+
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_tls_is_off_by_default(workload: str) -> None:
+    doc = _load(workload)
+    pod, container = doc["spec"]["template"]["spec"], _container(doc)
+    assert not [a for a in container["args"] if a.startswith("--tls")]
+    assert [p["containerPort"] for p in container["ports"]] == [2575, 8080]
+    assert [m["name"] for m in container["volumeMounts"]] == ["spool"]
+    assert [v["name"] for v in pod.get("volumes", [])] in ([], ["spool"])
+    assert _ports(_load("receiver-service")) == [2575]
+    assert _ports(_load("receiver-headless-service", k8s_render.spool_mode_values())) == [2575]
+    rule, metrics = _load("receiver-networkpolicy")["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [2575]
+    assert metrics["from"] == [GMP_COLLECTORS]
+
+
+@pytest.mark.parametrize("workload", WORKLOADS)
+@pytest.mark.parametrize("variant", TLS_VARIANTS)
+def test_tls_flags_name_the_files_of_a_read_only_secret_volume(workload: str, variant: str) -> None:
+    values = _variant(variant, workload)
+    doc = _load(workload, values)
+    pod, container = doc["spec"]["template"]["spec"], _container(doc)
+    flags = _flags(container)
+    mutual = values["tls_client_ca"] == "true"
+    expected = {"tls_cert", "tls_key", "tls_port"} | ({"tls_ca"} if mutual else set())
+    assert {f for f in flags if f.startswith("tls_") and f != "tls_only"} == expected
+    assert flags["tls_port"] == str(k8s_render.TLS_PORT)
+    # Each file flag points into the TLS mount, at a file one of its Secrets projects there.
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "tls"]
+    assert mount == {"name": "tls", "mountPath": k8s_render.TLS_MOUNT, "readOnly": True}
+    assert "subPath" not in mount, "a subPath mount never sees a renewed Secret"
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "tls"]
+    assert volume["projected"]["defaultMode"] == 0o440
+    files = {
+        item["path"]: (source["secret"]["name"], item["key"])
+        for source in volume["projected"]["sources"]
+        for item in source["secret"]["items"]
+    }
+    server, client_ca = values["tls_secret"], values["tls_client_ca_secret"]
+    wanted = {"tls.crt": (server, "tls.crt"), "tls.key": (server, "tls.key")}
+    if mutual:
+        wanted["ca.crt"] = (client_ca, "ca.crt")
+    assert files == wanted
+    for flag, name in (("tls_cert", "tls.crt"), ("tls_key", "tls.key"), ("tls_ca", "ca.crt")):
+        if flag in flags:
+            assert flags[flag] == f"{k8s_render.TLS_MOUNT}/{name}"
+    # The readiness probe is the health port's, whatever DIMSE ports are served.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+
+
+@pytest.mark.parametrize("variant", TLS_VARIANTS)
+def test_tls_port_on_the_pod_the_load_balancer_and_the_network_policy(variant: str) -> None:
+    values = _variant(variant)
+    only = values["tls_only"] == "true"
+    wanted = [2762] if only else [2575, 2762]
+    container = _container(_load("receiver-deployment", values))
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == ({} if only else {"dimse": 2575}) | {"dicom-tls": 2762, "health": 8080}
+    assert ("tls_only" in _flags(container)) is only
+    if only:
+        assert _flags(container)["tls_only"] == "true"
+    for name in ("receiver-service", "receiver-headless-service"):
+        service = _load(name, _variant(variant, name))
+        assert _ports(service) == wanted, name
+        for port in service["spec"]["ports"]:
+            assert ports[port["targetPort"]] == port["port"], name
+    rule, metrics = _load("receiver-networkpolicy", values)["spec"]["ingress"]
+    assert rule["ports"] == [{"port": p, "protocol": "TCP"} for p in wanted]
+    assert metrics["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    assert [peer["ipBlock"]["cidr"] for peer in rule["from"]] == k8s_render.SOURCE_RANGES

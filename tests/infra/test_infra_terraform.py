@@ -496,3 +496,60 @@ def test_apis_enabled() -> None:
     apis = hcl.locals_(EXAMPLE)["apis"]
     for api in ("healthcare", "pubsub", "run", "container", "storage", "iamcredentials"):
         assert f"{api}.googleapis.com" in apis
+
+
+def _secret_name_pattern(directory: Path, variable: str) -> re.Pattern[str]:
+    condition = hcl.named(directory, "variable")[variable]["validation"][0]["condition"]
+    (pattern,) = re.findall(r'regex\("([^"]+)", name\)', condition)
+    return re.compile(pattern)
+
+
+def test_dicom_tls_is_off_by_default_and_names_existing_secrets() -> None:
+    receiver = hcl.TERRAFORM / "modules" / "receiver"
+    module_var = hcl.named(receiver, "variable")["tls"]
+    root_var = hcl.named(EXAMPLE, "variable")["receiver_tls"]
+    assert module_var["default"] is None and root_var["default"] is None
+    assert module_var["type"] == root_var["type"]
+    for field in ("secret_name = string", "client_ca_secret_name = optional(string)"):
+        assert field in module_var["type"]
+    assert "tls_only = optional(bool, false)" in module_var["type"]
+    assert "pem" not in module_var["type"].lower(), "no key material in terraform state"
+    assert hcl.named(EXAMPLE, "module")["receiver"]["tls"] == "${var.receiver_tls}"
+    for directory, variable in ((receiver, "tls"), (EXAMPLE, "receiver_tls")):
+        pattern = _secret_name_pattern(directory, variable)
+        for good in ("dicom-ingest-receiver-tls", "pacs-ca", "a", "tls.example.org"):
+            assert pattern.search(good), good
+        for bad in ("", "Receiver-TLS", "tls_secret", "-tls", "tls-", "a" * 254):
+            assert not pattern.search(bad), bad
+
+
+def test_dicom_tls_variables_reach_the_templates() -> None:
+    receiver = hcl.TERRAFORM / "modules" / "receiver"
+    local = hcl.locals_(receiver)
+    assert local["tls"] == "${var.tls != null}"
+    assert local["tls_only"].startswith("${local.tls && ")
+    assert "var.tls.tls_only" in local["tls_only"]
+    assert local["tls_client_ca"].startswith("${local.tls && ")
+    assert "var.tls.client_ca_secret_name" in local["tls_client_ca"]
+    assert local["dimse_ports"] == (
+        "${concat(local.tls_only ? [] : [2575], local.tls ? [2762] : [])}"
+    )
+    template_vars = local["receiver_template_vars"]
+    for name in ("tls", "tls_only", "tls_client_ca"):
+        assert template_vars[name] == f"${{local.{name}}}", name
+    assert template_vars["tls_secret"] == '${local.tls ? var.tls.secret_name : ""}'
+    assert template_vars["tls_client_ca_secret"] == (
+        '${local.tls_client_ca ? var.tls.client_ca_secret_name : ""}'
+    )
+    outputs = hcl.named(receiver, "output")
+    assert outputs["dcmsend_command"]["value"].startswith("${local.tls_only ? null : ")
+    storescu = outputs["storescu_tls_command"]["value"]
+    assert storescu.startswith("${(local.tls") and " 2762 " in storescu
+    assert "+tls CLIENT.key CLIENT.crt" in storescu and "+tla" in storescu
+    root_outputs = hcl.named(EXAMPLE, "output")
+    assert root_outputs["storescu_tls_command"]["value"] == (
+        "${module.receiver.storescu_tls_command}"
+    )
+    # The address's description forces a new address when it changes: TLS must not touch it.
+    address = _one("receiver", "google_compute_address", "load_balancer")
+    assert "${" not in str(address["description"])

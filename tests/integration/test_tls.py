@@ -6,7 +6,6 @@ import contextlib
 import logging
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from pynetdicom.sop_class import Verification
 from support.datasets import ct_dataset, write
 from support.fake_dicomweb import FakeDicomWeb, Reply
 from support.net import wait_until
-from support.tls import Authority, Issued
+from support.tls import Authority, Issued, dcmtk
 
 from dicom_ingest.local import LocalPipeline
 
@@ -55,18 +54,6 @@ def tls_pipeline(
         max_backoff=60.0,
         **overrides,
     )
-
-
-def dcmtk(
-    tool: str, port: int, client: Issued, ca: Path, *files: Path
-) -> subprocess.CompletedProcess[str]:
-    """Run echoscu or storescu over TLS with a client certificate, trusting ca."""
-    return subprocess.run(
-        [tool, "+tls", str(client.key), str(client.cert), "+cf", str(ca),
-         "-aec", "IMPORTADAPTER", "-to", "10", "-ta", "10", "127.0.0.1", str(port),
-         *(str(f) for f in files)],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False,
-    )  # fmt: skip
 
 
 def test_echo_and_store_over_tls_with_a_verified_client(

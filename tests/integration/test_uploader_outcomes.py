@@ -254,16 +254,21 @@ def test_a_removed_object_whose_instance_is_stored_is_skipped(
     assert "has it" in outcome.reason
 
 
-def test_a_missing_object_the_store_cannot_be_asked_about_is_dead_lettered(
+def test_a_missing_object_the_store_cannot_be_asked_about_is_retried(
     tmp_path: Path, fake_dicomweb: FakeDicomWeb
 ) -> None:
     fake_dicomweb.responder = lambda request: Reply(503, "maintenance")
     store = SpoolObjectStore(tmp_path)
     message = put_instance(store, ct_dataset())
     assert store.delete(message.uri, message.generation)
-    [outcome] = service(store, fake_dicomweb.url).process([message])
-    assert outcome.action is Action.DEAD
+    uploader = service(store, fake_dicomweb.url)
+    [outcome] = uploader.process([message])
+    assert outcome.action is Action.RETRY
     assert "could not be asked" in outcome.reason
+    fake_dicomweb.responder = lambda request: Reply(204)  # QIDO-RS: no such instance
+    [outcome] = uploader.process([message])
+    assert outcome.action is Action.DEAD  # the store answers now: it does not have it
+    assert outcome.reason.startswith("object missing")
 
 
 def test_bearer_token_is_sent_and_not_logged(

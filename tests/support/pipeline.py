@@ -13,6 +13,7 @@ from uploader.config import UploaderConfig
 
 
 def make_config(spool: Path, dicomweb: str, **overrides: Any) -> LocalConfig:
+    status_page = overrides.pop("status_page", None)
     receiver_fields = {f.name for f in dataclasses.fields(ReceiverConfig)}
     local_fields = {name for name, _, _ in declared(LocalConfig)}
     receiver_args = {k: v for k, v in overrides.items() if k in receiver_fields}
@@ -33,7 +34,7 @@ def make_config(spool: Path, dicomweb: str, **overrides: Any) -> LocalConfig:
             **uploader_args,
         }
     )
-    return LocalConfig(spool, receiver, uploader, **local_args)
+    return LocalConfig(spool, receiver, uploader, status_page, **local_args)
 
 
 def start_pipeline(spool: Path, dicomweb: str, **overrides: Any) -> LocalPipeline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,3 +86,17 @@ class Authority:
                 critical=False,
             )
         return _write(self.directory, stem, builder.sign(self._key, hashes.SHA256()), key)
+
+
+def dcmtk(
+    tool: str, port: int, client: Issued | None, ca: Path, *files: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run DCMTK's echoscu or storescu over TLS to 127.0.0.1, trusting ca: with a client
+    certificate (``+tls``), or with none (``+tla``) when client is None."""
+    identity = ["+tls", str(client.key), str(client.cert)] if client else ["+tla"]
+    return subprocess.run(
+        [tool, *identity, "+cf", str(ca),
+         "-aec", "IMPORTADAPTER", "-to", "10", "-ta", "10", "127.0.0.1", str(port),
+         *(str(f) for f in files)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip

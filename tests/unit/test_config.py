@@ -126,7 +126,7 @@ def test_parse_bool(text: str, value: bool) -> None:
 
 
 def test_parse_bool_rejects_other_text() -> None:
-    with pytest.raises(ValueError, match="boolean"):
+    with pytest.raises(ValueError, match="'maybe' is not true or false"):
         parse_bool("maybe")
     with pytest.raises(ConfigError, match="--keep_uploaded"):
         resolve_args(UPLOADER_FLAGS, ["--keep-uploaded", "maybe"])

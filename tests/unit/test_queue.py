@@ -235,6 +235,25 @@ def test_stats_counts_each_state(queue: SqliteQueue) -> None:
     assert stats.oldest_pending_age >= 0.0
 
 
+def test_retrying_lists_what_stats_count_with_the_last_reason(queue: SqliteQueue) -> None:
+    for body in (b"a", b"b", b"c", b"d"):
+        queue.publish(body)
+    [in_flight] = queue.pull(1, LONG_LEASE)
+    [first, second] = queue.pull(2, LONG_LEASE)
+    before = time.time()
+    assert queue.retry(first, LONG_LEASE, "store answered 503")
+    assert queue.retry(second, LONG_LEASE, "connection refused")
+    listed = queue.retrying()
+    assert [(r.body, r.attempts, r.reason) for r in listed] == [
+        (b"b", 1, "store answered 503"),
+        (b"c", 1, "connection refused"),
+    ]
+    assert all(r.next_attempt_at >= before + LONG_LEASE for r in listed)
+    assert len(listed) == queue.stats().retrying  # neither the pending nor the in-flight one
+    assert [r.body for r in queue.retrying(limit=1)] == [b"b"]
+    assert in_flight.body == b"a"
+
+
 def test_expired_lease_counts_as_retrying(queue: SqliteQueue) -> None:
     queue.publish(b"x")
     queue.pull(1, TINY_LEASE)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
+import pty
+import re
+import select
+import struct
+import termios
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,6 +21,7 @@ from google.api_core.exceptions import DeadlineExceeded
 from support.fakes import RecordingPublisher
 
 from dicom_ingest import replay
+from dicom_ingest.progress import ProgressBar
 from dicom_ingest.replay import (
     LEASE_SECONDS,
     RateLimit,
@@ -388,3 +396,45 @@ def test_interrupted_drain_releases_what_it_leased_but_did_not_settle() -> None:
         drain(subscriber, SUBSCRIPTION, action, out=io.StringIO())
     assert subscriber.acked == ["ack-b"]
     assert sorted(subscriber.released) == ["ack-a", "ack-c", "ack-d"]
+
+
+# ---- progress ----
+
+
+def test_drain_draws_a_progress_bar_on_a_terminal() -> None:
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    with os.fdopen(terminal, "w", encoding="utf-8") as stream:
+        progress = ProgressBar("replay drain", "messages", 3, stream=stream)
+        subscriber = FakeSubscriber([[pulled("a"), pulled("b"), pulled("c")]])
+        drain(
+            subscriber,
+            SUBSCRIPTION,
+            RecordingAction(fail=frozenset({"b"})),
+            out=io.StringIO(),
+            progress=progress,
+        )
+        stream.flush()
+        shown = b""
+        while select.select([controller], [], [], 0)[0]:
+            shown += os.read(controller, 65536)
+    os.close(controller)
+    text = shown.decode()
+    assert re.search(
+        r"replay drain: 100%\|[^|]+\| 3/3 \[[\d:]+<[\d:]+, +[\d.]+ messages/s,"
+        r" done=2, failed=1, skipped=0\]",
+        text,
+    ), text
+
+
+def test_drain_draws_nothing_when_not_on_a_terminal() -> None:
+    stream = io.StringIO()
+    summary = drain(
+        FakeSubscriber([[pulled("a")]]),
+        SUBSCRIPTION,
+        RecordingAction(),
+        out=io.StringIO(),
+        progress=ProgressBar("replay drain", "messages", stream=stream),
+    )
+    assert summary.done == 1
+    assert stream.getvalue() == ""

@@ -1,5 +1,5 @@
 # dicom-ingest on Google Cloud, the shape of "Connect a PACS to the Cloud Healthcare API":
-#   PACS --C-STORE--> internal LB :2575 --> receiver (GKE) --> bucket + Pub/Sub topic
+#   PACS --C-STORE--> internal LB :2575 (:2762 TLS) --> receiver (GKE) --> bucket + Pub/Sub topic
 #   --push (OIDC)--> uploader (Cloud Run) --STOW-RS--> Healthcare API DICOM store
 # Copy this directory, fill in terraform.tfvars (see terraform.tfvars.example), and apply.
 
@@ -49,6 +49,8 @@ locals {
     "healthcare.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
+    "logging.googleapis.com",
+    "monitoring.googleapis.com",
     "pubsub.googleapis.com",
     "run.googleapis.com",
     "storage.googleapis.com",
@@ -197,6 +199,7 @@ module "receiver" {
   topic                        = module.pubsub.topic_id
   ack_after                    = var.ack_after
   allowed_calling_aets         = var.allowed_calling_aets
+  tls                          = var.receiver_tls
   shutdown_grace_seconds       = var.shutdown_grace_seconds
   source_ranges                = var.pacs_source_ranges
   min_replicas                 = var.receiver_replicas.min
@@ -220,4 +223,21 @@ module "receiver" {
   } : null
 
   depends_on = [module.gke]
+}
+
+module "monitoring" {
+  source                         = "../../modules/monitoring"
+  project_id                     = var.project_id
+  name_prefix                    = var.name_prefix
+  push_subscription_id           = module.pubsub.push_subscription_id
+  dead_letter_subscription_id    = module.pubsub.dead_letter_subscription_id
+  oversize_subscription_id       = module.pubsub.oversize_subscription_id
+  uploader_service_name          = module.uploader.name
+  receiver_namespace             = module.receiver.namespace
+  receiver_name                  = module.receiver.name
+  notification_channels          = var.notification_channels
+  backlog_age_threshold_seconds  = var.backlog_age_alert_seconds
+  uploader_error_ratio_threshold = var.uploader_error_ratio_alert
+  labels                         = var.labels
+  depends_on                     = [google_project_service.this]
 }

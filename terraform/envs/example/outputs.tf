@@ -1,11 +1,16 @@
 output "load_balancer_ip" {
-  description = "The receiver's internal load balancer address: the PACS sends to it, port 2575, called AE title IMPORTADAPTER."
+  description = "The receiver's internal load balancer address: the PACS sends to it, port 2575 (2762 for DICOM TLS), called AE title IMPORTADAPTER."
   value       = module.receiver.load_balancer_ip
 }
 
 output "dcmsend_command" {
-  description = "Try it from a host in pacs_source_ranges (the guide's test)."
+  description = "Try it from a host in pacs_source_ranges (the guide's test); null with receiver_tls.tls_only."
   value       = module.receiver.dcmsend_command
+}
+
+output "storescu_tls_command" {
+  description = "The same over DICOM TLS, port 2762 (null without receiver_tls)."
+  value       = module.receiver.storescu_tls_command
 }
 
 output "uploader_url" {
@@ -41,4 +46,9 @@ output "replay_drain_command" {
 output "receiver_manifests" {
   description = "The Kubernetes manifests as applied (rendered from k8s/)."
   value       = module.receiver.manifests
+}
+
+output "dashboard_id" {
+  description = "The pipeline's Cloud Monitoring dashboard (Monitoring > Dashboards)."
+  value       = module.monitoring.dashboard_id
 }

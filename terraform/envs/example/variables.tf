@@ -136,7 +136,7 @@ variable "uploader_image" {
 
 variable "pacs_source_ranges" {
   type        = list(string)
-  description = "CIDR ranges of the PACS (and of hosts that test with dcmsend) allowed to reach port 2575."
+  description = "CIDR ranges of the PACS (and of hosts that test with dcmsend) allowed to reach the receiver: port 2575, and 2762 with receiver_tls."
   validation {
     condition     = length(var.pacs_source_ranges) > 0 && alltrue([for r in var.pacs_source_ranges : can(cidrnetmask(r)) && r != "0.0.0.0/0"])
     error_message = "pacs_source_ranges must be one or more IPv4 CIDR blocks, not 0.0.0.0/0."
@@ -157,6 +157,23 @@ variable "allow_global_access" {
   type        = bool
   description = "Let senders in other regions of the VPC (or reaching it over VPN or Interconnect in another region) connect to the receiver's internal load balancer."
   default     = false
+}
+
+variable "receiver_tls" {
+  type = object({
+    secret_name           = string
+    client_ca_secret_name = optional(string)
+    tls_only              = optional(bool, false)
+  })
+  description = "DICOM TLS on port 2762 (README: Deploy on Google Cloud, DICOM TLS). secret_name: a kubernetes.io/tls Secret in the receiver's namespace (cert-manager or your PKI issues it); client_ca_secret_name: a Secret whose ca.crt is the CA bundle client certificates must chain to (mutual TLS); tls_only: no plain port 2575. null: plain DIMSE only."
+  default     = null
+  validation {
+    condition = var.receiver_tls == null || alltrue([
+      for name in compact([try(var.receiver_tls.secret_name, ""), try(var.receiver_tls.client_ca_secret_name, "")]) :
+      can(regex("^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", name))
+    ]) && try(length(var.receiver_tls.secret_name) > 0, true)
+    error_message = "receiver_tls.secret_name (and client_ca_secret_name, if set) must be Kubernetes Secret names: lowercase letters, digits, - and ., at most 253 characters."
+  }
 }
 
 variable "allowed_calling_aets" {
@@ -323,4 +340,36 @@ variable "apply_kubernetes_manifests" {
   type        = bool
   description = "Apply the receiver's manifests to the cluster; false only renders them (output receiver_manifests) for kubectl or a GitOps tool."
   default     = true
+}
+
+# --- Monitoring ------------------------------------------------------------------------------
+
+variable "notification_channels" {
+  type        = list(string)
+  description = "Notification channels (projects/P/notificationChannels/ID) the alert policies notify; empty: incidents show on the Monitoring console only."
+  default     = []
+  validation {
+    condition     = alltrue([for c in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[0-9]+$", c))])
+    error_message = "each notification channel must be projects/P/notificationChannels/ID."
+  }
+}
+
+variable "backlog_age_alert_seconds" {
+  type        = number
+  description = "Alert when a message has waited this long for its upload (the push or oversize subscription's oldest unacknowledged message)."
+  default     = 1800
+  validation {
+    condition     = var.backlog_age_alert_seconds >= 60 && var.backlog_age_alert_seconds <= 604800
+    error_message = "backlog_age_alert_seconds must be between 60 and 604800."
+  }
+}
+
+variable "uploader_error_ratio_alert" {
+  type        = number
+  description = "Alert when more than this fraction of the uploader's push requests are retried (5xx) or dead-lettered over 10 minutes."
+  default     = 0.1
+  validation {
+    condition     = var.uploader_error_ratio_alert > 0 && var.uploader_error_ratio_alert <= 1
+    error_message = "uploader_error_ratio_alert must be more than 0 and at most 1."
+  }
 }

@@ -9,6 +9,13 @@ locals {
   ip        = google_compute_address.load_balancer.address
   wi_member = "serviceAccount:${var.project_id}.svc.id.goog[${var.namespace}/${var.name}]"
 
+  # DICOM TLS (k8s templates: the flags, the Secret volume, the ports of the pod, the Services
+  # and the NetworkPolicy), off when var.tls is null.
+  tls           = var.tls != null
+  tls_only      = local.tls && try(var.tls.tls_only, false)
+  tls_client_ca = local.tls && try(var.tls.client_ca_secret_name, null) != null
+  dimse_ports   = concat(local.tls_only ? [] : [2575], local.tls ? [2762] : [])
+
   # The container's ephemeral storage holds its logs and, in store mode, the emptyDir spool:
   # the spool's size plus 1Gi of headroom, so a full spool is refused by the receiver (the PACS
   # gets a failure status and resends) before the kubelet evicts the pod. In spool mode the
@@ -47,6 +54,11 @@ locals {
     min_replicas              = var.min_replicas
     max_replicas              = max(var.min_replicas, var.max_replicas)
     scale_down_policy         = local.spool ? "Disabled" : "Max"
+    tls                       = local.tls
+    tls_only                  = local.tls_only
+    tls_secret                = local.tls ? var.tls.secret_name : ""
+    tls_client_ca             = local.tls_client_ca
+    tls_client_ca_secret      = local.tls_client_ca ? var.tls.client_ca_secret_name : ""
   }
 
   # Every ${...} in k8s/worker-*.yaml.tftpl (used only when var.worker is set).
@@ -90,7 +102,9 @@ resource "google_compute_address" "load_balancer" {
   subnetwork   = var.subnetwork
   address_type = "INTERNAL"
   address      = var.load_balancer_ip
-  description  = "Internal load balancer of the dicom-ingest receiver (DIMSE port 2575)."
+  # Left as first applied whatever the ports (2762 with var.tls): a new description replaces
+  # the address, and the PACS would lose it.
+  description = "Internal load balancer of the dicom-ingest receiver (DIMSE port 2575)."
 }
 
 resource "google_service_account_iam_member" "receiver_workload_identity" {

@@ -162,10 +162,27 @@ variable "shutdown_grace_seconds" {
 
 variable "source_ranges" {
   type        = list(string)
-  description = "CIDR ranges of the PACS (and test hosts) that may reach port 2575 through the internal load balancer."
+  description = "CIDR ranges of the PACS (and test hosts) that may reach the DIMSE ports (2575, and 2762 with tls) through the internal load balancer."
   validation {
     condition     = length(var.source_ranges) > 0 && alltrue([for r in var.source_ranges : can(cidrnetmask(r)) && r != "0.0.0.0/0"])
     error_message = "source_ranges must be one or more IPv4 CIDR blocks, not 0.0.0.0/0."
+  }
+}
+
+variable "tls" {
+  type = object({
+    secret_name           = string
+    client_ca_secret_name = optional(string)
+    tls_only              = optional(bool, false)
+  })
+  description = "DICOM TLS on port 2762: secret_name is a kubernetes.io/tls Secret (tls.crt, tls.key) in the namespace, issued by the site's PKI or cert-manager; client_ca_secret_name a Secret whose ca.crt holds the CA bundle client certificates must chain to (mutual TLS; null: no client certificate asked for); tls_only serves 2762 alone, not 2575. null: plain DIMSE on 2575 only."
+  default     = null
+  validation {
+    condition = var.tls == null || alltrue([
+      for name in compact([try(var.tls.secret_name, ""), try(var.tls.client_ca_secret_name, "")]) :
+      can(regex("^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", name))
+    ]) && try(length(var.tls.secret_name) > 0, true)
+    error_message = "tls.secret_name (and tls.client_ca_secret_name, if set) must be Kubernetes Secret names: lowercase letters, digits, - and ., at most 253 characters."
   }
 }
 
