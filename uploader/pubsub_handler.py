@@ -111,7 +111,9 @@ class PubSubHandler:
         if outcome.settle is Settle.RETRY:
             _log_attempt(received, message, outcome)
             return Handled(Decision.NACK, "retry", outcome.reason, message, outcome)
-        return self._dead_letter(received, outcome.dead_letter_reason, message)
+        return self._dead_letter(
+            received, outcome.dead_letter_reason, message, outcome.action.value
+        )
 
     def finish(self, handled: Handled) -> None:
         """After the acknowledgement: drop the object if so configured."""
@@ -148,7 +150,11 @@ class PubSubHandler:
         return Handled(Decision.ACK, "deferred", f"deferred as message {new_id}", message)
 
     def _dead_letter(
-        self, received: Received, reason: str, message: InstanceMessage | None
+        self,
+        received: Received,
+        reason: str,
+        message: InstanceMessage | None,
+        outcome: str = "dead",
     ) -> Handled:
         ids = message.log_ids if message else {}
         extra = {"message_id": received.message_id, **ids}
@@ -158,7 +164,7 @@ class PubSubHandler:
             log.error(
                 "permanent failure; left for the dead-letter policy: %s",
                 reason,
-                extra={**extra, "outcome": "dead", "reason": reason},
+                extra={**extra, "outcome": outcome, "reason": reason},
             )
             return Handled(Decision.NACK, "dead", reason, message)
         attributes = {
@@ -171,7 +177,7 @@ class PubSubHandler:
         except Exception as exc:
             log.error("dead-letter publish failed: %s", exc, extra=extra)
             return Handled(Decision.NACK, "dead", reason, message)
-        dead_letters.report(received.message_id, reason, ids)
+        dead_letters.report(received.message_id, reason, ids, outcome)
         return Handled(Decision.ACK, "dead-lettered", reason, message)
 
 

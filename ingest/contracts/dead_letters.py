@@ -17,11 +17,12 @@ REASON_FIELD = "dead_letter_reason"
 log = logging.getLogger("dicom_ingest.dead_letters")
 
 
-def report(message_id: str, reason: str, ids: Mapping[str, str]) -> None:
-    """Log and count one dead letter."""
+def report(message_id: str, reason: str, ids: Mapping[str, str], outcome: str = "dead") -> None:
+    """Log and count one dead letter; ``outcome`` is the action that made it (``dead``, or an
+    unresolved ``conflict``)."""
     metrics.DEAD_LETTERS.inc()
     log.error(
         "dead letter: %s",
         reason,
-        extra={**ids, "message_id": message_id, "outcome": "dead", REASON_FIELD: reason},
+        extra={**ids, "message_id": message_id, "outcome": outcome, REASON_FIELD: reason},
     )

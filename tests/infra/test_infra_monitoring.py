@@ -11,15 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from support.fakes import RecordingPublisher
 from support.messages import make_message
 
 from infra import hcl
 from ingest.contracts.logs import JsonFormatter
+from ingest.contracts.message import encode
 from ingest.contracts.outcome import Action, Outcome
-from uploader import pubsub_handler, service
+from uploader import pubsub_handler
 
 MODULE = hcl.TERRAFORM / "modules" / "monitoring"
 EXAMPLE = hcl.TERRAFORM / "envs" / "example"
@@ -358,18 +361,43 @@ class _Lines(logging.Handler):
         self.lines.append(json.loads(self.format(record)))
 
 
-@pytest.mark.parametrize("action", [Action.RETRY, Action.DEAD, Action.CONFLICT])
-def test_uploader_outcome_line_carries_the_field_the_metric_extracts(action: Action) -> None:
+@dataclass
+class _Answering:
+    """The upload service's two calls, answering every message with one outcome."""
+
+    outcome: Outcome
+
+    def process(self, messages: list[Any]) -> list[Outcome]:
+        return [self.outcome for _ in messages]
+
+    def finish(self, message: Any, outcome: Outcome) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("action", "severity"),
+    [(Action.RETRY, "WARNING"), (Action.DEAD, "ERROR"), (Action.CONFLICT, "ERROR")],
+)
+def test_uploader_outcome_line_carries_the_field_the_metric_extracts(
+    action: Action, severity: str
+) -> None:
+    """What the uploader logs of a message that is not simply stored: its first failure, or
+    its dead letter, each one line with the ``outcome`` field."""
     handler = _Lines()
-    logger = logging.getLogger(service.__name__)
+    logger = logging.getLogger()
     logger.addHandler(handler)
+    message = make_message()
+    received = pubsub_handler.Received("7", encode(message), message.attributes, 1)
     try:
-        service._log_outcome(make_message(), Outcome(action, "why"))
+        pubsub_handler.PubSubHandler(
+            _Answering(Outcome(action, "why")),  # type: ignore[arg-type]
+            dead_letters=RecordingPublisher(),
+        ).handle(received)
     finally:
         logger.removeHandler(handler)
-    (line,) = handler.lines
+    (line,) = [line for line in handler.lines if line["severity"] in {"WARNING", "ERROR"}]
     assert line["outcome"] == action.value
-    assert line["severity"] in {"WARNING", "ERROR"}
+    assert line["severity"] == severity
 
 
 def test_dead_letter_metric_reads_the_reason_field() -> None:

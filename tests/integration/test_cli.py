@@ -325,8 +325,9 @@ def test_the_ready_line_gives_its_fields_then_the_command_on_a_line_of_its_own(
         [ready] = [i for i, line in enumerate(lines) if "ready: accepting" in line]
         stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO    dicom_ingest\.local: "
         first = re.fullmatch(
-            stamp + r"ready: accepting associations ae_title=IMPORTADAPTER port=(\d+)"
-            r" pending=0 dead_letters=0",
+            stamp + r"ready: accepting associations; DICOM store unreachable:"
+            r" http://127\.0\.0\.1:9/dicom-web: ConnectionError \(Connection refused\)"
+            r" ae_title=IMPORTADAPTER port=(\d+) store_reachable=False pending=0 dead_letters=0",
             lines[ready],
         )
         assert first is not None, lines[ready]
