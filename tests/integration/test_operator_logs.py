@@ -230,7 +230,10 @@ def test_status_shows_why_each_message_is_retrying(
     pipelines: object, fake_dicomweb: FakeDicomWeb, tmp_path: Path
 ) -> None:
     fake_dicomweb.responder = Switch()
-    pipeline: LocalPipeline = pipelines(fake_dicomweb.url)  # type: ignore[operator]
+    # A long backoff: the message waits out its retry delay (not in flight) while status reads.
+    pipeline: LocalPipeline = pipelines(  # type: ignore[operator]
+        fake_dicomweb.url, min_backoff=60.0, max_backoff=120.0
+    )
     message = put_instance(pipeline.objects, ct_dataset(seed=5))
     pipeline.queue.publish(encode(message))
     wait_until(lambda: pipeline.queue.stats().retrying == 1, 30, "retrying")
