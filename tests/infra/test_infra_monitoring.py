@@ -19,6 +19,7 @@ from support.fakes import RecordingPublisher
 from support.messages import make_message
 
 from infra import hcl
+from ingest.contracts import metrics
 from ingest.contracts.logs import JsonFormatter
 from ingest.contracts.message import encode
 from ingest.contracts.outcome import Action, Outcome
@@ -28,18 +29,9 @@ MODULE = hcl.TERRAFORM / "modules" / "monitoring"
 EXAMPLE = hcl.TERRAFORM / "envs" / "example"
 
 # The catalogue (issue 8): name -> (kind, labels and their values; None = any value).
-ASSOCIATION_OUTCOMES = {
-    "released",
-    "rejected",
-    "aborted",
-    "aborted_by_peer",
-    "timed_out",
-    "closed",
-    "refused",
-    "evicted",
-    "aborted_at_shutdown",
-}
-UPLOAD_OUTCOMES = {"done", "retry", "dead", "conflict", "split", "superseded", "skipped"}
+# The label values the code records (ingest/contracts/metrics.py), as the queries may name them.
+ASSOCIATION_OUTCOMES = set(metrics.ASSOCIATION_OUTCOMES)
+UPLOAD_OUTCOMES = set(metrics.UPLOAD_OUTCOMES)
 CATALOGUE: dict[str, tuple[str, dict[str, set[str] | None]]] = {
     "dicom_ingest_associations_total": ("counter", {"outcome": ASSOCIATION_OUTCOMES}),
     "dicom_ingest_instances_received_total": ("counter", {"status": None}),
