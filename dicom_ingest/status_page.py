@@ -27,7 +27,15 @@ from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
 from ingest.adapters.sqlite_queue import SqliteQueue
-from ingest.contracts.settings import ConfigError, build, flags_of, setting
+from ingest.contracts.settings import (
+    ConfigError,
+    PortInUse,
+    build,
+    flags_of,
+    listening_on,
+    port,
+    setting,
+)
 
 from .recent_associations import RecentAssociations
 from .status_view import Snapshot, render, render_error
@@ -54,7 +62,7 @@ _HEADERS = {
 @dataclass(frozen=True, slots=True)
 class StatusPageConfig:
     # The flag's 0 means no page (cli); a config built in code with 0 gets a port from the OS.
-    ui_port: int = setting("port of the local status page in a browser (0: no page)", 0, int)
+    ui_port: int = setting("port of the local status page in a browser (0: no page)", 0, port)
     ui_address: str = setting(
         "address the status page listens on (it has no login: keep it on loopback)", "127.0.0.1"
     )
@@ -106,7 +114,10 @@ class StatusPage:
         self.token = secrets.token_urlsafe(32)
         server_class = _Server6 if ":" in config.ui_address else _Server
         try:
-            self._server = server_class((config.ui_address, config.ui_port), _Handler)
+            with listening_on("ui_port", config.ui_port):
+                self._server = server_class((config.ui_address, config.ui_port), _Handler)
+        except PortInUse:
+            raise
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise ConfigError(

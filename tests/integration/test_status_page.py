@@ -22,7 +22,7 @@ from dicom_ingest.recent_associations import RecentAssociations
 from dicom_ingest.status_page import StatusPage, StatusPageConfig
 from ingest.adapters.sqlite_queue import SqliteQueue
 from ingest.contracts.message import encode
-from ingest.contracts.settings import ConfigError
+from ingest.contracts.settings import ConfigError, PortInUse
 from receiver import association
 
 DEAD_REASON = "store answered 400: <b>bad</b> & refused"
@@ -179,7 +179,7 @@ def test_bad_forms_get_clear_errors(page: Page) -> None:
 
 def test_port_in_use_is_named(page: Page, tmp_path: Path) -> None:
     config = StatusPageConfig(ui_port=page.page.port)
-    with pytest.raises(ConfigError, match=rf"--ui_port {page.page.port}: cannot listen"):
+    with pytest.raises(PortInUse, match=rf"--ui_port {page.page.port}: address already in use"):
         StatusPage(config, page.queue, page.associations, "IMPORTADAPTER", lambda: 104)
 
 
