@@ -12,6 +12,8 @@ ORTHANC_HTTP_PORT="${ORTHANC_HTTP_PORT:-18042}"
 ORTHANC_DICOM_PORT="${ORTHANC_DICOM_PORT:-14242}"
 STATE_DIR="${STATE_DIR:-$PWD/.local}"
 STOP_TIMEOUT="${STOP_TIMEOUT:-60}"
+UI_PORT="${UI_PORT:-8080}"            # the status page; 0 turns it off
+METRICS_PORT="${METRICS_PORT:-9464}"  # Prometheus /metrics; 0 turns it off
 SPOOL_DIR="${SPOOL_DIR:-$STATE_DIR/spool}"
 mkdir -p "$STATE_DIR/orthanc"
 
@@ -83,12 +85,15 @@ Send a study from another terminal:
 Then find it:
   curl -s http://127.0.0.1:$ORTHANC_HTTP_PORT/dicom-web/studies
   .venv/bin/dicom-ingest status --spool_dir $SPOOL_DIR
+Status page: http://127.0.0.1:$UI_PORT/   metrics: http://127.0.0.1:$METRICS_PORT/metrics
 TEXT
 setsid .venv/bin/dicom-ingest local \
   --dimse_aet IMPORTADAPTER \
   --dimse_port "$DIMSE_PORT" \
   --dicomweb_address "http://127.0.0.1:$ORTHANC_HTTP_PORT/dicom-web" \
   --orthanc_rest_address "http://127.0.0.1:$ORTHANC_HTTP_PORT" \
+  --ui_port "$UI_PORT" \
+  --metrics_port "$METRICS_PORT" \
   --spool_dir "$SPOOL_DIR" &
 ingest_pid=$!
 wait "$ingest_pid"
