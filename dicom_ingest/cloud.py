@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingest.adapters.disk_reserve import DiskReserve
 from ingest.adapters.gcs import GcsObjectStore, make_storage_client
 from ingest.adapters.private_files import make_private_dir
 from ingest.adapters.pubsub import (
@@ -159,7 +160,8 @@ class CloudReceiver:
             )
         else:
             # Messages Pub/Sub refused after their object was written wait here.
-            self.queue = SqliteQueue(config.spool_dir / OUTBOX_FILE, SHIP_MAX_ATTEMPTS)
+            outbox = config.spool_dir / OUTBOX_FILE
+            self.queue = SqliteQueue(outbox, SHIP_MAX_ATTEMPTS, reserve=DiskReserve.beside(outbox))
             self.queue.release_leases()
             if config.early_upload_bytes:
                 self.early = EarlyUploads(

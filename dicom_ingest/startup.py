@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from ingest.adapters.disk_reserve import DiskReserve
 from ingest.adapters.private_files import make_private_dir
 from ingest.adapters.spool import SpoolObjectStore
 from ingest.adapters.sqlite_queue import QUEUE_FILE, QueueDamaged, SqliteQueue, move_aside
@@ -76,7 +77,9 @@ def open_queue(path: Path, max_attempts: int) -> SqliteQueue:
 
 
 def _queue(path: Path, max_attempts: int) -> SqliteQueue:
-    return SqliteQueue(path, max_attempts=max_attempts, durable_commits=False)
+    return SqliteQueue(
+        path, max_attempts=max_attempts, durable_commits=False, reserve=DiskReserve.beside(path)
+    )
 
 
 def run_until_signal(start: Callable[[], None], stop: Callable[[], object]) -> int:

@@ -27,6 +27,7 @@ from ingest.adapters.private_files import make_private_dir
 from .acse_codec import check_pynetdicom
 from .association import Association, Transfer
 from .config import ReceiverConfig
+from .free_space import SpaceGuard
 from .sop_classes import is_storage_sop_class
 from .store import StoreService
 from .tls import TlsContexts
@@ -78,6 +79,7 @@ class Receiver:
         self._service = service
         self._staging = staging
         make_private_dir(staging, parents=True)
+        self._space = SpaceGuard(staging, config.min_free_bytes, config.min_free_percent)
         self._tls = TlsContexts(config.tls_files) if config.tls_files else None
         # (listening socket, TLS contexts or None for plain TCP)
         self._listeners: list[tuple[socket.socket, TlsContexts | None]] = []
@@ -215,7 +217,15 @@ class Receiver:
             # Many PACS leave Nagle on; the receiver answers each request in one segment.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         association = Association(
-            sock, peer, self.config, self._service, self._staging, self, self._is_storage, tls
+            sock,
+            peer,
+            self.config,
+            self._service,
+            self._staging,
+            self,
+            self._is_storage,
+            tls,
+            space=self._space,
         )
         association.accepted_at = accepted_at
         thread = threading.Thread(
