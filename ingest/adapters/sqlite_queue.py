@@ -311,7 +311,8 @@ class SqliteQueue:
         return self._settling(
             lambda db: (
                 db.execute(
-                    "UPDATE messages SET visible_at = ?, leased = 0 WHERE leased = 1 OR visible_at > ?",
+                    "UPDATE messages SET visible_at = ?, leased = 0"
+                    " WHERE leased = 1 OR visible_at > ?",
                     (now, now),
                 ).rowcount
             )
