@@ -15,7 +15,9 @@ import pytest
 import requests
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
+from support.cloud import CloudStack
 from support.datasets import ct_dataset
+from support.fake_dicomweb import FakeDicomWeb
 from support.net import wait_until
 from support.orthanc import Orthanc
 from support.receiving import staged, stored_objects
@@ -187,3 +189,28 @@ def test_the_refusal_comment_fits_an_error_comment(shortage: Shortage, comment: 
     text = shortage.comment()
     assert text.startswith(comment) and len(text) <= 64, text
     assert shortage.flag in text
+
+
+@pytest.mark.slow
+def test_the_cloud_receiver_keeps_the_same_watermark_on_its_staging_disk(
+    disk: Path, cloud_stacks: Callable[..., CloudStack], fake_dicomweb: FakeDicomWeb
+) -> None:
+    stack = cloud_stacks(fake_dicomweb.url, push=False)
+    tap = stack.tap()
+    receiver = stack.start_receiver(
+        spool_dir=disk / "spool", min_free_bytes=8 * MiB, min_free_percent=0.0
+    )
+    filler = fill(disk / "filler", leave=4 * MiB)
+    assoc = scu().associate("127.0.0.1", receiver.receiver.port, ae_title="IMPORTADAPTER")
+    status = assoc.send_c_store(ct_dataset(seed=7))
+    assert status.Status == 0xA700
+    assert WATERMARK_COMMENT.fullmatch(str(status.ErrorComment)), status.ErrorComment
+    assert list((disk / "spool" / "incoming").iterdir()) == []
+    assert stack.pull(tap) == []  # nothing written to the bucket, nothing published
+
+    filler.unlink()
+    accepted = ct_dataset(seed=8)
+    assert assoc.send_c_store(accepted).Status == 0x0000
+    assoc.release()
+    [message] = stack.pull(tap)
+    assert message.message.attributes["sop_instance_uid"] == str(accepted.SOPInstanceUID)
