@@ -28,7 +28,7 @@ from support.small_disk import fill, free_bytes, small_filesystem
 pytestmark = pytest.mark.slow
 
 MiB = 1 << 20
-WATERMARK = 8 * MiB
+WATERMARK = 12 * MiB  # above the queue's 8 MiB reserve, as the README advises
 SUCCESS = "0x0000"
 REFUSED = "0xA700"  # Refused: out of resources
 STATUS = re.compile(r"DIMSE Status\s*: (0x[0-9A-F]{4})", re.IGNORECASE)
@@ -127,11 +127,14 @@ def recover(pacs: Pacs, timeout: float = 120.0) -> float:
     return time.monotonic() - started
 
 
-def assert_nothing_lost(pacs: Pacs, orthanc: Orthanc) -> None:
+def assert_nothing_lost(pacs: Pacs, orthanc: Orthanc, disk: Path) -> None:
+    """Every acknowledged instance in the store, none refused, and the spool empty again."""
     wait_until(
         lambda: set(pacs.acknowledged) <= stored(orthanc, pacs.study), 120, "uploads drained"
     )
     assert not set(pacs.refused) & stored(orthanc, pacs.study)
+    objects = disk / "spool" / "objects"
+    wait_until(lambda: not any(objects.rglob("*@*.dcm")), 30, "uploaded objects removed")
 
 
 def staging_files(disk: Path) -> list[Path]:
@@ -144,7 +147,6 @@ def test_a_disk_filled_by_another_writer_refuses_with_a700_then_recovers_as_uplo
     orthanc: Orthanc,
     pipeline: IngestProcess,
     tmp_path: Path,
-    record_property: pytest.RecordProperty,
 ) -> None:
     pacs = Pacs(tmp_path, pipeline.port)
     assert pacs.send(12) == [SUCCESS] * 12  # 24 MiB spooled: the store is unreachable
@@ -159,9 +161,10 @@ def test_a_disk_filled_by_another_writer_refuses_with_a700_then_recovers_as_uplo
 
     gate.open()  # the store is back: uploads remove spooled objects, the receiver recovers
     seconds = recover(pacs)
-    record_property("recovery_seconds", round(seconds, 2))
+    print(f"recovered in {seconds:.2f} s after the store came back")
+    assert_nothing_lost(pacs, orthanc, disk)  # the backlog drained: 24 MiB free again
     assert pacs.send(4) == [SUCCESS] * 4
-    assert_nothing_lost(pacs, orthanc)
+    assert_nothing_lost(pacs, orthanc, disk)
     assert "database or disk is full" not in pipeline.output()
     assert staging_files(disk) == []
 
@@ -172,7 +175,6 @@ def test_a_spool_full_while_the_store_is_down_keeps_retrying_then_drains_when_it
     orthanc: Orthanc,
     pipeline: IngestProcess,
     tmp_path: Path,
-    record_property: pytest.RecordProperty,
 ) -> None:
     pacs = Pacs(tmp_path, pipeline.port)
     statuses = pacs.send(32)  # 64 MiB offered to a 64 MiB disk that keeps 8 MiB free
@@ -191,8 +193,7 @@ def test_a_spool_full_while_the_store_is_down_keeps_retrying_then_drains_when_it
 
     gate.open()
     seconds = recover(pacs)
-    record_property("recovery_seconds", round(seconds, 2))
-    record_property("acknowledged_before_full", accepted)
-    assert_nothing_lost(pacs, orthanc)
+    print(f"acknowledged before the disk filled: {accepted}; recovered in {seconds:.2f} s")
+    assert_nothing_lost(pacs, orthanc, disk)
     assert "database or disk is full" not in pipeline.output()
     assert staging_files(disk) == []
