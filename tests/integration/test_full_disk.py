@@ -13,6 +13,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -127,13 +128,14 @@ def recover(pacs: Pacs, timeout: float = 120.0) -> float:
     return time.monotonic() - started
 
 
-def assert_nothing_lost(pacs: Pacs, orthanc: Orthanc, disk: Path) -> None:
+def assert_nothing_lost(scene: Scene) -> None:
     """Every acknowledged instance in the store, none refused, and the spool empty again."""
+    pacs, orthanc = scene.pacs, scene.orthanc
     wait_until(
         lambda: set(pacs.acknowledged) <= stored(orthanc, pacs.study), 120, "uploads drained"
     )
     assert not set(pacs.refused) & stored(orthanc, pacs.study)
-    objects = disk / "spool" / "objects"
+    objects = scene.disk / "spool" / "objects"
     wait_until(lambda: not any(objects.rglob("*@*.dcm")), 30, "uploaded objects removed")
 
 
@@ -141,59 +143,67 @@ def staging_files(disk: Path) -> list[Path]:
     return list((disk / "spool" / "incoming").iterdir())
 
 
+@dataclass
+class Scene:
+    disk: Path
+    gate: TcpGate
+    orthanc: Orthanc
+    pipeline: IngestProcess
+    pacs: Pacs
+
+
+@pytest.fixture
+def scene(
+    disk: Path, gate: TcpGate, orthanc: Orthanc, pipeline: IngestProcess, tmp_path: Path
+) -> Scene:
+    return Scene(disk, gate, orthanc, pipeline, Pacs(tmp_path, pipeline.port))
+
+
 def test_a_disk_filled_by_another_writer_refuses_with_a700_then_recovers_as_uploads_free_it(
-    disk: Path,
-    gate: TcpGate,
-    orthanc: Orthanc,
-    pipeline: IngestProcess,
-    tmp_path: Path,
+    scene: Scene,
 ) -> None:
-    pacs = Pacs(tmp_path, pipeline.port)
-    assert pacs.send(12) == [SUCCESS] * 12  # 24 MiB spooled: the store is unreachable
-    wait_until(lambda: gate.turned_away > 0, 30, "uploads tried")
-    fill(disk / "filler")  # someone else fills the disk to the last byte
-    assert free_bytes(disk) < 4096
+    assert scene.pacs.send(12) == [SUCCESS] * 12  # 24 MiB spooled: the store is unreachable
+    wait_until(lambda: scene.gate.turned_away > 0, 30, "uploads tried")
+    fill(scene.disk / "filler")  # someone else fills the disk to the last byte
+    assert free_bytes(scene.disk) < WATERMARK  # (a retry may have given up the reserve)
 
-    assert pacs.send(4) == [REFUSED] * 4
-    assert len(pacs.comments) == 4
-    assert all(c.startswith("Out of resources: ") for c in pacs.comments), pacs.comments
-    assert staging_files(disk) == []
+    assert scene.pacs.send(4) == [REFUSED] * 4
+    assert len(scene.pacs.comments) == 4
+    comments = scene.pacs.comments
+    assert all(c.startswith("Out of resources: ") for c in comments), comments
+    assert staging_files(scene.disk) == []
 
-    gate.open()  # the store is back: uploads remove spooled objects, the receiver recovers
-    seconds = recover(pacs)
+    scene.gate.open()  # the store is back: uploads remove spooled objects, the receiver recovers
+    seconds = recover(scene.pacs)
     print(f"recovered in {seconds:.2f} s after the store came back")
-    assert_nothing_lost(pacs, orthanc, disk)  # the backlog drained: 24 MiB free again
-    assert pacs.send(4) == [SUCCESS] * 4
-    assert_nothing_lost(pacs, orthanc, disk)
-    assert "database or disk is full" not in pipeline.output()
-    assert staging_files(disk) == []
+    assert_nothing_lost(scene)  # the backlog drained: 24 MiB free again
+    assert scene.pacs.send(4) == [SUCCESS] * 4
+    assert_nothing_lost(scene)
+    assert "database or disk is full" not in scene.pipeline.output()
+    assert staging_files(scene.disk) == []
 
 
 def test_a_spool_full_while_the_store_is_down_keeps_retrying_then_drains_when_it_returns(
-    disk: Path,
-    gate: TcpGate,
-    orthanc: Orthanc,
-    pipeline: IngestProcess,
-    tmp_path: Path,
+    scene: Scene,
 ) -> None:
-    pacs = Pacs(tmp_path, pipeline.port)
-    statuses = pacs.send(32)  # 64 MiB offered to a 64 MiB disk that keeps 8 MiB free
+    statuses = scene.pacs.send(32)  # 64 MiB offered to a 64 MiB disk keeping 12 MiB
     accepted = statuses.count(SUCCESS)
     assert 10 <= accepted < 32, statuses
     assert statuses == [SUCCESS] * accepted + [REFUSED] * (32 - accepted), statuses
-    assert all("below --min_free_bytes" in c for c in pacs.comments), pacs.comments
-    fill(disk / "filler")  # and the rest of it
-    assert free_bytes(disk) < 4096
+    assert all("below --min_free_bytes" in c for c in scene.pacs.comments), scene.pacs.comments
+    fill(scene.disk / "filler")  # and the rest of it
+    assert free_bytes(scene.disk) < WATERMARK  # (a retry may have given up the reserve)
 
     # Retries still commit with no byte free: each failed upload is settled and tried again.
-    tried = gate.turned_away
-    wait_until(lambda: gate.turned_away >= tried + 2 * accepted, 60, "uploads retried")
-    assert pacs.send(2) == [REFUSED] * 2
-    assert "upload worker failed" not in pipeline.output()
+    tried = scene.gate.turned_away
+    # (a retry that could not be committed would keep its lease, and no upload would follow)
+    wait_until(lambda: scene.gate.turned_away >= tried + 6, 60, "uploads retried")
+    assert scene.pacs.send(2) == [REFUSED] * 2
+    assert "upload worker failed" not in scene.pipeline.output()
 
-    gate.open()
-    seconds = recover(pacs)
+    scene.gate.open()
+    seconds = recover(scene.pacs)
     print(f"acknowledged before the disk filled: {accepted}; recovered in {seconds:.2f} s")
-    assert_nothing_lost(pacs, orthanc, disk)
-    assert "database or disk is full" not in pipeline.output()
-    assert staging_files(disk) == []
+    assert_nothing_lost(scene)
+    assert "database or disk is full" not in scene.pipeline.output()
+    assert staging_files(scene.disk) == []
