@@ -16,7 +16,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from . import replay
 from .cloud import FLAGS as CLOUD_RECEIVER_FLAGS
 from .cloud import CloudReceiver, CloudReceiverConfig
 from .local import LocalConfig, LocalPipeline
+from .signals import StopSignals
 from .wiring import build_pubsub_handler
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ def _open_queue(spool: Path) -> SqliteQueue:
         ) from exc
 
 
-def _run_local(namespace: argparse.Namespace) -> int:
+def _run_local(namespace: argparse.Namespace, signals: StopSignals | None = None) -> int:
     notes = check_adapter_flags(namespace)
     values = resolve((SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS, *COMMON_FLAGS), namespace)
     if not values["spool_dir"]:
@@ -168,11 +169,12 @@ def _run_local(namespace: argparse.Namespace) -> int:
     for note in notes:
         log.warning(note)
 
+    signals = signals or StopSignals.install()  # before the spool is opened
     try:
         pipeline = LocalPipeline(LocalConfig(Path(values["spool_dir"]), receiver, uploader))
     except OSError as exc:
         raise ConfigError(f"cannot start: {exc}") from exc
-    return pipeline.run()
+    return pipeline.run(signals)
 
 
 def _describe(body: bytes) -> dict[str, str]:
@@ -279,7 +281,7 @@ def _run_reconcile(namespace: argparse.Namespace) -> int:
     return 1 if report.unusable else 0
 
 
-def _run_receive(namespace: argparse.Namespace) -> int:
+def _run_receive(namespace: argparse.Namespace, signals: StopSignals | None = None) -> int:
 
     notes = check_adapter_flags(namespace)
     values = resolve((SPOOL_FLAG, *RECEIVER_FLAGS, *CLOUD_RECEIVER_FLAGS, *COMMON_FLAGS), namespace)
@@ -291,11 +293,12 @@ def _run_receive(namespace: argparse.Namespace) -> int:
     config = CloudReceiverConfig.from_values(
         Path(values["spool_dir"]), ReceiverConfig.from_values(values), values
     )
+    signals = signals or StopSignals.install()
     try:
         receiver = CloudReceiver(config)
     except OSError as exc:
         raise ConfigError(f"cannot start: {exc}") from exc
-    return receiver.run()
+    return receiver.run(signals)
 
 
 def _subscription(namespace: argparse.Namespace) -> str:
@@ -405,14 +408,16 @@ def _run_bucket_reconcile(namespace: argparse.Namespace) -> int:
     return 1 if report.unusable or report.failed else 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, signals: StopSignals | None = None) -> int:
+    """The command line; ``signals``: SIGTERM and SIGINT already installed by the entry point
+    (``dicom_ingest.__main__``) for the serving commands."""
     namespace = _parser().parse_args(argv)
-    commands = {
-        "local": _run_local,
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "local": lambda namespace: _run_local(namespace, signals),
         "status": _run_status,
         "reconcile": _run_reconcile,
         "requeue": _run_requeue,
-        "receive": _run_receive,
+        "receive": lambda namespace: _run_receive(namespace, signals),
         "work": _run_work,
         "replay": _run_replay,
     }

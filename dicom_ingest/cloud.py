@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from receiver.scp import Receiver
 from receiver.shipper import OutboxPublisher, RepublishService, ShipService
 from receiver.store import StoreService
 
+from .signals import StopSignals
 from .startup import open_spool, run_until_signal
 
 log = logging.getLogger(__name__)
@@ -232,15 +234,16 @@ class CloudReceiver:
             },
         )
 
-    def stop(self) -> bool:
+    def stop(self, hurry: threading.Event | None = None) -> bool:
+        """Drain and stop; ``hurry`` (a second signal) cuts the drain short."""
         if self._stopped:
             return True
         self._stopped = True
         log.info("stopping: no new associations; finishing those in flight")
-        drained = self.receiver.stop()
+        drained = self.receiver.stop(hurry=hurry)
         if self.early is not None:
             self.early.stop()
-        self.workers.stop()
+        self.workers.stop(hurry=hurry)
         left = self.queue.stats()
         if self.config.ack_after == "store" and left.pending + left.retrying:
             log.warning(
@@ -255,5 +258,5 @@ class CloudReceiver:
         log.info("stopped", extra={"associations_drained": drained})
         return drained
 
-    def run(self) -> int:
-        return run_until_signal(self.start, self.stop)
+    def run(self, signals: StopSignals | None = None) -> int:
+        return run_until_signal(self.start, self.stop, signals)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from receiver.scp import Receiver
 from receiver.store import StoreService
 from uploader.config import UploaderConfig
 
+from .signals import StopSignals
 from .startup import open_spool, run_until_signal
 
 log = logging.getLogger(__name__)
@@ -64,16 +66,17 @@ class LocalPipeline:
             },
         )
 
-    def stop(self) -> bool:
+    def stop(self, hurry: threading.Event | None = None) -> bool:
+        """Drain and stop; ``hurry`` (a second signal) cuts the drain short."""
         if self._stopped:
             return True
         self._stopped = True
         log.info("stopping: no new associations; finishing those in flight")
-        drained = self.receiver.stop()
-        self.workers.stop()
+        drained = self.receiver.stop(hurry=hurry)
+        self.workers.stop(hurry=hurry)
         self.queue.close()
         log.info("stopped", extra={"associations_drained": drained})
         return drained
 
-    def run(self) -> int:
-        return run_until_signal(self.start, self.stop)
+    def run(self, signals: StopSignals | None = None) -> int:
+        return run_until_signal(self.start, self.stop, signals)

@@ -267,11 +267,16 @@ class Receiver:
 
     # -- stop ---------------------------------------------------------------------------------
 
-    def stop(self, grace: float | None = None) -> bool:
-        """Stop accepting, let associations finish, abort what is left; True if all finished."""
+    def stop(self, grace: float | None = None, hurry: threading.Event | None = None) -> bool:
+        """Stop accepting, let associations finish, abort what is left; True if all finished.
+
+        ``hurry``, once set (a second signal), ends the grace period at once.
+        """
         grace = self.config.shutdown_grace if grace is None else grace
+        hurry = hurry or threading.Event()
         self._stopping.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:  # stopped before it was started: nothing to join
+            self._thread.join(timeout=5)
         for listener, _ in self._listeners:
             with contextlib.suppress(OSError):
                 listener.close()
@@ -281,7 +286,8 @@ class Receiver:
             association.close()
         deadline = time.monotonic() + grace
         while self.active_associations() and time.monotonic() < deadline:
-            time.sleep(0.05)
+            if hurry.wait(0.05):
+                break
         with self._lock:
             remaining = dict(self._connections)
         for association in remaining:  # each logs its own line: "aborted at shutdown"
