@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 from pydicom.uid import generate_uid
 from support.datasets import ct_dataset, write
 from support.gate import TcpGate
@@ -25,6 +24,7 @@ from support.net import wait_until
 from support.orthanc import Orthanc
 from support.process import IngestProcess
 from support.small_disk import fill, free_bytes, small_filesystem
+from support.stored import study_instances as stored
 
 pytestmark = pytest.mark.slow
 
@@ -112,13 +112,6 @@ class Pacs:
         for path in files:
             path.unlink()
         return statuses
-
-
-def stored(orthanc: Orthanc, study: str) -> set[str]:
-    reply = requests.get(f"{orthanc.dicomweb}/studies/{study}/instances", timeout=30)
-    if reply.status_code != 200 or not reply.content.strip():
-        return set()
-    return {item["00080018"]["Value"][0] for item in reply.json()}
 
 
 def recover(pacs: Pacs, timeout: float = 120.0) -> float:

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
@@ -26,6 +25,7 @@ from support.datasets import ct_dataset
 from support.net import wait_until
 from support.orthanc import Orthanc
 from support.process import IngestProcess
+from support.stored import store_noting_success, study_instances
 
 from dicom_ingest.signals import EXIT_HURRIED
 
@@ -63,14 +63,8 @@ class Pacs(threading.Thread):
             for _ in range(4):
                 self._seed += 1
                 ds = ct_dataset(study=self.study, seed=self._seed)
-                try:
-                    status = assoc.send_c_store(ds)
-                except Exception:
+                if not store_noting_success(assoc, ds, self.acknowledged):
                     break
-                if not assoc.is_established or "Status" not in status:
-                    break
-                if status.Status == 0x0000:
-                    self.acknowledged.append(str(ds.SOPInstanceUID))
             if assoc.is_established:
                 assoc.release()
             time.sleep(self.pauses[self.associations % len(self.pauses)])  # a PACS at rest
@@ -82,13 +76,6 @@ def catches_sigterm(pid: int) -> bool:
         if line.startswith("SigCgt:"):
             return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
     return False
-
-
-def study_instances(orthanc: Orthanc, study: str) -> set[str]:
-    reply = requests.get(f"{orthanc.dicomweb}/studies/{study}/instances", timeout=30)
-    if reply.status_code != 200 or not reply.content.strip():
-        return set()
-    return {item["00080018"]["Value"][0] for item in reply.json()}
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
