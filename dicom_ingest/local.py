@@ -40,7 +40,7 @@ class LocalPipeline:
         self.receiver = Receiver(config.receiver, service, self.objects.staging_dir())
         self.workers = QueueWorkers(
             self.queue,
-            build_service(up, self.objects),
+            build_service(up, self.objects, ledger=self.queue),
             workers=up.upload_workers,
             batch=up.batch_max_instances,
             lease_seconds=LEASE_SECONDS,

@@ -26,6 +26,7 @@ from google.api_core import exceptions as api_exceptions
 from pydicom.filereader import read_file_meta_info
 
 from ingest.contracts.message import InstanceMessage, decode, encode, is_valid_uid
+from ingest.contracts.outcome import Action
 from ingest.contracts.ports import Publisher, StoredObject
 from receiver.reconcile import message_from_meta
 from uploader.pubsub_handler import (
@@ -136,6 +137,14 @@ def republish_to(publisher: Publisher) -> DrainStep:
     return act
 
 
+def _summary_result(handled: Handled) -> str:
+    """done, skipped (acknowledged without an upload: superseded, skipped) or failed."""
+    outcome = handled.outcome
+    if handled.decision is not Decision.ACK or outcome is None or not outcome.acknowledges:
+        return "failed"  # retried, dead-lettered, or refused before an upload
+    return "done" if outcome.action is Action.DONE else "skipped"
+
+
 class _Upload:
     """Uploads each message now; drops its object (if so configured) after the ack."""
 
@@ -145,9 +154,7 @@ class _Upload:
 
     def __call__(self, received: Received) -> tuple[bool, str, str]:
         handled = self._handler.handle(received)
-        result = {"done": "done", "superseded": "skipped", "skipped": "skipped"}.get(
-            handled.result, "failed"
-        )
+        result = _summary_result(handled)
         if handled.decision is Decision.ACK:
             self._settled[received.message_id] = handled
         return handled.decision is Decision.ACK, result, handled.reason

@@ -11,7 +11,7 @@ from ingest.adapters.dicomweb import HttpDicomWebClient, make_session
 from ingest.adapters.gcs import GcsObjectStore, make_storage_client
 from ingest.adapters.pubsub import PubSubPublisher, make_publisher_client
 from ingest.contracts import logs
-from ingest.contracts.ports import ObjectStore
+from ingest.contracts.ports import ObjectStore, StoreLedger
 from ingest.contracts.settings import with_defaults
 from uploader.config import CLOUD_FLAGS as UPLOADER_CLOUD_FLAGS
 from uploader.config import PubSubConfig, UploaderConfig
@@ -26,16 +26,22 @@ def build_dicomweb(config: UploaderConfig) -> HttpDicomWebClient:
         config.dicomweb_address,
         make_session(config.auth, config.bearer_token, config.request_deadline),
         timeout=(10.0, config.http_timeout),
+        orthanc_rest=config.orthanc_rest_address,
     )
 
 
-def build_service(config: UploaderConfig, objects: ObjectStore) -> UploadService:
+def build_service(
+    config: UploaderConfig, objects: ObjectStore, ledger: StoreLedger | None = None
+) -> UploadService:
+    """The uploader; with a ledger of delivered versions (the local queue database) it knows a
+    correction by itself, without one (the cloud) by the store's 409."""
     return UploadService(
         objects,
         build_dicomweb(config),
         conflict=config.conflict,
         limits=BatchLimits(config.batch_max_instances, config.batch_max_bytes),
         delete_uploaded=not config.keep_uploaded,
+        ledger=ledger,
     )
 
 

@@ -9,9 +9,10 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from ingest.adapters.alarms import Alarm, AlarmClock
 from ingest.adapters.sqlite_queue import Delivery, SqliteQueue
 from ingest.contracts.message import InstanceMessage, MessageError, decode
-from ingest.contracts.outcome import Action, Outcome
+from ingest.contracts.outcome import Outcome, Settle, defect_outcome
 
 log = logging.getLogger(__name__)
 
@@ -47,40 +48,40 @@ def settle(
     remember: bool = False,
 ) -> bool:
     """Apply one outcome to the queue: ack, retry later or dead-letter; False if lease lost."""
-    if outcome.action in (Action.DONE, Action.SUPERSEDED, Action.SKIPPED):
+    if outcome.settle is Settle.ACK:
         return queue.ack(delivery, remember=remember)
-    if outcome.action is Action.RETRY:
+    if outcome.settle is Settle.RETRY:
         return queue.retry(delivery, backoff.delay(delivery.attempt), outcome.reason)
-    return queue.dead_letter(delivery, outcome.reason or outcome.action.value)
+    return queue.dead_letter(delivery, outcome.dead_letter_reason)
 
 
 class _Heartbeat:
-    """Extends the leases of a batch while it is being uploaded (large or slow uploads)."""
+    """Extends the leases of a batch while it is being uploaded (large or slow uploads), from
+    the workers' one heartbeat thread."""
 
-    def __init__(self, queue: SqliteQueue, deliveries: list[Delivery], lease: float) -> None:
+    def __init__(
+        self, clock: AlarmClock, queue: SqliteQueue, deliveries: list[Delivery], lease: float
+    ) -> None:
+        self._clock = clock
         self._queue = queue
         self._deliveries = deliveries
         self._lease = lease
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+        self._alarm: Alarm | None = None
 
-    def _run(self) -> None:
-        while not self._done.wait(self._lease / 3):
-            for delivery in self._deliveries:
-                try:
-                    self._queue.extend(delivery, self._lease)
-                except Exception:  # keep beating; a lost lease shows up at settle time
-                    log.warning(
-                        "could not extend a lease", extra={"message_id": delivery.message_id}
-                    )
+    def _beat(self) -> None:
+        for delivery in self._deliveries:
+            try:
+                self._queue.extend(delivery, self._lease)
+            except Exception:  # keep beating; a lost lease shows up at settle time
+                log.warning("could not extend a lease", extra={"message_id": delivery.message_id})
 
     def __enter__(self) -> _Heartbeat:
-        self._thread.start()
+        self._alarm = self._clock.every(self._lease / 3, self._beat)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
+        if self._alarm is not None:
+            self._alarm.cancel()
 
 
 class QueueWorkers:
@@ -101,6 +102,7 @@ class QueueWorkers:
         self._lease = lease_seconds
         self._backoff = backoff
         self._stopping = threading.Event()
+        self._heartbeats = AlarmClock("lease-heartbeat")
         self._threads = [
             threading.Thread(target=self._run, name=f"upload-{n}", daemon=True)
             for n in range(workers)
@@ -111,7 +113,7 @@ class QueueWorkers:
             thread.start()
 
     def stop(self, timeout: float = 30.0, hurry: threading.Event | None = None) -> None:
-        """Let the batches in hand finish (up to ``timeout`` each), or, once ``hurry`` is set,
+        """Let the batches in hand finish (up to ``timeout`` in all), or, once ``hurry`` is set,
         leave them: their leases are released at the next start."""
         self._stopping.set()
         self._queue.wake()
@@ -148,11 +150,11 @@ class QueueWorkers:
             return True
         messages = [message for _, message in decoded]
         try:
-            with _Heartbeat(self._queue, [d for d, _ in decoded], self._lease):
+            with _Heartbeat(self._heartbeats, self._queue, [d for d, _ in decoded], self._lease):
                 outcomes = self._service.process(messages)
         except Exception as exc:  # a defect, not a per-message outcome: retry, with a reason
             log.exception("upload batch failed unexpectedly")
-            outcomes = [Outcome(Action.RETRY, f"{type(exc).__name__}: {exc}")] * len(messages)
+            outcomes = [defect_outcome(exc)] * len(messages)
         for (delivery, message), outcome in zip(decoded, outcomes, strict=True):
             if settle(self._queue, delivery, outcome, self._backoff, self._remember):
                 self._service.finish(message, outcome)

@@ -16,8 +16,8 @@ import logging
 from ingest.adapters.gcs import GcsObjectStore
 from ingest.adapters.spool import SpoolObjectStore
 from ingest.contracts.message import InstanceMessage, encode
-from ingest.contracts.outcome import Action, Outcome
-from ingest.contracts.ports import ObjectMissing, ObjectStoreError, ObjectSuperseded, Publisher
+from ingest.contracts.outcome import Action, Outcome, error_outcome
+from ingest.contracts.ports import ObjectStoreError, Publisher
 
 from .store import object_key
 
@@ -50,12 +50,8 @@ class ShipService:
         try:
             with self._spool.open(message.uri, message.generation) as source:
                 stored = self._cloud.upload(key, source, message.size, message.crc32c)
-        except ObjectSuperseded as exc:
-            return Outcome(Action.SUPERSEDED, str(exc))
-        except ObjectMissing as exc:
-            return Outcome(Action.DEAD, f"spooled object missing: {exc}")
         except (OSError, ObjectStoreError) as exc:
-            return Outcome(Action.RETRY, f"Cloud Storage: {exc}")
+            return error_outcome(exc, "spool to Cloud Storage")
         shipped = dataclasses.replace(message, uri=stored.uri, generation=stored.generation)
         # A failed publish leaves the object; the next attempt writes a newer one.
         return _publish(self._publisher, shipped, "shipped")

@@ -88,6 +88,7 @@ setsid .venv/bin/dicom-ingest local \
   --dimse_aet IMPORTADAPTER \
   --dimse_port "$DIMSE_PORT" \
   --dicomweb_address "http://127.0.0.1:$ORTHANC_HTTP_PORT/dicom-web" \
+  --orthanc_rest_address "http://127.0.0.1:$ORTHANC_HTTP_PORT" \
   --spool_dir "$SPOOL_DIR" &
 ingest_pid=$!
 wait "$ingest_pid"

@@ -31,7 +31,19 @@ class UploaderConfig:
     bearer_token: str | None = setting(
         "static bearer token for --auth bearer (prefer the env variable)"
     )
-    conflict: str = setting("what to do on HTTP 409", "fail", choices=CONFLICT_POLICIES)
+    conflict: str = setting(
+        "an instance delivered before, received again with different content (a different"
+        " CRC32C, or HTTP 409 from the store): fail dead-letters it and keeps the stored"
+        " version, overwrite deletes the stored one and stores the new one, skip acknowledges"
+        " and keeps the stored version",
+        "fail",
+        choices=CONFLICT_POLICIES,
+    )
+    orthanc_rest_address: str | None = setting(
+        "Orthanc's REST API root (e.g. http://127.0.0.1:8042): --conflict overwrite deletes"
+        " through it (/tools/find, DELETE /instances/{id}), since Orthanc's DICOMweb plugin"
+        " answers DELETE 405. Unset: DICOMweb DELETE (the Cloud Healthcare API)"
+    )
     upload_workers: int = setting("concurrent upload workers", 4, int)
     batch_max_instances: int = setting("instances of one study per STOW-RS request", 16, int)
     batch_max_bytes: int = setting("bytes per STOW-RS request", 64 << 20, int)
@@ -53,6 +65,10 @@ class UploaderConfig:
         parsed = urlparse(self.dicomweb_address or "")
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ConfigError("--dicomweb_address must be an http(s) URL")
+        if self.orthanc_rest_address is not None:
+            rest = urlparse(self.orthanc_rest_address)
+            if rest.scheme not in ("http", "https") or not rest.netloc:
+                raise ConfigError("--orthanc_rest_address must be an http(s) URL")
         if self.auth == "bearer" and not self.bearer_token:
             raise ConfigError("--auth bearer needs --bearer_token or DICOM_INGEST_BEARER_TOKEN")
         for name in ("upload_workers", "batch_max_instances", "max_attempts"):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ingest.contracts.message import InstanceMessage, MessageError, decode
-from ingest.contracts.outcome import Action, Outcome
+from ingest.contracts.outcome import Outcome, Settle, defect_outcome
 from ingest.contracts.ports import Publisher
 
 from .scope import ObjectScope
@@ -104,12 +104,12 @@ class PubSubHandler:
             outcome = self._service.process([message])[0]
         except Exception as exc:  # a defect, not an outcome: redeliver, with a reason
             log.exception("upload failed unexpectedly", extra=ids)
-            outcome = Outcome(Action.RETRY, f"{type(exc).__name__}: {exc}")
-        if outcome.action in (Action.DONE, Action.SUPERSEDED, Action.SKIPPED):
+            outcome = defect_outcome(exc)
+        if outcome.settle is Settle.ACK:
             return Handled(Decision.ACK, outcome.action.value, outcome.reason, message, outcome)
-        if outcome.action is Action.RETRY:
+        if outcome.settle is Settle.RETRY:
             return Handled(Decision.NACK, "retry", outcome.reason, message, outcome)
-        return self._dead_letter(received, outcome.reason or outcome.action.value, message)
+        return self._dead_letter(received, outcome.dead_letter_reason, message)
 
     def finish(self, handled: Handled) -> None:
         """After the acknowledgement: drop the object if so configured."""

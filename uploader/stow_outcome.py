@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ingest.contracts.outcome import Action, Outcome
+from ingest.contracts.outcome import Action, Outcome, http_outcome, retryable_status
 
 REFERENCED_SOP_SEQUENCE = "00081199"
 FAILED_SOP_SEQUENCE = "00081198"
@@ -46,16 +46,33 @@ def failure_reason_outcome(code: int, http_status: int, detail: str = "") -> Out
     return Outcome(Action.DEAD, f"failure reason 0x{code:04X}{suffix}")
 
 
+# Warning Reasons (0008,1196) of a ReferencedSOPSequence item, PS3.18 §10.5.3 after PS3.4
+# Annex B: stored, but not byte for byte as sent. Settled as done, with the warning as the
+# reason, so it is logged rather than settled silently.
+_WARNING_REASONS = {
+    0xB000: "coercion of data elements",
+    0xB006: "elements discarded",
+    0xB007: "data set does not match SOP class",
+}
+
+
+def warning_reason_outcome(code: int) -> Outcome:
+    """A stored instance's Warning Reason to an outcome.
+
+    A duplicate code as a warning says the store kept the version it had: a conflict, for
+    the ``--conflict`` policy, never settled as stored. Any other warning is stored with it.
+    """
+    if code in _DUPLICATE_REASONS:
+        return Outcome(
+            Action.CONFLICT, f"Warning Reason 0x{code:04X}: the store kept the version it held"
+        )
+    meaning = _WARNING_REASONS.get(code, "a warning of the store's own")
+    return Outcome(Action.DONE, f"stored with Warning Reason 0x{code:04X} ({meaning})")
+
+
 def status_outcome(http_status: int, text: str) -> Outcome:
     """The outcome of a response that names no instance."""
-    detail = _clip(text)
-    if 200 <= http_status < 300:
-        return Outcome(Action.DONE)
-    if http_status == 409:
-        return Outcome(Action.CONFLICT, f"HTTP 409{': ' + detail if detail else ''}")
-    if http_status in (408, 429) or http_status >= 500:
-        return Outcome(Action.RETRY, f"HTTP {http_status}{': ' + detail if detail else ''}")
-    return Outcome(Action.DEAD, f"HTTP {http_status}{': ' + detail if detail else ''}")
+    return http_outcome(http_status, _clip(text))
 
 
 # Server text goes into dead-letter reasons and logs. A store that quotes element values in
@@ -108,9 +125,14 @@ def classify(
     http_status: int, body: Any, text: str, sop_instance_uids: list[str]
 ) -> dict[str, Outcome]:
     """Outcome per SOP Instance UID sent in one STOW-RS request."""
-    stored: set[str] = set()
+    stored: dict[str, Outcome] = {}
     for item in _items(body, REFERENCED_SOP_SEQUENCE):
-        stored.update(str(v) for v in _values(item, REFERENCED_SOP_INSTANCE_UID))
+        warnings = _values(item, WARNING_REASON)
+        outcome = Outcome(Action.DONE)
+        if warnings and isinstance(warnings[0], int):
+            outcome = warning_reason_outcome(warnings[0])
+        for uid in _values(item, REFERENCED_SOP_INSTANCE_UID):
+            stored[str(uid)] = outcome
     failed: dict[str, Outcome] = {}
     for item in _items(body, FAILED_SOP_SEQUENCE):
         uids = _values(item, REFERENCED_SOP_INSTANCE_UID)
@@ -125,7 +147,7 @@ def classify(
         if uid in failed:
             outcomes[uid] = failed[uid]
         elif uid in stored:
-            outcomes[uid] = Outcome(Action.DONE)
+            outcomes[uid] = stored[uid]
         elif 200 <= http_status < 300:
             # PS3.18 says a 200 means every instance was stored, but a 2xx that does not name
             # the instance may come from something else at that address (a proxy, a login
@@ -133,7 +155,7 @@ def classify(
             outcomes[uid] = Outcome(
                 Action.RETRY, f"HTTP {http_status} without a result for this instance"
             )
-        elif batch and http_status not in (408, 429) and http_status < 500:
+        elif batch and not retryable_status(http_status):
             outcomes[uid] = Outcome(Action.SPLIT, f"HTTP {http_status} for the batch")
         else:
             outcomes[uid] = status_outcome(http_status, text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
+from urllib.parse import quote
 
 import google.auth
 import requests
@@ -59,11 +60,16 @@ class HttpDicomWebClient:
     """STOW-RS and instance DELETE against ``<address>/studies``."""
 
     def __init__(
-        self, address: str, session: requests.Session, timeout: tuple[float, float]
+        self,
+        address: str,
+        session: requests.Session,
+        timeout: tuple[float, float],
+        orthanc_rest: str | None = None,
     ) -> None:
         self._base = address.rstrip("/")
         self._session = session
         self._timeout = timeout
+        self._orthanc_rest = orthanc_rest.rstrip("/") if orthanc_rest else None
 
     def stow(self, study_uid: str, parts: list[tuple[BinaryIO, int]]) -> StowResponse:
         boundary = new_boundary()
@@ -86,11 +92,48 @@ class HttpDicomWebClient:
         return StowResponse(response.status_code, parsed, text)
 
     def delete_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> int:
+        """Delete the instance; the HTTP status (404: the store does not hold it).
+
+        DICOMweb's instance DELETE, or, with ``orthanc_rest``, Orthanc's own REST API (its
+        DICOMweb plugin answers DELETE 405).
+        """
+        if self._orthanc_rest is not None:
+            return self._orthanc_delete(study_uid, series_uid, sop_uid)
         response = self._session.delete(
             f"{self._base}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
             timeout=self._timeout,
         )
         return response.status_code
+
+    def _orthanc_delete(self, study_uid: str, series_uid: str, sop_uid: str) -> int:
+        """Find the instance by its three UIDs (``/tools/find``), DELETE ``/instances/{id}``."""
+        found = self._session.post(
+            f"{self._orthanc_rest}/tools/find",
+            json={
+                "Level": "Instance",
+                "Query": {
+                    "StudyInstanceUID": study_uid,
+                    "SeriesInstanceUID": series_uid,
+                    "SOPInstanceUID": sop_uid,
+                },
+            },
+            timeout=self._timeout,
+        )
+        if found.status_code != 200:
+            return found.status_code
+        ids = found.json() if found.text.strip() else []
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise DicomWebError("Orthanc's /tools/find answered something other than ids")
+        if not ids:
+            return 404
+        for orthanc_id in ids:
+            response = self._session.delete(
+                f"{self._orthanc_rest}/instances/{quote(orthanc_id, safe='')}",
+                timeout=self._timeout,
+            )
+            if response.status_code != 404 and not 200 <= response.status_code < 300:
+                return response.status_code
+        return 200
 
     def has_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> bool:
         """Whether the store holds the instance (QIDO-RS); raises when it cannot say."""

@@ -56,6 +56,7 @@ class SpoolObjectStore:
 
     def __init__(self, spool_dir: Path) -> None:
         self._root = (spool_dir / "objects").resolve()
+        self._inside = os.path.join(self._root, "")  # the root with its separator: a prefix
         self._staging = (spool_dir / "incoming").resolve()
         # Patient data: directories 0700 and files 0600 whatever the umask; the spool's own
         # directories are tightened too when an earlier release left them open.
@@ -89,10 +90,10 @@ class SpoolObjectStore:
         parsed = urlparse(uri)
         if parsed.scheme != "file":
             raise ObjectStoreError(f"not a spool object URI: {uri}")
-        path = Path(os.path.normpath(unquote(parsed.path)))
-        if self._root not in path.parents:
+        path = os.path.normpath(unquote(parsed.path))
+        if not path.startswith(self._inside):
             raise ObjectStoreError(f"object URI outside the spool: {uri}")
-        return path
+        return Path(path)
 
     @staticmethod
     def _version_path(logical: Path, generation: int | str) -> Path:
@@ -121,10 +122,10 @@ class SpoolObjectStore:
         return sorted(v[1] for v in versions if v is not None and v[0] == logical.stem)
 
     def _logical(self, key: str) -> Path:
-        logical = Path(os.path.normpath(self._root / key))
-        if self._root not in logical.parents or not logical.name.endswith(".dcm"):
+        logical = os.path.normpath(os.path.join(self._inside, key))
+        if not logical.startswith(self._inside) or not logical.endswith(".dcm"):
             raise ObjectStoreError("object key escapes the spool")
-        return logical
+        return Path(logical)
 
     def _ensure_directories(self, logical: Path) -> None:
         """Create the object's directories durably (caller holds the lock), so no thread can

@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from ingest.contracts.ports import HeldVersion
+
 from .disk_reserve import DiskReserve
 from .private_files import PRIVATE_FILE, tighten_file
 
@@ -66,6 +68,11 @@ CREATE TABLE IF NOT EXISTS settled (
 );
 CREATE INDEX IF NOT EXISTS messages_object ON messages (object_key);
 CREATE INDEX IF NOT EXISTS dead_letters_object ON dead_letters (object_key);
+CREATE TABLE IF NOT EXISTS held (
+    sop_instance_uid TEXT PRIMARY KEY,
+    crc32c           TEXT NOT NULL,
+    recorded_at      REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rebuilds (
     rebuilt_at   REAL NOT NULL,
     damaged_file TEXT NOT NULL,
@@ -375,6 +382,26 @@ class SqliteQueue:
                 (key, key, key),
             ).fetchone()
         return bool(row[0])
+
+    def held_version(self, sop_instance_uid: str) -> HeldVersion | None:
+        """The ledger of delivered versions (``StoreLedger``): what the store holds."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT crc32c, recorded_at FROM held WHERE sop_instance_uid = ?",
+                (sop_instance_uid,),
+            ).fetchone()
+        return None if row is None else HeldVersion(str(row[0]), float(row[1]))
+
+    def record_held(self, sop_instance_uid: str, crc32c: str) -> None:
+        # Part of settling an upload: it may use the reserve, like the acknowledgement after it.
+        now = time.time()
+        self._settling(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO held (sop_instance_uid, crc32c, recorded_at)"
+                " VALUES (?, ?, ?)",
+                (sop_instance_uid, crc32c, now),
+            )
+        )
 
     def wake(self) -> None:
         """Wake every thread blocked in ``wait``."""

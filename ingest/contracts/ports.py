@@ -76,3 +76,27 @@ class Publisher(Protocol):
     def publish(self, body: bytes, attributes: dict[str, str]) -> str:
         """Return the message id once the queue has durably accepted the message."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class HeldVersion:
+    """The version of an instance this pipeline last delivered to the DICOM store."""
+
+    crc32c: str
+    recorded_at: float  # seconds since the epoch
+
+
+class StoreLedger(Protocol):
+    """What the DICOM store holds of this pipeline's deliveries: SOP Instance UID → CRC32C.
+
+    Recorded once the store has answered that it stored the instance, so a version replaced
+    in the object store before it was ever uploaded is no correction: the store never held it.
+    """
+
+    def held_version(self, sop_instance_uid: str) -> HeldVersion | None:
+        """The version last delivered, or None if this pipeline never delivered the instance."""
+        ...
+
+    def record_held(self, sop_instance_uid: str, crc32c: str) -> None:
+        """The store now holds this version of the instance; durable on return."""
+        ...

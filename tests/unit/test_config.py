@@ -310,3 +310,12 @@ def test_repr_never_shows_the_token() -> None:
     assert "***" in repr(config)
     assert "https://store.example/dicomWeb" in repr(config)
     assert "bearer_token=None" in repr(UploaderConfig("https://store.example/dicomWeb"))
+
+
+def test_orthanc_rest_address_is_an_http_url() -> None:
+    base = {"dicomweb_address": "http://127.0.0.1:8042/dicom-web"}
+    config = UploaderConfig(**base, orthanc_rest_address="http://127.0.0.1:8042")
+    assert config.orthanc_rest_address == "http://127.0.0.1:8042"
+    assert UploaderConfig(**base).orthanc_rest_address is None
+    with pytest.raises(ConfigError, match="--orthanc_rest_address"):
+        UploaderConfig(**base, orthanc_rest_address="127.0.0.1:8042")

@@ -216,6 +216,12 @@ def test_uri_escaping_the_spool_with_dot_dot_is_refused(store: SpoolObjectStore)
         store.open(escaping, "1")
 
 
+def test_a_sibling_directory_named_like_the_root_is_outside(store: SpoolObjectStore) -> None:
+    sibling = store.root.with_name(store.root.name + "-other") / "a" / "b" / "c.dcm"
+    with pytest.raises(ObjectStoreError, match="outside"):
+        store.open(sibling.as_uri(), "1")
+
+
 def test_spool_root_itself_is_refused(store: SpoolObjectStore) -> None:
     with pytest.raises(ObjectStoreError):
         store.open(store.root.as_uri(), "1")

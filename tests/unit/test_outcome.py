@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 
 from ingest.contracts.outcome import Action, Outcome
-from uploader.stow_outcome import WITHHELD, classify, failure_reason_outcome, redact, status_outcome
+from uploader.stow_outcome import (
+    WITHHELD,
+    classify,
+    failure_reason_outcome,
+    redact,
+    status_outcome,
+    warning_reason_outcome,
+)
 
 UID_A = "1.2.3.4.1"
 UID_B = "1.2.3.4.2"
@@ -362,3 +369,29 @@ def test_failure_comments_are_redacted_too() -> None:
     outcome = classify(409, response, "", ["1.2.3"])["1.2.3"]
     assert "19700101" not in outcome.reason
     assert WITHHELD in outcome.reason
+
+
+@pytest.mark.parametrize(
+    ("code", "action", "text"),
+    [
+        (0xB000, Action.DONE, "coercion of data elements"),
+        (0xB006, Action.DONE, "elements discarded"),
+        (0xB007, Action.DONE, "data set does not match SOP class"),
+        (0xB001, Action.DONE, "a warning of the store's own"),
+        (0x0111, Action.CONFLICT, "the store kept the version it held"),
+        (0xB00E, Action.CONFLICT, "the store kept the version it held"),
+    ],
+)
+def test_warning_reason_table(code: int, action: Action, text: str) -> None:
+    outcome = warning_reason_outcome(code)
+    assert outcome.action is action
+    assert f"0x{code:04X}" in outcome.reason and text in outcome.reason
+
+
+def test_a_warning_applies_to_its_own_item_only() -> None:
+    response = body(stored=(UID_A, UID_B))
+    response["00081199"]["Value"][1]["00081196"] = {"vr": "US", "Value": [0xB000]}
+    outcomes = classify(200, response, "", [UID_A, UID_B])
+    assert outcomes[UID_A] == Outcome(Action.DONE)
+    assert outcomes[UID_B].action is Action.DONE
+    assert "0xB000" in outcomes[UID_B].reason

@@ -387,3 +387,39 @@ def test_an_older_database_is_migrated_and_its_messages_recognised(tmp_path: Pat
     assert not queue.has_object("file:///s/objects/1/2/5.dcm#9")
     assert queue.requeue() == 1  # the added lease column works too
     queue.close()
+
+
+def test_the_ledger_of_held_versions_survives_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    q = SqliteQueue(path)
+    assert q.held_version("1.2.3") is None
+    q.record_held("1.2.3", "AAAAAA==")
+    q.record_held("1.2.3", "BBBBBB==")  # after an overwrite: the new version
+    q.record_held("1.2.4", "CCCCCC==")
+    q.close()
+    q = SqliteQueue(path)
+    try:
+        held = q.held_version("1.2.3")
+        assert held is not None and held.crc32c == "BBBBBB=="
+        assert abs(held.recorded_at - time.time()) < 300
+        other = q.held_version("1.2.4")
+        assert other is not None and other.crc32c == "CCCCCC=="
+    finally:
+        q.close()
+
+
+def test_a_database_from_before_the_ledger_gains_it(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    q = SqliteQueue(path)
+    q.publish(b"{}")
+    q.close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE held")
+    q = SqliteQueue(path)
+    try:
+        assert q.held_version("1.2.3") is None
+        q.record_held("1.2.3", "AAAAAA==")
+        assert q.held_version("1.2.3") is not None
+        assert q.stats().pending == 1
+    finally:
+        q.close()
