@@ -102,7 +102,8 @@ def test_a_signal_at_any_moment_stops_the_pipeline_cleanly_and_loses_nothing(
         time.sleep(delay)  # the random moment itself, not a wait for something to happen
         ready = "ready: accepting associations" in process.output()
         # In the interpreter's first moments, before the entry point has run, the signal
-        # still has Python's default action: the process ends at once, having opened nothing.
+        # still has Python's default action: the process ends at once, having opened nothing
+        # (SIGTERM kills it; SIGINT while Python imports its site module is a fatal error, 1).
         early = not catches_sigterm(process.process.pid)
         process.process.send_signal(signum)
         signalled = time.monotonic()
@@ -117,7 +118,7 @@ def test_a_signal_at_any_moment_stops_the_pipeline_cleanly_and_loses_nothing(
         took = time.monotonic() - signalled
         expected = {0, EXIT_HURRIED} if second is not None else {0}
         if early:
-            expected.add(-signum)
+            expected |= {-signum, 1}
         assert code in expected, f"{run}: exit {code}:\n{process.output()[-3000:]}"
         assert took < BOUND, run
         pacs.join(60)
