@@ -5,9 +5,9 @@ the staging directory when a C-STORE request arrives, before anything is written
 every ``CHECK_EVERY_BYTES`` of its data set while it streams. Below it, the PACS gets
 ``0xA700`` with a comment saying how much is free and which limit it is under; the rest of
 the data set is read and dropped, and the association goes on. A write that fails with
-``ENOSPC`` or ``EDQUOT`` gets the same answer. Nothing here holds state that needs clearing:
-each check reads the disk as it is, so the receiver accepts again as soon as the upload
-workers have freed space.
+``ENOSPC`` or ``EDQUOT`` gets the same answer. Each check reads the disk as it is (the only
+state kept is whether the last one was low, for the log), so the receiver accepts again as
+soon as the upload workers have freed space.
 """
 
 from __future__ import annotations
