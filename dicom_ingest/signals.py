@@ -33,6 +33,13 @@ class StopSignals:
         signal.signal(signal.SIGINT, signals._on_signal)
         return signals
 
+    def stopped(self) -> None:
+        """The stop is complete: a later signal can change nothing, and must not end the
+        process by its default action while it exits (Python restores the default handlers
+        of the ones it installed when it shuts down, but not an ignored signal)."""
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only setting events here: Python runs this between two bytecodes of the main
         # thread, which may be holding any lock at that moment.

@@ -99,4 +99,5 @@ def run_until_signal(
         while not signals.requested.wait(0.2):
             pass
     stop(signals.hurry)
+    signals.stopped()
     return EXIT_HURRIED if signals.hurry.is_set() else 0
