@@ -72,6 +72,7 @@ from .cloud import CloudReceiver, CloudReceiverConfig
 from .local import FLAGS as LOCAL_FLAGS
 from .local import LocalConfig, LocalPipeline
 from .progress import ProgressBar
+from .signals import StopSignals
 from .status_page import FLAGS as STATUS_PAGE_FLAGS
 from .status_page import StatusPageConfig
 from .wiring import PullDeployment, build_pubsub_handler
@@ -252,7 +253,7 @@ def _open_queue(spool: Path) -> SqliteQueue:
         ) from exc
 
 
-def _run_local(namespace: argparse.Namespace) -> int:
+def _run_local(namespace: argparse.Namespace, signals: StopSignals | None = None) -> int:
     notes = check_adapter_flags(namespace)
     values = resolve(
         (SPOOL_FLAG, *RECEIVER_FLAGS, *UPLOADER_FLAGS, *STATUS_PAGE_FLAGS, *LOCAL_FLAGS), namespace
@@ -264,6 +265,7 @@ def _run_local(namespace: argparse.Namespace) -> int:
     for note in notes:
         log.warning(note)
 
+    signals = signals or StopSignals.install()  # before the spool is opened
     try:
         pipeline = LocalPipeline(
             LocalConfig.from_values(
@@ -274,7 +276,7 @@ def _run_local(namespace: argparse.Namespace) -> int:
         raise
     except OSError as exc:
         raise CannotRun(f"cannot start: {exc}") from exc
-    return pipeline.run()
+    return pipeline.run(signals)
 
 
 def _describe(body: bytes) -> dict[str, str]:
@@ -455,7 +457,7 @@ def _run_reconcile(namespace: argparse.Namespace) -> int:
     return 1 if report.unusable else 0
 
 
-def _run_receive(namespace: argparse.Namespace) -> int:
+def _run_receive(namespace: argparse.Namespace, signals: StopSignals | None = None) -> int:
 
     notes = check_adapter_flags(namespace)
     values = resolve((SPOOL_FLAG, *RECEIVER_FLAGS, *CLOUD_RECEIVER_FLAGS), namespace)
@@ -464,13 +466,14 @@ def _run_receive(namespace: argparse.Namespace) -> int:
     config = CloudReceiverConfig.from_values(
         Path(values["spool_dir"]), ReceiverConfig.from_values(values), values
     )
+    signals = signals or StopSignals.install()
     try:
         receiver = CloudReceiver(config)
     except PortInUse:
         raise
     except OSError as exc:
         raise CannotRun(f"cannot start: {exc}") from exc
-    return receiver.run()
+    return receiver.run(signals)
 
 
 def _subscription(namespace: argparse.Namespace) -> str:
@@ -618,17 +621,19 @@ def _quiet_closed_pipe() -> int:
     return EXIT_CLOSED_PIPE
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, signals: StopSignals | None = None) -> int:
+    """The command line; ``signals``: SIGTERM and SIGINT already installed by the entry point
+    (``dicom_ingest.__main__``) for the serving commands."""
     namespace, extras = _parser().parse_known_args(argv)
     parser: argparse.ArgumentParser = namespace.command_parser
     if extras:
         _unknown(parser, extras)
-    commands = {
-        "local": _run_local,
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "local": lambda namespace: _run_local(namespace, signals),
         "status": _run_status,
         "reconcile": _run_reconcile,
         "requeue": _run_requeue,
-        "receive": _run_receive,
+        "receive": lambda namespace: _run_receive(namespace, signals),
         "work": _run_work,
         "replay": _run_replay,
     }

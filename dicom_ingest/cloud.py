@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingest.adapters.disk_reserve import DiskReserve
 from ingest.adapters.gcs import GcsObjectStore, make_storage_client
 from ingest.adapters.private_files import make_private_dir
 from ingest.adapters.pubsub import (
@@ -50,6 +52,7 @@ from receiver.scp import Receiver
 from receiver.shipper import OutboxPublisher, RepublishService, ShipService
 from receiver.store import StoreService
 
+from .signals import StopSignals
 from .startup import log_ready, open_spool, reachable, run_until_signal
 
 log = logging.getLogger(__name__)
@@ -171,10 +174,12 @@ class CloudReceiver:
             )
         else:
             # Messages Pub/Sub refused after their object was written wait here.
+            outbox = config.spool_dir / OUTBOX_FILE
             self.queue = SqliteQueue(
-                config.spool_dir / OUTBOX_FILE,
+                outbox,
                 SHIP_MAX_ATTEMPTS,
                 on_dead_letter=report_dead_letter,
+                reserve=DiskReserve.beside(outbox),
             )
             self.queue.release_leases()
             if config.early_upload_bytes:
@@ -252,15 +257,16 @@ class CloudReceiver:
             ack_after=self.config.ack_after,
         )
 
-    def stop(self) -> bool:
+    def stop(self, hurry: threading.Event | None = None) -> bool:
+        """Drain and stop; ``hurry`` (a second signal) cuts the drain short."""
         if self._stopped:
             return True
         self._stopped = True
         log.info("stopping: no new associations; finishing those in flight")
-        drained = self.receiver.stop()
+        drained = self.receiver.stop(hurry=hurry)
         if self.early is not None:
             self.early.stop()
-        self.workers.stop()
+        self.workers.stop(hurry=hurry)
         left = self.queue.stats()
         if self.config.ack_after == "store" and left.pending + left.retrying:
             log.warning(
@@ -275,5 +281,5 @@ class CloudReceiver:
         log.info("stopped", extra={"associations_drained": drained})
         return drained
 
-    def run(self) -> int:
-        return run_until_signal(self.start, self.stop)
+    def run(self, signals: StopSignals | None = None) -> int:
+        return run_until_signal(self.start, self.stop, signals)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from receiver.store import StoreService
 from uploader.config import UploaderConfig
 
 from .recent_associations import RecentAssociations
+from .signals import StopSignals
 from .startup import log_ready, open_spool, reachable, run_until_signal
 from .status_page import StatusPage, StatusPageConfig
 
@@ -147,13 +149,14 @@ class LocalPipeline:
             **({"metrics_port": self.health.port} if self.health is not None else {}),
         )
 
-    def stop(self) -> bool:
+    def stop(self, hurry: threading.Event | None = None) -> bool:
+        """Drain and stop; ``hurry`` (a second signal) cuts the drain short."""
         if self._stopped:
             return True
         self._stopped = True
         log.info("stopping: no new associations; finishing those in flight")
-        drained = self.receiver.stop()
-        self.workers.stop()
+        drained = self.receiver.stop(hurry=hurry)
+        self.workers.stop(hurry=hurry)
         self.store.stop()
         if self.health is not None:
             self.health.stop()
@@ -164,5 +167,5 @@ class LocalPipeline:
         log.info("stopped", extra={"associations_drained": drained})
         return drained
 
-    def run(self) -> int:
-        return run_until_signal(self.start, self.stop)
+    def run(self, signals: StopSignals | None = None) -> int:
+        return run_until_signal(self.start, self.stop, signals)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from ingest.adapters.disk_reserve import DiskReserve
 from ingest.adapters.private_files import make_private_dir
 from ingest.adapters.spool import SpoolObjectStore
 from ingest.adapters.sqlite_queue import QUEUE_FILE, QueueDamaged, SqliteQueue, move_aside
 from ingest.workers import report_dead_letter
 from receiver.reconcile import reconcile
+
+from .signals import EXIT_HURRIED, StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,11 @@ def open_queue(path: Path, max_attempts: int) -> SqliteQueue:
 
 def _queue(path: Path, max_attempts: int) -> SqliteQueue:
     return SqliteQueue(
-        path, max_attempts=max_attempts, durable_commits=False, on_dead_letter=report_dead_letter
+        path,
+        max_attempts=max_attempts,
+        durable_commits=False,
+        on_dead_letter=report_dead_letter,
+        reserve=DiskReserve.beside(path),
     )
 
 
@@ -106,19 +111,22 @@ def log_ready(
     logger.info("try: dcmsend %s %d -aec %s <files>", host, port, ae_title)
 
 
-def run_until_signal(start: Callable[[], None], stop: Callable[[], object]) -> int:
-    """Start, wait for SIGTERM or SIGINT, stop; the exit status."""
-    stopping = threading.Event()
+def run_until_signal(
+    start: Callable[[], None],
+    stop: Callable[[threading.Event], object],
+    signals: StopSignals | None = None,
+) -> int:
+    """Start (unless a stop was asked for already), wait for SIGTERM or SIGINT, stop.
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    start()
-    # Python runs signal handlers in the main thread, between bytecodes; a signal the kernel
-    # hands to another thread (gRPC's, pynetdicom's) does not wake a wait without a timeout.
-    while not stopping.wait(0.2):
-        pass
-    stop()
-    return 0
+    The exit status: 0, or ``EXIT_HURRIED`` when a second signal cut the drain short.
+    """
+    signals = signals or StopSignals.install()
+    if not signals.requested.is_set():
+        start()
+        # The main thread runs the handlers, between bytecodes; a signal the kernel hands to
+        # another thread (gRPC's, say) does not wake a wait without a timeout.
+        while not signals.requested.wait(0.2):
+            pass
+    stop(signals.hurry)
+    signals.stopped()
+    return EXIT_HURRIED if signals.hurry.is_set() else 0

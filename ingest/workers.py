@@ -175,11 +175,17 @@ class QueueWorkers:
         for thread in self._threads:
             thread.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0, hurry: threading.Event | None = None) -> None:
+        """Let the batches in hand finish (up to ``timeout`` in all), or, once ``hurry`` is set,
+        leave them: their leases are released at the next start."""
         self._stopping.set()
         self._queue.wake()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            while thread.ident is not None and thread.is_alive() and time.monotonic() < deadline:
+                if hurry is not None and hurry.is_set():
+                    return
+                thread.join(0.1)
 
     def _run(self) -> None:
         while not self._stopping.is_set():

@@ -41,6 +41,7 @@ from .acse_codec import (
     encode_associate_ac,
 )
 from .config import HEALTH_CHECK_AE, ReceiverConfig
+from .free_space import CHECK_EVERY_BYTES, SpaceGuard, disk_full_comment, is_disk_full
 from .negotiation import VERIFICATION, AcceptedContext, negotiate
 from .part10 import (
     IMPLEMENTATION_CLASS_UID,
@@ -129,6 +130,7 @@ class _Message:
     checksum: google_crc32c.Checksum | None = None  # of the file: meta, then the dataset
     dataset_offset: int = 0
     started: float = field(default_factory=time.monotonic)  # the command set's arrival
+    space_checked: int = 0  # dataset bytes received when free space was last checked
 
 
 class Association:
@@ -144,8 +146,10 @@ class Association:
         gate: SlotGate,
         is_storage: Callable[[str], bool],
         tls: ssl.SSLContext | None = None,
+        space: SpaceGuard | None = None,
     ) -> None:
         self._sock: socket.socket = sock
+        self._space = space
         self._tls = tls
         self._config = config
         self._service = service
@@ -366,6 +370,10 @@ class Association:
                 message.refusal = (Status.CANNOT_UNDERSTAND, f"Refused: {exc}")
             except OSError as exc:  # the staging disk: this instance fails, not the push
                 self._staging_failed(message, exc)
+            else:
+                if message.received - message.space_checked >= CHECK_EVERY_BYTES:
+                    message.space_checked = message.received
+                    self._check_space(message)
         if pdv.last:
             self._complete(message)
 
@@ -380,6 +388,10 @@ class Association:
         message = _Message(context, command)
         if command.command_field == dimse.C_STORE_RQ:
             message.refusal = self._store_refusal(command, context)
+            if message.refusal is None and self._space is not None:
+                shortage = self._space.shortage()  # before the first byte is written
+                if shortage is not None:
+                    message.refusal = (Status.STORAGE_UNAVAILABLE, shortage.comment())
             if message.refusal is None:
                 try:
                     self._open_sink(message)
@@ -412,6 +424,13 @@ class Association:
             return SOP_CLASS_NOT_SUPPORTED, "SOP class differs from its presentation context"
         return None
 
+    def _check_space(self, message: _Message) -> None:
+        """Below the free-space watermark mid-way: the instance is refused like a full disk."""
+        assert self._space is not None
+        shortage = self._space.shortage()
+        if shortage is not None:
+            self._drop_dataset(message, shortage.comment())
+
     def _staging_failed(self, message: _Message, exc: OSError) -> None:
         """A staging file that cannot be written: 0xA700 for this instance, the rest of its
         data set read and dropped, the association going on."""
@@ -420,9 +439,17 @@ class Association:
             exc.strerror or type(exc).__name__,
             extra={"sop_instance_uid": message.command.sop_instance_uid},
         )
+        full = is_disk_full(exc)
+        self._drop_dataset(
+            message, disk_full_comment(exc) if full else "Storage unavailable; retry later"
+        )
+
+    def _drop_dataset(self, message: _Message, comment: str) -> None:
+        """0xA700 for this instance: its staging file removed, the rest of its data set read
+        and dropped, the association going on."""
         self._message = message  # kept while its data set is read and dropped
         self._discard_message(keep_command=True)
-        message.refusal = (Status.STORAGE_UNAVAILABLE, "Storage unavailable; retry later")
+        message.refusal = (Status.STORAGE_UNAVAILABLE, comment)
 
     def _open_sink(self, message: _Message) -> None:
         """Write the instance's Part-10 file as it arrives: our file meta, then each PDV."""

@@ -15,6 +15,7 @@ from ingest.contracts.settings import (
     byte_size,
     count,
     flags_of,
+    number,
     parse_bool,
     parse_list,
     port,
@@ -142,6 +143,17 @@ class ReceiverConfig:
     )
     tls_only: bool = setting("serve only the TLS port, not --dimse_port", False, parse_bool)
     shutdown_grace: float = setting("seconds to let associations finish on SIGTERM", 30.0, seconds)
+    min_free_bytes: int = setting(
+        "free bytes the spool's disk must keep: below, C-STORE gets 0xA700 (0: no limit)",
+        1 << 30,
+        byte_size,
+    )
+    min_free_percent: float = setting(
+        "free share of the spool's disk, in percent, it must keep: below, C-STORE gets 0xA700"
+        " (0: no limit)",
+        5.0,
+        number,
+    )
 
     def __post_init__(self) -> None:
         _check_ae(self.dimse_aet, "--dimse_aet")
@@ -165,6 +177,10 @@ class ReceiverConfig:
             raise ConfigError("--tls_ca and --tls_only need --tls_cert and --tls_key")
         if not 0 <= self.tls_port <= 65535:
             raise ConfigError("--tls_port must be between 0 and 65535")
+        if self.min_free_bytes < 0:
+            raise ConfigError("--min_free_bytes must be 0 or more")
+        if not 0 <= self.min_free_percent < 100:
+            raise ConfigError("--min_free_percent must be at least 0 and below 100")
         try:
             self.scan_limits  # noqa: B018 - validates the content limits
         except ValueError as exc:

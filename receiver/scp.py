@@ -28,6 +28,7 @@ from ingest.contracts.settings import listening_on
 from .acse_codec import check_pynetdicom
 from .association import Association, Transfer
 from .config import ReceiverConfig
+from .free_space import SpaceGuard
 from .sop_classes import is_storage_sop_class
 from .store import StoreService
 from .tls import TlsContexts
@@ -80,6 +81,7 @@ class Receiver:
         self._service = service
         self._staging = staging
         make_private_dir(staging, parents=True)
+        self._space = SpaceGuard(staging, config.min_free_bytes, config.min_free_percent)
         self._tls = TlsContexts(config.tls_files) if config.tls_files else None
         # (listening socket, TLS contexts or None for plain TCP)
         self._listeners: list[tuple[socket.socket, TlsContexts | None]] = []
@@ -219,7 +221,15 @@ class Receiver:
             # Many PACS leave Nagle on; the receiver answers each request in one segment.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         association = Association(
-            sock, peer, self.config, self._service, self._staging, self, self._is_storage, tls
+            sock,
+            peer,
+            self.config,
+            self._service,
+            self._staging,
+            self,
+            self._is_storage,
+            tls,
+            space=self._space,
         )
         association.accepted_at = accepted_at
         thread = threading.Thread(
@@ -261,11 +271,16 @@ class Receiver:
 
     # -- stop ---------------------------------------------------------------------------------
 
-    def stop(self, grace: float | None = None) -> bool:
-        """Stop accepting, let associations finish, abort what is left; True if all finished."""
+    def stop(self, grace: float | None = None, hurry: threading.Event | None = None) -> bool:
+        """Stop accepting, let associations finish, abort what is left; True if all finished.
+
+        ``hurry``, once set (a second signal), ends the grace period at once.
+        """
         grace = self.config.shutdown_grace if grace is None else grace
+        hurry = hurry or threading.Event()
         self._stopping.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:  # stopped before it was started: nothing to join
+            self._thread.join(timeout=5)
         for listener, _ in self._listeners:
             with contextlib.suppress(OSError):
                 listener.close()
@@ -275,7 +290,8 @@ class Receiver:
             association.close()
         deadline = time.monotonic() + grace
         while self.active_associations() and time.monotonic() < deadline:
-            time.sleep(0.05)
+            if hurry.wait(0.05):
+                break
         with self._lock:
             remaining = dict(self._connections)
         for association in remaining:  # each logs its own line: "aborted at shutdown"

@@ -24,6 +24,7 @@ from .dataset_scan import (
     part10_dataset_offset,
     scan_dataset,
 )
+from .free_space import disk_full_comment, is_disk_full
 from .part10 import stream_crc32c
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,10 @@ class StoreService:
                     exc,
                     extra={"sop_instance_uid": request.sop_instance_uid},
                 )
-                return StoreResult(Status.STORAGE_UNAVAILABLE, "Storage unavailable; retry later")
+                comment = "Storage unavailable; retry later"
+                if isinstance(exc, OSError) and is_disk_full(exc):
+                    comment = disk_full_comment(exc)
+                return StoreResult(Status.STORAGE_UNAVAILABLE, comment)
 
         try:
             message = InstanceMessage(

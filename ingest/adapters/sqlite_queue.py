@@ -11,6 +11,7 @@ object without a message is enqueued again at start-up), at a fraction of the co
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -20,9 +21,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from ingest.contracts.ports import HeldVersion
 
+from .disk_reserve import DiskReserve
 from .private_files import PRIVATE_FILE, tighten_file
 
 _SCHEMA = """
@@ -78,8 +81,11 @@ CREATE TABLE IF NOT EXISTS rebuilds (
 """
 # SQLite's primary result codes that mean the file itself is damaged (not busy, not full).
 _SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
 _SQLITE_NOTADB = 26
 _DAMAGED_SUFFIX = ".damaged-"
+
+T = TypeVar("T")
 
 
 def version_key(attributes: dict[str, str]) -> str | None:
@@ -144,6 +150,11 @@ def is_damage(exc: sqlite3.Error) -> bool:
     return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
 
 
+def is_disk_full(exc: sqlite3.Error) -> bool:
+    """Whether an SQLite error is "database or disk is full"."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_FULL
+
+
 def move_aside(path: Path, now: float | None = None) -> Path:
     """Rename a damaged database, with its -wal and -shm files, to ``NAME.damaged-STAMP``.
 
@@ -189,12 +200,16 @@ class SqliteQueue:
         *,
         durable_commits: bool = True,
         on_dead_letter: Callable[[DeadLetter], None] | None = None,
+        reserve: DiskReserve | None = None,
     ) -> None:
-        """``on_dead_letter`` hears of each message this queue dead-letters, once committed."""
+        """``on_dead_letter`` hears of each message this queue dead-letters, once committed.
+        ``reserve``: room kept on the disk for settling deliveries when it is full (see
+        ``disk_reserve``); allocated here when the disk has room for it."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._max_attempts = max_attempts
         self._on_dead_letter = on_dead_letter
+        self._reserve = reserve
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files it creates
@@ -217,6 +232,8 @@ class SqliteQueue:
                 raise QueueDamaged(str(exc)) from exc
             raise
         self._closed = False
+        if reserve is not None:
+            reserve.restore(force=True)
 
     def quick_check(self) -> str | None:
         """None when ``PRAGMA quick_check`` finds the database sound, else its first finding.
@@ -272,10 +289,33 @@ class SqliteQueue:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # A failed COMMIT (a full disk) may leave the transaction open, or SQLite may
+            # have rolled it back already: either way none is open after this.
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+
+    def _settling(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a transaction that settles deliveries, and so lets space be freed.
+
+        On a full disk the queue's reserve is given up and the transaction run once more:
+        the uploads it settles are what removes objects from the spool.
+        """
+        with self._lock:
+            try:
+                with self._transaction() as db:
+                    result = work(db)
+            except sqlite3.OperationalError as exc:
+                if not (is_disk_full(exc) and self._reserve and self._reserve.release()):
+                    raise
+                with self._transaction() as db:
+                    result = work(db)
+            if self._reserve is not None:
+                self._reserve.restore()
+            return result
 
     def close(self) -> None:
         with self._lock:
@@ -290,12 +330,15 @@ class SqliteQueue:
         corrected address, a store back online), so waiting out old delays helps nobody.
         """
         now = time.time()
-        with self._lock, self._transaction() as db:
-            cursor = db.execute(
-                "UPDATE messages SET visible_at = ?, leased = 0 WHERE leased = 1 OR visible_at > ?",
-                (now, now),
+        return self._settling(
+            lambda db: (
+                db.execute(
+                    "UPDATE messages SET visible_at = ?, leased = 0"
+                    " WHERE leased = 1 OR visible_at > ?",
+                    (now, now),
+                ).rowcount
             )
-            return cursor.rowcount
+        )
 
     def publish(self, body: bytes, attributes: dict[str, str] | None = None) -> str:
         now = time.time()
@@ -313,15 +356,17 @@ class SqliteQueue:
     def pull(self, max_messages: int, lease_seconds: float) -> list[Delivery]:
         """Lease up to max_messages visible messages; messages past max_attempts dead-letter."""
         now = time.time()
-        deliveries: list[Delivery] = []
         dead: list[DeadLetter] = []
-        with self._lock, self._transaction() as db:
+
+        def lease(db: sqlite3.Connection) -> list[Delivery]:
+            dead.clear()  # a transaction run again after the reserve was given up
+            deliveries: list[Delivery] = []
             rows = db.execute(
                 "SELECT id, body, attempts, lease, last_error FROM messages"
                 " WHERE visible_at <= ? ORDER BY visible_at, id LIMIT ?",
                 (now, max_messages),
             ).fetchall()
-            for message_id, body, attempts, lease, last_error in rows:
+            for message_id, body, attempts, count, last_error in rows:
                 if attempts >= self._max_attempts:
                     reason = f"gave up after {attempts} delivery attempts"
                     if last_error:
@@ -331,11 +376,14 @@ class SqliteQueue:
                 db.execute(
                     "UPDATE messages SET attempts = ?, lease = ?, leased = 1, visible_at = ?"
                     " WHERE id = ?",
-                    (attempts + 1, lease + 1, now + lease_seconds, message_id),
+                    (attempts + 1, count + 1, now + lease_seconds, message_id),
                 )
                 deliveries.append(
-                    Delivery(str(message_id), bytes(body), attempts + 1, lease + 1, last_error)
+                    Delivery(str(message_id), bytes(body), attempts + 1, count + 1, last_error)
                 )
+            return deliveries
+
+        deliveries = self._settling(lease)
         self._report(dead)
         return deliveries
 
@@ -366,12 +414,15 @@ class SqliteQueue:
         return None if row is None else HeldVersion(str(row[0]), float(row[1]))
 
     def record_held(self, sop_instance_uid: str, crc32c: str) -> None:
-        with self._lock, self._transaction() as db:
-            db.execute(
+        # Part of settling an upload: it may use the reserve, like the acknowledgement after it.
+        now = time.time()
+        self._settling(
+            lambda db: db.execute(
                 "INSERT OR REPLACE INTO held (sop_instance_uid, crc32c, recorded_at)"
                 " VALUES (?, ?, ?)",
-                (sop_instance_uid, crc32c, time.time()),
+                (sop_instance_uid, crc32c, now),
             )
+        )
 
     def wake(self) -> None:
         """Wake every thread blocked in ``wait``."""
@@ -392,7 +443,8 @@ class SqliteQueue:
         With remember, its object version is recorded as settled, so reconciliation does not
         enqueue it again while the object stays in the spool (``--keep_uploaded``).
         """
-        with self._lock, self._transaction() as db:
+
+        def remove(db: sqlite3.Connection) -> bool:
             if remember:
                 db.execute(
                     "INSERT OR IGNORE INTO settled (object_key, settled_at)"
@@ -406,11 +458,15 @@ class SqliteQueue:
             )
             return cursor.rowcount == 1
 
+        return self._settling(remove)
+
     def retry(self, delivery: Delivery, delay: float, reason: str) -> bool:
         """Make the message visible again after delay; dead-letter it once attempts run out."""
         now = time.time()
         dead: list[DeadLetter] = []
-        with self._lock, self._transaction() as db:
+
+        def postpone(db: sqlite3.Connection) -> bool:
+            dead.clear()
             row = db.execute(
                 "SELECT attempts FROM messages WHERE id = ? AND lease = ?",
                 (int(delivery.message_id), delivery.lease),
@@ -418,37 +474,50 @@ class SqliteQueue:
             if row is None:
                 return False
             if row[0] >= self._max_attempts:
-                reason = f"gave up after {row[0]} delivery attempts; last error: {reason}"
-                dead.append(self._move_to_dead(db, int(delivery.message_id), reason, now))
+                last = f"gave up after {row[0]} delivery attempts; last error: {reason}"
+                dead.append(self._move_to_dead(db, int(delivery.message_id), last, now))
             else:
                 db.execute(
                     "UPDATE messages SET visible_at = ?, leased = 0, last_error = ? WHERE id = ?",
                     (now + delay, reason, int(delivery.message_id)),
                 )
             self._wakeup.notify_all()
+            return True
+
+        settled = self._settling(postpone)
         self._report(dead)
-        return True
+        return settled
 
     def extend(self, delivery: Delivery, lease_seconds: float) -> bool:
         """Push the lease's end out while the delivery is still being worked on."""
-        with self._lock, self._transaction() as db:
-            cursor = db.execute(
-                "UPDATE messages SET visible_at = ? WHERE id = ? AND lease = ? AND leased = 1",
-                (time.time() + lease_seconds, int(delivery.message_id), delivery.lease),
+        until = time.time() + lease_seconds
+        return self._settling(
+            lambda db: (
+                db.execute(
+                    "UPDATE messages SET visible_at = ? WHERE id = ? AND lease = ? AND leased = 1",
+                    (until, int(delivery.message_id), delivery.lease),
+                ).rowcount
+                == 1
             )
-            return cursor.rowcount == 1
+        )
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
-        with self._lock, self._transaction() as db:
+        dead: list[DeadLetter] = []
+
+        def move(db: sqlite3.Connection) -> bool:
+            dead.clear()
             row = db.execute(
                 "SELECT 1 FROM messages WHERE id = ? AND lease = ?",
                 (int(delivery.message_id), delivery.lease),
             ).fetchone()
             if row is None:
                 return False
-            dead = self._move_to_dead(db, int(delivery.message_id), reason, time.time())
-        self._report([dead])
-        return True
+            dead.append(self._move_to_dead(db, int(delivery.message_id), reason, time.time()))
+            return True
+
+        settled = self._settling(move)
+        self._report(dead)
+        return settled
 
     def _report(self, dead: list[DeadLetter]) -> None:
         if self._on_dead_letter is not None:

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
@@ -25,6 +24,7 @@ from support.fake_dicomweb import FakeDicomWeb, Reply, referenced
 from support.net import port_open, refusing_port, wait_until
 from support.orthanc import Orthanc
 from support.process import IngestProcess
+from support.stored import store_noting_success, study_instances
 
 # Real processes and servers, seconds each: `pytest -m "not slow"` leaves them out.
 pytestmark = pytest.mark.slow
@@ -42,13 +42,6 @@ def start(processes: list[IngestProcess], spool: Path, dicomweb: str, *extra: st
     process = IngestProcess(spool, dicomweb, *extra)
     processes.append(process)
     return process.wait_ready()
-
-
-def study_instances(orthanc: Orthanc, study: str) -> set[str]:
-    response = requests.get(f"{orthanc.dicomweb}/studies/{study}/instances", timeout=10)
-    if response.status_code != 200 or not response.content.strip():
-        return set()
-    return {item["00080018"]["Value"][0] for item in response.json()}
 
 
 def scu() -> AE:
@@ -79,14 +72,8 @@ def test_kill_9_mid_association_loses_no_acknowledged_instance(
         ds = ct_dataset(study=study, seed=n, rows=128, columns=128)
         if n == 25:
             killer.start()  # kill -9 while the PACS is still sending
-        try:
-            status = assoc.send_c_store(ds)
-        except Exception:
+        if not store_noting_success(assoc, ds, acknowledged):
             break
-        if not assoc.is_established or "Status" not in status:
-            break
-        if status.Status == 0x0000:
-            acknowledged.append(str(ds.SOPInstanceUID))
     killer.join()
     assoc.abort()
     sock = assoc.dul.socket.socket if assoc.dul.socket else None

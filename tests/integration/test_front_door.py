@@ -564,6 +564,23 @@ def test_every_association_leaves_one_line_and_no_staging_file(
     assert_no_faults(caplog)
 
 
+def test_an_association_cut_at_shutdown_leaves_no_staging_file(
+    start: Callable[..., LocalPipeline],
+    raw: Callable[..., RawAssociation],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The one ending the table above cannot hold: the grace period runs out mid-dataset."""
+    pipeline = start(shutdown_grace=0.5)
+    connection = raw(pipeline.receiver.port)
+    connection.associate(CT_CONTEXT)
+    _begin_store(connection, pipeline)
+    assert pipeline.stop() is False  # the association did not finish within the grace
+    line = the_line(caplog, connection.local_port)
+    assert line.outcome == "aborted at shutdown"  # type: ignore[attr-defined]
+    assert staged(pipeline) == []
+    assert stored_objects(pipeline) == []
+
+
 # -- 9. instance size limit --------------------------------------------------------------------
 
 

@@ -40,7 +40,12 @@ def _open(modes: dict[str, str]) -> dict[str, str]:
     return {
         name: mode
         for name, mode in modes.items()
-        if mode != ("0o700" if not name.endswith((".dcm", ".sqlite3", "-wal", "-shm")) else "0o600")
+        if mode
+        != (
+            "0o700"
+            if not name.endswith((".dcm", ".sqlite3", "-wal", "-shm", ".reserve"))
+            else "0o600"
+        )
     }
 
 
@@ -65,7 +70,8 @@ def test_spool_directories_and_files_are_private_under_an_open_umask(
     names = set(modes)
     assert {"deep/spool/objects", "deep/spool/incoming"} <= names, names
     queue_files = {n for n in names if ".sqlite3" in n}
-    assert len(queue_files) == 3, queue_files  # the database, its -wal and -shm
+    # The database, its -wal and -shm, and the reserve kept for a full disk.
+    assert len(queue_files) == 4, queue_files
     assert _open(modes) == {}, modes
 
 

@@ -25,7 +25,7 @@ class IngestProcess:
         command = [
             sys.executable,
             "-m",
-            "dicom_ingest.cli",
+            "dicom_ingest",  # as the dicom-ingest command runs
             "local",
             "--spool_dir",
             str(spool),

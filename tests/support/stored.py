@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import requests
 from pydicom.dataset import Dataset
@@ -62,3 +63,25 @@ def dcmsend(port: int, files: list[Path]) -> subprocess.CompletedProcess[str]:
         check=False,
         env={**os.environ, "TCP_NODELAY": "1"},
     )
+
+
+def study_instances(orthanc: Orthanc, study: str) -> set[str]:
+    """The SOP Instance UIDs the store holds in a study (QIDO-RS), none when it has no study."""
+    response = requests.get(f"{orthanc.dicomweb}/studies/{study}/instances", timeout=30)
+    if response.status_code != 200 or not response.content.strip():
+        return set()
+    return {item["00080018"]["Value"][0] for item in response.json()}
+
+
+def store_noting_success(assoc: Any, ds: Dataset, acknowledged: list[str]) -> bool:
+    """One C-STORE on a pynetdicom association; its UID noted when the answer is success.
+    False once the association is gone (aborted, dropped, or no answer)."""
+    try:
+        status = assoc.send_c_store(ds)
+    except Exception:
+        return False
+    if not assoc.is_established or "Status" not in status:
+        return False
+    if status.Status == 0x0000:
+        acknowledged.append(str(ds.SOPInstanceUID))
+    return True
