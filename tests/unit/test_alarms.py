@@ -4,25 +4,42 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 
+import pytest
+
+from ingest.adapters import alarms
 from ingest.adapters.alarms import AlarmClock
 
 WAIT = 10.0  # generous: only a failure waits this long
 
 
-def test_alarms_run_in_time_order_on_one_thread() -> None:
+def test_alarms_run_in_time_order_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = AlarmClock("test-order")
     ran: list[tuple[str, str]] = []
     done = threading.Event()
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(WAIT)
 
     def record(name: str) -> None:
         ran.append((name, threading.current_thread().name))
         if len(ran) == 3:
             done.set()
 
+    clock.after(0.0, hold)  # keeps the clock's thread busy while the others are added
+    assert holding.wait(WAIT)
+    # Added out of order at one frozen moment, so a slow machine cannot reorder them.
+    frozen = time.monotonic()
+    monkeypatch.setattr(alarms, "time", SimpleNamespace(monotonic=lambda: frozen))
     clock.after(0.06, lambda: record("third"))
     clock.after(0.0, lambda: record("first"))
     clock.after(0.03, lambda: record("second"))
+    monkeypatch.setattr(alarms, "time", time)
+    release.set()
     assert done.wait(WAIT)
     assert [name for name, _ in ran] == ["first", "second", "third"]
     assert {thread for _, thread in ran} == {"test-order"}
@@ -65,7 +82,9 @@ def test_a_repeating_alarm_runs_until_cancelled() -> None:
         assert count <= seen + 1  # at most the beat already running when cancel came
 
 
-def test_a_failing_callback_is_logged_and_the_clock_goes_on(caplog) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_callback_is_logged_and_the_clock_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     clock = AlarmClock("test-failure")
     went_on = threading.Event()
 
