@@ -8,6 +8,10 @@
 #   4. checkov --skip-download: terraform (with the project's policies in terraform/policies/),
 #      kubernetes (rendered manifests), dockerfile (docker/)
 #   5. every project policy fails on tests/infra/fixtures/insecure (so each one checks something)
+# terraform/ against the Google provider's schema (what `terraform validate` would check, but the
+# provider cannot be downloaded here) is a pytest test that needs no tool from .venv-infra:
+# tests/infra/test_infra_provider_schema.py, from tests/infra/fixtures/google-provider-schema.json
+# (written by scripts/gen_provider_schema.py); scripts/test.sh runs it with the other tests.
 # checkov and kubernetes-validate live in their own virtualenv, .venv-infra (checkov's hcl2 module
 # clashes with python-hcl2, which the main test suite uses); it is created on first run.
 # Exits non-zero if any check fails, after running all of them, and names the ones that failed.

@@ -1,7 +1,8 @@
 """terraform/: module layout, typed and validated variables, and the project's invariants.
 
 `terraform validate` needs the providers, which cannot be fetched offline; these tests check
-what can be read from the parsed HCL. checkov (scripts/check-infra.sh) checks the rest.
+what can be read from the parsed HCL, test_infra_provider_schema.py checks the google resources
+against the provider's schema, and checkov (scripts/check-infra.sh) checks the rest.
 """
 
 from __future__ import annotations
