@@ -206,7 +206,7 @@ def _check_dynamic(name: str, body: dict[str, Any], node: dict[str, Any], at: st
         for key in body
         if key not in _MARKERS and key not in DYNAMIC_ARGUMENTS
     ]
-    contents = body.get("content")
+    contents: list[dict[str, Any]] = body.get("content", [])
     if not _is_block(contents) or len(contents) != 1:
         return [*problems, f"{at}: needs one content block"]
     return problems + _check_body(contents[0], node["blocks"][name], f"{at}.content", set())
