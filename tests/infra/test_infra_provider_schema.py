@@ -24,7 +24,11 @@ def _ids(paths: list[Path]) -> list[str]:
     return [str(p.relative_to(hcl.TERRAFORM)) for p in paths]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=_ids(CONFIGS))
+# The insecure fixture too: checkov's policies must fail on a configuration terraform accepts.
+CHECKED = [*CONFIGS, provider_schema.FIXTURES / "insecure"]
+
+
+@pytest.mark.parametrize("config", CHECKED, ids=[str(p.relative_to(hcl.ROOT)) for p in CHECKED])
 def test_terraform_matches_the_provider_schema(config: Path) -> None:
     assert provider_schema.check_directories([config]) == []
 
