@@ -110,6 +110,9 @@ class HealthServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        """Stop serving; also for a server never started (a stop before the ready line),
+        where ``shutdown`` would wait forever for a loop that never ran."""
+        if self._thread.ident is not None:
+            self._server.shutdown()
+            self._thread.join(5)
         self._server.server_close()
-        self._thread.join(5)
