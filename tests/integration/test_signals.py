@@ -23,7 +23,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 from support.datasets import ct_dataset
-from support.net import wait_until
+from support.net import free_port, wait_until
 from support.orthanc import Orthanc
 from support.process import IngestProcess
 from support.stored import store_noting_success, study_instances
@@ -94,7 +94,14 @@ def test_a_signal_at_any_moment_stops_the_pipeline_cleanly_and_loses_nothing(
     run = f"seed {seed}: {signum.name} {delay:.2f} s after {anchor}, second after {second}"
 
     spool = tmp_path / "spool"
-    process = IngestProcess(spool, orthanc.dicomweb, "--shutdown_grace", str(GRACE))
+    # With the metrics endpoint and the status page, so their servers are stopped too,
+    # started or not.
+    process = IngestProcess(
+        spool,
+        orthanc.dicomweb,
+        *("--shutdown_grace", str(GRACE)),
+        *("--metrics_port", str(free_port()), "--ui_port", str(free_port())),
+    )
     pacs = Pacs(process, generate_uid(), rng)
     try:
         pacs.start()
