@@ -6,9 +6,9 @@ import collections
 import logging
 import random
 import re
+import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,27 +56,6 @@ def retry_summary(reasons: dict[str, int]) -> str | None:
         return None
     parts = ", ".join(f"{count} x {kind}" for kind, count in kinds.most_common())
     return f"{total} message{'s' if total != 1 else ''} retrying: {parts}"
-
-
-class _RetrySummary:
-    """Logs ``retry_summary`` at most once per interval, from whichever worker comes by."""
-
-    def __init__(self, queue: SqliteQueue, interval: float, clock: Callable[[], float]) -> None:
-        self._queue = queue
-        self._interval = interval
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._next = clock() + interval
-
-    def maybe_log(self) -> None:
-        with self._lock:
-            now = self._clock()
-            if now < self._next:
-                return
-            self._next = now + self._interval
-        line = retry_summary(self._queue.retry_reasons())
-        if line is not None:
-            log.warning("%s", line)
 
 
 class BatchService(Protocol):
@@ -158,20 +137,24 @@ class QueueWorkers:
     ) -> None:
         self._remember = remember_settled
         self._what = what  # in log lines: "upload failing", "shipping failing"
-        self._summary = _RetrySummary(queue, summary_seconds, time.monotonic)
+        self._summary_seconds = summary_seconds
+        self._summary: Alarm | None = None
         self._queue = queue
         self._service = service
         self._batch = batch
         self._lease = lease_seconds
         self._backoff = backoff
         self._stopping = threading.Event()
-        self._heartbeats = AlarmClock("lease-heartbeat")
+        # Lease heartbeats and the retry summary: timers, off the workers' threads, so a
+        # summary is due even while every worker is held by a long upload.
+        self._timers = AlarmClock("upload-timers")
         self._threads = [
             threading.Thread(target=self._run, name=f"upload-{n}", daemon=True)
             for n in range(workers)
         ]
 
     def start(self) -> None:
+        self._summary = self._timers.every(self._summary_seconds, self._log_summary)
         for thread in self._threads:
             thread.start()
 
@@ -179,6 +162,8 @@ class QueueWorkers:
         """Let the batches in hand finish (up to ``timeout`` in all), or, once ``hurry`` is set,
         leave them: their leases are released at the next start."""
         self._stopping.set()
+        if self._summary is not None:
+            self._summary.cancel()
         self._queue.wake()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
@@ -190,13 +175,21 @@ class QueueWorkers:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                self._summary.maybe_log()
                 if not self.work_once():
                     wait = self._queue.next_visible_in()
                     self._queue.wait(1.0 if wait is None else min(max(wait, 0.01), 1.0))
             except Exception:
                 log.exception("upload worker failed; continuing")
                 self._stopping.wait(1.0)
+
+    def _log_summary(self) -> None:
+        """``retry_summary``, once per interval while any message is retrying."""
+        try:
+            line = retry_summary(self._queue.retry_reasons())
+        except sqlite3.ProgrammingError:  # the queue closed as the workers stopped
+            return
+        if line is not None:
+            log.warning("%s", line)
 
     def work_once(self) -> bool:
         """Process one leased batch; False when nothing was visible."""
@@ -213,7 +206,7 @@ class QueueWorkers:
             return True
         messages = [message for _, message in decoded]
         try:
-            with _Heartbeat(self._heartbeats, self._queue, [d for d, _ in decoded], self._lease):
+            with _Heartbeat(self._timers, self._queue, [d for d, _ in decoded], self._lease):
                 outcomes = self._service.process(messages)
         except Exception as exc:  # a defect, not a per-message outcome: retry, with a reason
             log.exception("upload batch failed unexpectedly")
