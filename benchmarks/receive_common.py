@@ -186,6 +186,12 @@ def proc_kib(pid: int, field_name: str) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def http_json(url: str) -> dict[str, object]:
     with urllib.request.urlopen(url, timeout=10) as response:
         return dict(json.load(response))

@@ -36,6 +36,7 @@ from receive_common import (
     Receiver,
     Run,
     Workload,
+    cpu_seconds,
     dataset_files,
     echo_ok,
     run_dir_for,
@@ -150,12 +151,18 @@ def study_run(ctx: Context, variant: str, w: Workload, files_dir: Path, rep: int
         if pipeline:
             front, log = start("dicom-ingest", f"http://127.0.0.1:{store.http}/dicom-web")
         idle = front.idle_rss_kib() if pipeline else 0
+        before = [cpu_seconds(rx.proc.pid) for rx in (front, store)]
         acked, stored, held = _send_study(ctx, name, target, front, store, files)
+        front_cpu, store_cpu = (
+            cpu_seconds(rx.proc.pid) - before[i] for i, rx in enumerate((front, store))
+        )
         peak = front.peak_rss_kib() if pipeline else 0
     ok = held == len(files) and stored > 0
     run = Run("study", variant, target, w.name, rep, len(files), size, stored or acked, held,
               ok, idle / 1024, peak / 1024, str(log))  # fmt: skip
-    run.extra = {"storescu_s": acked, "in_store_s": stored}
+    run.extra = {"storescu_s": acked, "in_store_s": stored, "orthanc_cpu_s": store_cpu}
+    if pipeline:
+        run.extra["ingest_cpu_s"] = front_cpu
     return run
 
 

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 120.0
 # While messages are retrying, one line every this many seconds says how many and why.
 SUMMARY_SECONDS = 60.0
+# Batches smaller than the batch size in flight at once (see QueueWorkers._work_once).
+PARTIAL_BATCHES = 1
 _KIND_LENGTH = 80
 _CODED = re.compile(r"[\d(]")  # a status, an error number, a reason in parentheses
 
@@ -134,6 +136,7 @@ class QueueWorkers:
         remember_settled: bool = False,
         summary_seconds: float = SUMMARY_SECONDS,
         what: str = "upload",
+        partial_batches: int = PARTIAL_BATCHES,
     ) -> None:
         self._remember = remember_settled
         self._what = what  # in log lines: "upload failing", "shipping failing"
@@ -144,6 +147,8 @@ class QueueWorkers:
         self._batch = batch
         self._lease = lease_seconds
         self._backoff = backoff
+        # Batches smaller than ``batch`` in flight at once; full batches need no slot.
+        self._partial_slots = threading.BoundedSemaphore(max(1, partial_batches))
         self._stopping = threading.Event()
         # Lease heartbeats and the retry summary: timers, off the workers' threads, so a
         # summary is due even while every worker is held by a long upload.
@@ -175,9 +180,9 @@ class QueueWorkers:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                if not self.work_once():
-                    wait = self._queue.next_visible_in()
-                    self._queue.wait(1.0 if wait is None else min(max(wait, 0.01), 1.0))
+                wanted = self._work_once()
+                if wanted:
+                    self._queue.wait(1.0, wanted)
             except Exception:
                 log.exception("upload worker failed; continuing")
                 self._stopping.wait(1.0)
@@ -192,10 +197,35 @@ class QueueWorkers:
             log.warning("%s", line)
 
     def work_once(self) -> bool:
-        """Process one leased batch; False when nothing was visible."""
-        deliveries = self._queue.pull(self._batch, self._lease)
-        if not deliveries:
-            return False
+        """Process one leased batch; False when nothing was taken."""
+        return not self._work_once()
+
+    def _work_once(self) -> int:
+        """Process one leased batch and return 0, or return how many messages it waited for.
+
+        Batches are sized by the load, as Nagle's algorithm sizes TCP segments: a batch
+        smaller than ``batch`` is taken only while fewer than ``partial_batches`` such
+        batches are in flight; meanwhile later messages gather into the next one. A lone
+        instance goes at once, and a study arriving faster than the store answers goes in a
+        few large requests instead of one request per instance. A full batch goes whenever
+        a worker is free.
+        """
+        slot = self._partial_slots.acquire(blocking=False)
+        try:
+            wanted = 1 if slot else self._batch
+            deliveries = self._queue.pull(self._batch, self._lease, wanted)
+            if not deliveries:
+                return wanted
+            if slot and len(deliveries) >= self._batch:
+                self._partial_slots.release()  # a full batch: the slot is for smaller ones
+                slot = False
+            self._process(deliveries)
+            return 0
+        finally:
+            if slot:
+                self._partial_slots.release()
+
+    def _process(self, deliveries: list[Delivery]) -> None:
         decoded: list[tuple[Delivery, InstanceMessage]] = []
         for delivery in deliveries:
             try:
@@ -203,7 +233,7 @@ class QueueWorkers:
             except MessageError as exc:  # the queue's dead-letter report logs it
                 self._queue.dead_letter(delivery, f"undecodable message: {exc}")
         if not decoded:
-            return True
+            return
         messages = [message for _, message in decoded]
         try:
             with _Heartbeat(self._timers, self._queue, [d for d, _ in decoded], self._lease):
@@ -217,7 +247,6 @@ class QueueWorkers:
                 self._log_attempt(delivery, message, outcome)
             else:
                 log.warning("lease lost before settling", extra={"message_id": delivery.message_id})
-        return True
 
     def _log_attempt(self, delivery: Delivery, message: InstanceMessage, outcome: Outcome) -> None:
         """A line when a message first fails and one when it recovers; the rest is summed up."""

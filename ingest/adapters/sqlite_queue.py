@@ -350,11 +350,14 @@ class SqliteQueue:
                 (body, now, now, key),
             )
             message_id = str(cursor.lastrowid)
-            self._wakeup.notify_all()
+            # One message wants one worker: waking them all would send every idle worker
+            # into a pull that finds nothing (a busy worker pulls again when it is done).
+            self._wakeup.notify()
         return message_id
 
-    def pull(self, max_messages: int, lease_seconds: float) -> list[Delivery]:
-        """Lease up to max_messages visible messages; messages past max_attempts dead-letter."""
+    def pull(self, max_messages: int, lease_seconds: float, at_least: int = 1) -> list[Delivery]:
+        """Lease up to max_messages visible messages, or none when fewer than ``at_least``
+        are visible; messages past max_attempts dead-letter."""
         now = time.time()
         dead: list[DeadLetter] = []
 
@@ -366,6 +369,8 @@ class SqliteQueue:
                 " WHERE visible_at <= ? ORDER BY visible_at, id LIMIT ?",
                 (now, max_messages),
             ).fetchall()
+            if len(rows) < at_least:
+                return deliveries
             for message_id, body, attempts, count, last_error in rows:
                 if attempts >= self._max_attempts:
                     reason = f"gave up after {attempts} delivery attempts"
@@ -387,11 +392,25 @@ class SqliteQueue:
         self._report(dead)
         return deliveries
 
-    def wait(self, timeout: float) -> None:
-        """Block until a publish happens or the timeout passes."""
+    def wait(self, timeout: float, at_least: int = 1) -> None:
+        """Block until ``at_least`` messages may be pulled: return at once when they are
+        visible, else wait for a publish, the next message's visibility, or ``timeout``,
+        whichever is first. The look and the wait are one step under the lock, so a publish
+        in between is never missed."""
         with self._lock:
-            if not self._closed:
-                self._wakeup.wait(timeout)
+            if self._closed:
+                return
+            now = time.time()
+            visible, upcoming = self._db.execute(
+                "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE visible_at <= ?"
+                " LIMIT ?)), (SELECT MIN(visible_at) FROM messages WHERE visible_at > ?)",
+                (now, at_least, now),
+            ).fetchone()
+            if visible >= at_least:
+                return
+            if upcoming is not None:
+                timeout = min(timeout, float(upcoming) - now)
+            self._wakeup.wait(timeout)
 
     def has_object(self, key: str) -> bool:
         """Whether a message (live, dead-lettered or settled) points at this object version."""

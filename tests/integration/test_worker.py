@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 from support.datasets import ct_dataset
-from support.fake_dicomweb import FakeDicomWeb, Reply, referenced
+from support.fake_dicomweb import FakeDicomWeb, Recorded, Reply, referenced
 from support.net import wait_until
 from support.spool import put_instance
 
@@ -96,3 +99,44 @@ def test_kept_uploads_are_not_sent_again_after_a_restart(
     second = pipelines(fake_dicomweb.url, spool=spool, keep_uploaded=True)
     stats = second.queue.stats()
     assert stats.pending + stats.in_flight + stats.retrying == 0  # nothing re-enqueued
+
+
+def test_small_batches_go_one_at_a_time_and_later_messages_gather(
+    tmp_path: Path, fake_dicomweb: FakeDicomWeb
+) -> None:
+    """A lone instance goes at once; while it is in flight, later ones wait and gather into
+    the next request, and only a full batch takes another worker meanwhile."""
+    release = threading.Event()
+
+    def responder(request: Recorded) -> Reply:
+        release.wait(20)
+        return Reply(200, referenced(request.sop_uids))
+
+    fake_dicomweb.responder = responder
+    queue, store, pool = workers(tmp_path, fake_dicomweb.url, lease=30.0, count=4)
+    study, series = generate_uid(), generate_uid()
+
+    def publish(count: int) -> None:
+        for _ in range(count):
+            queue.publish(encode(put_instance(store, ct_dataset(study, series))))
+
+    pool.start()
+    try:
+        publish(1)
+        wait_until(lambda: len(fake_dicomweb.posts()) == 1, 10, "the first request")
+        publish(3)  # less than a batch (4): no second request while the first is in flight
+        time.sleep(0.3)
+        assert len(fake_dicomweb.posts()) == 1
+        assert queue.stats().pending == 3
+        publish(2)  # now a full batch is waiting: a free worker takes it
+        wait_until(lambda: len(fake_dicomweb.posts()) == 2, 10, "the full batch")
+        assert len(fake_dicomweb.posts()[1].sop_uids) == 4
+        release.set()
+        wait_until(lambda: queue.stats().pending + queue.stats().in_flight == 0, 10, "the rest")
+        assert [len(p.sop_uids) for p in fake_dicomweb.posts()] == [1, 4, 1]
+        publish(1)  # idle again: a lone instance goes at once
+        wait_until(lambda: len(fake_dicomweb.posts()) == 4, 10, "a lone instance")
+    finally:
+        release.set()
+        pool.stop()
+    assert queue.stats().dead == 0
