@@ -9,6 +9,7 @@ than those it names.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -47,11 +48,18 @@ def _fsync_dir(path: Path) -> None:
 class SpoolObjectStore:
     """Objects as files under ``<spool>/objects``, one file per generation.
 
-    A version lives at ``objects/<study>/<series>/<sop>@<generation>.dcm``; the symbolic link
-    ``<sop>.dcm`` names the current one and is the object's URI
-    (``file://<spool>/objects/<study>/<series>/<sop>.dcm``). Finding the current generation is
-    one ``readlink``, however many instances the series holds. A new version is written,
-    the link is switched atomically with ``rename``, then the old version is removed.
+    A version lives at ``objects/<study>/<series>/<sop>@<generation>.dcm``; ``<sop>.dcm``, a
+    hard link to the current one, is the object's URI
+    (``file://<spool>/objects/<study>/<series>/<sop>.dcm``). A new version is written, the
+    link is switched atomically with ``rename``, then the old version is removed.
+
+    A hard link takes no inode of its own, so an instance costs one inode allocation, not
+    two (a symbolic link is an inode; file systems without a journal search past every
+    recently freed inode for each one). Whether a message's generation is current is one
+    ``stat`` of each name, compared by inode, however many instances the series holds; only
+    the rare paths (an instance received again, a failed store) look through the directory
+    for the generation a link names. Symbolic links written by earlier releases still name
+    their version and are replaced by hard links as the object changes.
     """
 
     def __init__(self, spool_dir: Path) -> None:
@@ -101,17 +109,37 @@ class SpoolObjectStore:
 
     @staticmethod
     def _current(logical: Path) -> int | None:
-        """The current generation of an object, or None when it does not exist."""
+        """The current generation of an object, or None when it does not exist. Free when
+        it does not exist (the common case: a first version); otherwise a look through the
+        object's directory (an instance received again, a failed store)."""
         try:
-            target = os.readlink(logical)
+            found = os.lstat(logical)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        except OSError as exc:  # EINVAL: a plain file where a link belongs
-            raise ObjectStoreError(f"{logical.name} is not an object link") from exc
-        version = _parse_version(target)
-        if version is None:
-            raise ObjectStoreError(f"unexpected link target for {logical.name}")
-        return version[1]
+        if stat.S_ISLNK(found.st_mode):  # written by an earlier release
+            version = _parse_version(os.readlink(logical))
+            if version is None:
+                raise ObjectStoreError(f"unexpected link target for {logical.name}")
+            return version[1]
+        prefix = f"{logical.stem}@"
+        if stat.S_ISREG(found.st_mode) and found.st_nlink > 1:
+            with os.scandir(logical.parent) as entries:
+                for entry in entries:
+                    version = _parse_version(entry.name) if entry.name.startswith(prefix) else None
+                    if version is not None and version[0] == logical.stem:
+                        same = entry.stat(follow_symlinks=False)
+                        if (same.st_ino, same.st_dev) == (found.st_ino, found.st_dev):
+                            return version[1]
+        raise ObjectStoreError(f"{logical.name} is not an object link")
+
+    @staticmethod
+    def _names(logical: Path, version: os.stat_result) -> bool:
+        """Whether the object's link names this version (compared by inode)."""
+        try:
+            current = os.stat(logical)  # a symbolic link of an earlier release is followed
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return (current.st_ino, current.st_dev) == (version.st_ino, version.st_dev)
 
     @staticmethod
     def _generations(logical: Path) -> list[int]:
@@ -143,12 +171,13 @@ class SpoolObjectStore:
     def reserve(self, key: str) -> Path:
         """The path of a new version of key, in its final directory: writing it there and
         handing it to ``put`` saves a file creation and a rename per instance. A reserved
-        version that never reaches ``put`` is removed by the caller, or by ``prune``."""
+        version that never reaches ``put`` is removed by the caller, or by ``prune``.
+        Its generation comes from the clock; ``put`` renames it in the rare case that the
+        object already has a later one."""
         logical = self._logical(key)
         with self._lock:  # created under the lock, so delete cannot remove its directory
             self._ensure_directories(logical)
-            generation = self._next_generation(self._current(logical))
-            path = self._version_path(logical, generation)
+            path = self._version_path(logical, self._next_generation(None))
             os.close(create_private_file(path))
         return path
 
@@ -193,17 +222,18 @@ class SpoolObjectStore:
         A ``first`` version (no link yet) gets its link created in place; otherwise a new
         link is renamed over the old one, so readers never see the object missing.
         """
-        target = self._version_path(logical, generation).name
+        target = self._version_path(logical, generation)
         if first:
             try:
-                os.symlink(target, logical)
+                os.link(target, logical)
                 return
             except FileExistsError:
-                pass  # a dangling link left by a crash: replace it below
+                pass  # a name that is not one of ours: replace it below
         link = logical.with_name(f".{logical.name}.{generation}.link")
         link.unlink(missing_ok=True)
-        os.symlink(target, link)
+        os.link(target, link)
         os.rename(link, logical)
+        link.unlink(missing_ok=True)  # rename leaves it when both already named one file
 
     def _point_below(self, logical: Path, generation: int) -> None:
         """Make the newest version older than generation current, or remove the object's
@@ -224,37 +254,54 @@ class SpoolObjectStore:
         with self._lock:
             self._version_path(logical, stored.previous).unlink(missing_ok=True)
 
+    def _is_current(self, logical: Path, generation: int | str) -> bool:
+        try:
+            version = os.stat(self._version_path(logical, generation))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return self._names(logical, version)
+
     def rollback(self, stored: StoredObject) -> None:
         logical = self._path_for(stored.uri)
         ours = int(stored.generation)
         with self._lock:
-            if self._current(logical) == ours:
+            if self._is_current(logical, ours):
                 self._point_below(logical, ours)
                 _fsync_dir(logical.parent)
             self._version_path(logical, ours).unlink(missing_ok=True)
 
     def open(self, uri: str, generation: str) -> BinaryIO:
         logical = self._path_for(uri)
+        try:
+            handle = open(self._version_path(logical, generation), "rb")  # noqa: SIM115 - returned
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        else:
+            try:
+                if self._names(logical, os.fstat(handle.fileno())):
+                    return handle  # the common case: two stats, no directory listing
+            except BaseException:
+                handle.close()
+                raise
+            handle.close()
+        # Not current, or gone: say why.
         current = self._current(logical)
         if current is None:
             raise ObjectMissing(f"no object at {uri} generation {generation}")
-        if current != int(generation):
-            if current < int(generation):
-                raise ObjectMissing(f"no generation {generation} at {uri} (current {current})")
-            if self._version_path(logical, generation).exists():
-                # The newer version's message is not committed yet (commit removes older
-                # versions); if it fails, this one becomes current again.
-                raise ObjectBusy(f"generation {current} of {uri} is still being stored")
-            raise ObjectSuperseded(f"generation {generation} superseded by {current}")
-        try:
-            return open(self._version_path(logical, generation), "rb")
-        except FileNotFoundError as exc:  # replaced between reading the link and opening
-            raise ObjectSuperseded(f"generation {generation} was replaced") from exc
+        if current < int(generation):
+            raise ObjectMissing(f"no generation {generation} at {uri} (current {current})")
+        if current == int(generation):  # became current while we looked: a failed store
+            raise ObjectBusy(f"generation {current} of {uri} was being stored")
+        if self._version_path(logical, generation).exists():
+            # The newer version's message is not committed yet (commit removes older
+            # versions); if it fails, this one becomes current again.
+            raise ObjectBusy(f"generation {current} of {uri} is still being stored")
+        raise ObjectSuperseded(f"generation {generation} superseded by {current}")
 
     def delete(self, uri: str, generation: str) -> bool:
         logical = self._path_for(uri)
         with self._lock:
-            if self._current(logical) != int(generation):
+            if not self._is_current(logical, generation):
                 return False
             logical.unlink()
             self._version_path(logical, generation).unlink(missing_ok=True)
@@ -268,22 +315,12 @@ class SpoolObjectStore:
     def current_objects(self) -> Iterator[tuple[StoredObject, Path]]:
         """Every object's current version (size known, checksum not computed: empty)."""
         for directory, _, names in os.walk(self._root):
-            for name in names:
-                if "@" in name or not name.endswith(".dcm"):
-                    continue
-                logical = Path(directory) / name
-                try:
-                    generation = self._current(logical)
-                except ObjectStoreError:
-                    continue  # not one of ours
+            folder = Path(directory)
+            for stem, (generation, size) in _linked_versions(folder, names).items():
                 if generation is None:
-                    continue
-                version = self._version_path(logical, generation)
-                try:
-                    size = version.stat().st_size
-                except FileNotFoundError:
-                    continue
-                key = str(logical.relative_to(self._root))
+                    continue  # not one of ours, or its version is gone
+                key = str((folder / f"{stem}.dcm").relative_to(self._root))
+                version = self._version_path(folder / f"{stem}.dcm", generation)
                 yield StoredObject(self.uri_for(key), str(generation), size, ""), version
 
     def prune(self) -> int:
@@ -295,26 +332,56 @@ class SpoolObjectStore:
         being written right now is also unlinked for a moment.
         """
         removed = 0
-        for directory, _, names in os.walk(self._root):
+        for directory, _, found in os.walk(self._root):
             folder = Path(directory)
-            current: dict[str, int | None] = {}
-            for name in names:
-                path = folder / name
+            names = []
+            for name in found:
                 if name.startswith(".") and name.endswith(".link"):
-                    path.unlink(missing_ok=True)
+                    (folder / name).unlink(missing_ok=True)
                     removed += 1
-                elif "@" not in name and name.endswith(".dcm"):
-                    try:
-                        current[path.stem] = self._current(path)
-                    except ObjectStoreError:
-                        current[path.stem] = None  # not one of ours: left alone
-                        continue
-                    if not path.exists():  # a link to a version that is gone
-                        path.unlink(missing_ok=True)
-                        removed += 1
+                else:
+                    names.append(name)
+            current = _linked_versions(folder, names)
+            for stem, (generation, _) in current.items():
+                logical = folder / f"{stem}.dcm"
+                if generation is None and logical.is_symlink() and not logical.exists():
+                    logical.unlink(missing_ok=True)  # a link to a version that is gone
+                    removed += 1
             for name in names:
                 version = _parse_version(name)
-                if version is not None and current.get(version[0]) != version[1]:
+                if version is not None and current.get(version[0], (None, 0))[0] != version[1]:
                     (folder / name).unlink(missing_ok=True)
                     removed += 1
         return removed
+
+
+def _linked_versions(folder: Path, names: list[str]) -> dict[str, tuple[int | None, int]]:
+    """For each object link among ``names`` in folder: the generation it names and that
+    version's size, or (None, 0) when it names none (not one of ours, or a version gone).
+
+    One ``stat`` per name: a directory's objects are matched in one pass, not one listing
+    per object.
+    """
+    versions: dict[tuple[int, int], tuple[str, int, int]] = {}
+    links: list[str] = []
+    for name in names:
+        parsed = _parse_version(name)
+        if parsed is not None:
+            try:
+                found = os.lstat(folder / name)
+            except FileNotFoundError:
+                continue
+            versions[(found.st_ino, found.st_dev)] = (parsed[0], parsed[1], found.st_size)
+        elif name.endswith(".dcm") and not name.startswith("."):
+            links.append(name)
+    linked: dict[str, tuple[int | None, int]] = {}
+    for name in links:
+        stem = name[: -len(".dcm")]
+        try:
+            found = os.stat(folder / name)  # a symbolic link of an earlier release: followed
+        except FileNotFoundError:  # a symbolic link to a version that is gone
+            linked[stem] = (None, 0)
+            continue
+        match = versions.get((found.st_ino, found.st_dev))
+        linked[stem] = (match[1], match[2]) if match is not None and match[0] == stem else (None, 0)
+    return linked

@@ -140,7 +140,55 @@ def test_second_put_supersedes_the_first(store: SpoolObjectStore) -> None:
     files = sorted(f.name for f in (store.root / "1.2.3" / "1.2.3.4").iterdir())
     assert files == ["1.2.3.4.5.dcm", f"1.2.3.4.5@{second.generation}.dcm"]
     link = store.root / "1.2.3" / "1.2.3.4" / "1.2.3.4.5.dcm"
-    assert link.is_symlink() and link.read_bytes() == b"version two"
+    version = link.with_name(f"1.2.3.4.5@{second.generation}.dcm")
+    assert link.read_bytes() == b"version two"
+    assert link.stat().st_ino == version.stat().st_ino  # a hard link: no inode of its own
+
+
+def test_a_first_version_takes_one_inode(store: SpoolObjectStore) -> None:
+    stored = put(store, b"only")
+    link = store.root / KEY
+    version = link.with_name(f"1.2.3.4.5@{stored.generation}.dcm")
+    assert not link.is_symlink()
+    assert link.stat().st_ino == version.stat().st_ino
+    assert link.stat().st_nlink == 2
+
+
+def test_objects_linked_by_an_earlier_release_still_work(store: SpoolObjectStore) -> None:
+    """Spools written with symbolic links: read, replaced, listed, pruned and deleted."""
+    series = store.root / "1.2.3" / "1.2.3.4"
+    series.mkdir(parents=True)
+    (series / "1.2.3.4.5@100.dcm").write_bytes(b"old release")
+    (series / "1.2.3.4.5.dcm").symlink_to("1.2.3.4.5@100.dcm")
+    (series / "1.2.3.4.6@200.dcm").write_bytes(b"old release too")
+    (series / "1.2.3.4.6.dcm").symlink_to("1.2.3.4.6@200.dcm")
+    uri = store.uri_for(KEY)
+    assert read(store, StoredObject(uri, "100", 11, "")) == b"old release"
+    assert sorted(s.generation for s, _ in store.current_objects()) == ["100", "200"]
+    assert store.prune() == 0
+    newer = put(store, b"new release")
+    assert newer.previous == "100"
+    with pytest.raises(ObjectSuperseded):
+        store.open(uri, "100")
+    assert not (series / "1.2.3.4.5.dcm").is_symlink()
+    assert read(store, newer) == b"new release"
+    other = store.uri_for("1.2.3/1.2.3.4/1.2.3.4.6.dcm")
+    assert store.delete(other, "200")
+    assert sorted(p.name for p in series.iterdir()) == [
+        "1.2.3.4.5.dcm",
+        f"1.2.3.4.5@{newer.generation}.dcm",
+    ]
+
+
+def test_the_generation_a_link_names_is_found_among_many(store: SpoolObjectStore) -> None:
+    """An instance received again in a large series: the old generation is found by inode."""
+    for n in range(50):
+        put(store, b"x", f"1.2.3/1.2.3.4/1.2.3.4.{100 + n}.dcm")
+    first = put(store, b"one")
+    second = store.put(KEY, stage(store, b"two"), 3, "crc==")
+    assert second.previous == first.generation
+    store.rollback(second)
+    assert read(store, first) == b"one"
 
 
 def test_delete_removes_emptied_series_and_study_directories(store: SpoolObjectStore) -> None:
