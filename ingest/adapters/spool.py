@@ -183,6 +183,10 @@ class SpoolObjectStore:
 
     def put(self, key: str, staged: Path, size: int, crc32c: str) -> StoredObject:
         logical = self._logical(key)
+        # The data is durable before any link names it: start-up reconciliation re-enqueues
+        # every linked version, so a link written first could, after a power cut, name a
+        # truncated file that would then be uploaded. (Linking first would save one of the
+        # two synchronous writes per instance on ext4; it is not worth that.)
         with open(staged, "rb+") as handle:
             os.fsync(handle.fileno())
         with self._lock:
