@@ -12,6 +12,7 @@ import os
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -45,6 +46,46 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _DirectorySync:
+    """One directory's fsync, shared by the threads that need it at once (group commit).
+
+    A change to the directory is durable once an fsync that began after it has finished.
+    Threads that link objects into one series at the same time (several associations)
+    wait for one fsync between them instead of queueing for one each.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._cond = threading.Condition()
+        self._changes = 0  # changes noted so far
+        self._durable = 0  # changes an fsync has covered
+        self._running = False
+
+    def note(self) -> int:
+        """Call right after changing the directory; pass the result to ``sync``."""
+        with self._cond:
+            self._changes += 1
+            return self._changes
+
+    def sync(self, change: int) -> None:
+        """Return once change is durable; raise if the fsync that had to cover it failed."""
+        with self._cond:
+            while self._durable < change:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                covers = self._changes
+                self._cond.release()
+                try:
+                    _fsync_dir(self._path)
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self._cond.notify_all()
+                self._durable = max(self._durable, covers)
+
+
 class SpoolObjectStore:
     """Objects as files under ``<spool>/objects``, one file per generation.
 
@@ -74,6 +115,10 @@ class SpoolObjectStore:
         _fsync_dir(self._root.parent)
         self._lock = threading.Lock()
         self._last_generation = 0
+        # A series directory's shared fsync while some thread needs it (weak: forgotten after).
+        self._syncs: weakref.WeakValueDictionary[Path, _DirectorySync] = (
+            weakref.WeakValueDictionary()
+        )
 
     @property
     def root(self) -> Path:
@@ -175,10 +220,18 @@ class SpoolObjectStore:
         Its generation comes from the clock; ``put`` renames it in the rare case that the
         object already has a later one."""
         logical = self._logical(key)
-        with self._lock:  # created under the lock, so delete cannot remove its directory
+        with self._lock:
             self._ensure_directories(logical)
             path = self._version_path(logical, self._next_generation(None))
+        try:
+            # Outside the lock: allocating the inode is the costly part, and concurrent
+            # associations overlap in it. Once the file exists, delete cannot remove its
+            # directory (rmdir removes only an empty one).
             os.close(create_private_file(path))
+        except FileNotFoundError:  # delete removed the emptied directory just before
+            with self._lock:
+                self._ensure_directories(logical)
+                os.close(create_private_file(path))
         return path
 
     def put(self, key: str, staged: Path, size: int, crc32c: str) -> StoredObject:
@@ -205,8 +258,12 @@ class SpoolObjectStore:
                 generation = self._next_generation(previous)
                 os.rename(staged, self._version_path(logical, generation))
             self._point(logical, generation, first=previous is None)
+            directory = self._syncs.get(logical.parent)
+            if directory is None:
+                directory = self._syncs[logical.parent] = _DirectorySync(logical.parent)
+            change = directory.note()
         try:
-            _fsync_dir(logical.parent)  # outside the lock: concurrent associations overlap
+            directory.sync(change)  # outside the lock: concurrent associations share it
         except OSError:
             with self._lock:  # not durable: undo the switch, so the caller may discard it
                 if self._current(logical) == generation:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -355,3 +357,70 @@ def test_put_that_cannot_be_made_durable_leaves_the_previous_version_current(
         store.put(KEY, staged, 13, "crc==")
     monkeypatch.undo()
     assert read(store, first) == b"durable"
+
+
+def test_reserve_outside_the_lock_survives_its_directory_being_removed(
+    store: SpoolObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is created outside the store's lock: when a delete empties and removes the
+    series directory just before, the directory is made again and the file created."""
+    only = put(store, b"uploaded", "1.2.3/1.2.3.4/1.2.3.4.6.dcm")
+    real = spool.create_private_file
+    calls: list[Path] = []
+
+    def deleted_first(path: Path) -> int:
+        if not calls:
+            assert store.delete(only.uri, only.generation)  # removes series and study dirs
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(spool, "create_private_file", deleted_first)
+    reserved = store.reserve(KEY)
+    assert reserved.exists() and len(calls) == 2
+    stored = store.put(KEY, reserved, 0, "crc==")
+    assert read(store, stored) == b""
+
+
+def test_threads_linking_into_one_directory_share_its_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: a change is covered by an fsync that began after it; threads that wait
+    together need one between them, and none returns before its change is covered."""
+    began: list[int] = []
+    gate = threading.Event()
+    directory = spool._DirectorySync(tmp_path)
+
+    def slow_fsync(path: Path) -> None:
+        began.append(directory._changes)  # what this fsync covers
+        gate.wait(5)
+
+    monkeypatch.setattr(spool, "_fsync_dir", slow_fsync)
+    first = directory.note()
+    leader = threading.Thread(target=directory.sync, args=(first,))
+    leader.start()
+    while not began:
+        time.sleep(0.001)
+    changes = [directory.note() for _ in range(6)]  # made while the first fsync runs
+    waiters = [threading.Thread(target=directory.sync, args=(c,)) for c in changes]
+    for thread in waiters:
+        thread.start()
+    gate.set()
+    for thread in [leader, *waiters]:
+        thread.join(5)
+        assert not thread.is_alive()
+    assert began == [1, 7]  # one for the first change, one for the six made during it
+
+
+def test_a_failed_shared_fsync_fails_the_changes_it_had_to_cover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = spool._DirectorySync(tmp_path)
+
+    def broken(path: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(spool, "_fsync_dir", broken)
+    with pytest.raises(OSError):
+        directory.sync(directory.note())
+    monkeypatch.setattr(spool, "_fsync_dir", lambda path: None)
+    directory.sync(directory.note())  # the next one succeeds and covers both
