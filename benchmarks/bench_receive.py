@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -282,6 +283,8 @@ def main() -> int:
     ctx = Context(args.workdir, logs, args.max_pdu)
     keys = plan(scenarios, targets, workloads)
     jobs = {key: runner(ctx, key) for key in keys}  # generates the workloads first
+    shutil.rmtree(ctx.scratch, ignore_errors=True)  # left by a run that did not finish
+    os.sync()
     before = load()
     print(f"load before: {before['uptime']}", flush=True)
     runs: list[Run] = []
@@ -300,6 +303,7 @@ def main() -> int:
                   f" {run.accepted}/{run.instances}{'' if run.ok else ' !'}"
                   f"  peak RSS {run.peak_rss_mib:.0f} MiB", flush=True)  # fmt: skip
     after = load()
+    shutil.rmtree(ctx.scratch, ignore_errors=True)
     rows, table = medians(runs), compare(runs)
     print_medians(rows)
     print_comparisons(table)

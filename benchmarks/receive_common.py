@@ -341,13 +341,14 @@ def start_receiver(
 
 @contextmanager
 def run_dir_for(scratch: Path, name: str) -> Iterator[Path]:
+    """A fresh directory for one run. It is removed with the whole scratch directory when the
+    benchmark ends, not when the run ends: removing thousands of files just before the next
+    run would slow that run's file creations (ext4 without a journal searches past recently
+    freed inodes), and so weigh on whichever receiver runs next."""
     run_dir = scratch / name
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    try:
-        yield run_dir
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    yield run_dir
 
 
 def settle(count: Callable[[], int], expected: int, seconds: float = 10.0) -> int:

@@ -8,6 +8,7 @@ than those it names.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import threading
@@ -27,6 +28,8 @@ from ingest.contracts.ports import (
 )
 
 from .private_files import create_private_file, make_private_dir
+
+log = logging.getLogger(__name__)
 
 
 def _parse_version(name: str) -> tuple[str, int] | None:
@@ -167,7 +170,8 @@ class SpoolObjectStore:
                 raise ObjectStoreError(f"unexpected link target for {logical.name}")
             return version[1]
         prefix = f"{logical.stem}@"
-        if stat.S_ISREG(found.st_mode) and found.st_nlink > 1:
+        if stat.S_ISREG(found.st_mode):
+            versions: list[tuple[int, os.stat_result]] = []
             with os.scandir(logical.parent) as entries:
                 for entry in entries:
                     version = _parse_version(entry.name) if entry.name.startswith(prefix) else None
@@ -175,6 +179,10 @@ class SpoolObjectStore:
                         same = entry.stat(follow_symlinks=False)
                         if (same.st_ino, same.st_dev) == (found.st_ino, found.st_dev):
                             return version[1]
+                        versions.append((version[1], same))
+            copied = _copy_of(found, versions)
+            if copied is not None:
+                return copied
         raise ObjectStoreError(f"{logical.name} is not an object link")
 
     @staticmethod
@@ -320,7 +328,12 @@ class SpoolObjectStore:
             version = os.stat(self._version_path(logical, generation))
         except (FileNotFoundError, NotADirectoryError):
             return False
-        return self._names(logical, version)
+        if self._names(logical, version):
+            return True
+        try:  # not the same inode: another version, or a copy that lost its hard link
+            return self._current(logical) == int(generation)
+        except ObjectStoreError:
+            return False
 
     def rollback(self, stored: StoredObject) -> None:
         logical = self._path_for(stored.uri)
@@ -351,8 +364,11 @@ class SpoolObjectStore:
             raise ObjectMissing(f"no object at {uri} generation {generation}")
         if current < int(generation):
             raise ObjectMissing(f"no generation {generation} at {uri} (current {current})")
-        if current == int(generation):  # became current while we looked: a failed store
-            raise ObjectBusy(f"generation {current} of {uri} was being stored")
+        if current == int(generation):  # a copy that lost its link, or a store undone meanwhile
+            try:
+                return open(self._version_path(logical, generation), "rb")
+            except FileNotFoundError as exc:
+                raise ObjectSuperseded(f"generation {generation} was replaced") from exc
         if self._version_path(logical, generation).exists():
             # The newer version's message is not committed yet (commit removes older
             # versions); if it fails, this one becomes current again.
@@ -377,7 +393,7 @@ class SpoolObjectStore:
         """Every object's current version (size known, checksum not computed: empty)."""
         for directory, _, names in os.walk(self._root):
             folder = Path(directory)
-            for stem, (generation, size) in _linked_versions(folder, names).items():
+            for stem, (generation, size, _) in _linked_versions(folder, names).items():
                 if generation is None:
                     continue  # not one of ours, or its version is gone
                 key = str((folder / f"{stem}.dcm").relative_to(self._root))
@@ -387,7 +403,9 @@ class SpoolObjectStore:
     def prune(self) -> int:
         """Remove what a crash can leave behind: versions that are not current (a reserved one
         never stored, or an older one whose replacement's commit did not happen), dangling or
-        temporary links.
+        temporary links. A spool copied without its hard links (``rsync -a`` without ``-H``)
+        has its links made again; versions of an object whose current one cannot be told are
+        kept, never removed.
 
         Only for a process that owns the spool and before it accepts associations: a version
         being written right now is also unlinked for a moment.
@@ -403,27 +421,47 @@ class SpoolObjectStore:
                 else:
                     names.append(name)
             current = _linked_versions(folder, names)
-            for stem, (generation, _) in current.items():
+            undecided: set[str] = set()
+            for stem, (generation, _, copied) in current.items():
                 logical = folder / f"{stem}.dcm"
                 if generation is None and logical.is_symlink() and not logical.exists():
                     logical.unlink(missing_ok=True)  # a link to a version that is gone
                     removed += 1
+                elif generation is None:
+                    undecided.add(stem)  # not one of ours, or a copy we cannot match
+                elif copied:
+                    self._point(logical, generation)  # a hard link again
+                    log.info("object link made again after a copy", extra={"object": stem})
             for name in names:
                 version = _parse_version(name)
-                if version is not None and current.get(version[0], (None, 0))[0] != version[1]:
+                if version is None or version[0] in undecided:
+                    continue
+                if current.get(version[0], (None, 0, False))[0] != version[1]:
                     (folder / name).unlink(missing_ok=True)
                     removed += 1
         return removed
 
 
-def _linked_versions(folder: Path, names: list[str]) -> dict[str, tuple[int | None, int]]:
-    """For each object link among ``names`` in folder: the generation it names and that
-    version's size, or (None, 0) when it names none (not one of ours, or a version gone).
+def _copy_of(link: os.stat_result, versions: list[tuple[int, os.stat_result]]) -> int | None:
+    """The generation a link names when it is a copy, not a hard link (a spool copied by a
+    tool that does not keep hard links): the one version of its object with its size, when
+    there is exactly one; None when that cannot be told."""
+    if link.st_nlink != 1:
+        return None
+    same_size = [g for g, version in versions if version.st_size == link.st_size]
+    return same_size[0] if len(same_size) == 1 and len(versions) == 1 else None
+
+
+def _linked_versions(folder: Path, names: list[str]) -> dict[str, tuple[int | None, int, bool]]:
+    """For each object link among ``names`` in folder: the generation it names, that
+    version's size, and whether the link is a copy rather than a hard link (see
+    ``_copy_of``); (None, 0, False) when it names none (not one of ours, a version gone).
 
     One ``stat`` per name: a directory's objects are matched in one pass, not one listing
     per object.
     """
     versions: dict[tuple[int, int], tuple[str, int, int]] = {}
+    by_object: dict[str, list[tuple[int, os.stat_result]]] = {}
     links: list[str] = []
     for name in names:
         parsed = _parse_version(name)
@@ -433,16 +471,21 @@ def _linked_versions(folder: Path, names: list[str]) -> dict[str, tuple[int | No
             except FileNotFoundError:
                 continue
             versions[(found.st_ino, found.st_dev)] = (parsed[0], parsed[1], found.st_size)
+            by_object.setdefault(parsed[0], []).append((parsed[1], found))
         elif name.endswith(".dcm") and not name.startswith("."):
             links.append(name)
-    linked: dict[str, tuple[int | None, int]] = {}
+    linked: dict[str, tuple[int | None, int, bool]] = {}
     for name in links:
         stem = name[: -len(".dcm")]
         try:
             found = os.stat(folder / name)  # a symbolic link of an earlier release: followed
         except FileNotFoundError:  # a symbolic link to a version that is gone
-            linked[stem] = (None, 0)
+            linked[stem] = (None, 0, False)
             continue
         match = versions.get((found.st_ino, found.st_dev))
-        linked[stem] = (match[1], match[2]) if match is not None and match[0] == stem else (None, 0)
+        if match is not None and match[0] == stem:
+            linked[stem] = (match[1], match[2], False)
+            continue
+        copied = None if os.path.islink(folder / name) else _copy_of(found, by_object.get(stem, []))
+        linked[stem] = (copied, found.st_size, True) if copied is not None else (None, 0, False)
     return linked

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -424,3 +425,39 @@ def test_a_failed_shared_fsync_fails_the_changes_it_had_to_cover(
         directory.sync(directory.note())
     monkeypatch.setattr(spool, "_fsync_dir", lambda path: None)
     directory.sync(directory.note())  # the next one succeeds and covers both
+
+
+def test_a_spool_copied_without_its_hard_links_loses_nothing(tmp_path: Path) -> None:
+    """``rsync -a`` without ``-H`` (or ``cp -r``) makes each link a separate copy: objects
+    still open, are listed and deleted; prune makes the links again and removes nothing."""
+    original = SpoolObjectStore(tmp_path / "a")
+    first = put(original, b"instance one", "1.2.3/1.2.3.4/1.2.3.4.5.dcm")
+    second = put(original, b"instance two!", "1.2.3/1.2.3.4/1.2.3.4.6.dcm")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # files copied one by one
+    store = SpoolObjectStore(tmp_path / "b")
+    series = store.root / "1.2.3" / "1.2.3.4"
+    assert (series / "1.2.3.4.5.dcm").stat().st_nlink == 1  # no longer a hard link
+    uri = store.uri_for("1.2.3/1.2.3.4/1.2.3.4.5.dcm")
+    assert read(store, StoredObject(uri, first.generation, 12, "")) == b"instance one"
+    assert sorted(s.generation for s, _ in store.current_objects()) == sorted(
+        [first.generation, second.generation]
+    )
+    assert store.prune() == 0
+    assert (series / "1.2.3.4.5.dcm").stat().st_nlink == 2  # linked again
+    assert store.delete(uri, first.generation)
+    assert sorted(p.name for p in series.iterdir()) == [
+        "1.2.3.4.6.dcm",
+        f"1.2.3.4.6@{second.generation}.dcm",
+    ]
+
+
+def test_prune_keeps_the_versions_of_an_object_it_cannot_tell(store: SpoolObjectStore) -> None:
+    """A link that is neither a hard link nor a copy of its one version: nothing is removed."""
+    series = store.root / "1.2.3" / "1.2.3.4"
+    series.mkdir(parents=True)
+    (series / "1.2.3.4.5@100.dcm").write_bytes(b"one")
+    (series / "1.2.3.4.5@200.dcm").write_bytes(b"two")
+    (series / "1.2.3.4.5.dcm").write_bytes(b"two")  # a copy of one of two versions
+    assert store.prune() == 0
+    assert len(list(series.iterdir())) == 3
+    assert list(store.current_objects()) == []
