@@ -431,7 +431,9 @@ class SpoolObjectStore:
                     undecided.add(stem)  # not one of ours, or a copy we cannot match
                 elif copied:
                     self._point(logical, generation)  # a hard link again
-                    log.info("object link made again after a copy", extra={"object": stem})
+                    log.info(
+                        "object link made again after a copy", extra={"sop_instance_uid": stem}
+                    )
             for name in names:
                 version = _parse_version(name)
                 if version is None or version[0] in undecided:
