@@ -151,10 +151,11 @@ def study_run(ctx: Context, variant: str, w: Workload, files_dir: Path, rep: int
         if pipeline:
             front, log = start("dicom-ingest", f"http://127.0.0.1:{store.http}/dicom-web")
         idle = front.idle_rss_kib() if pipeline else 0
-        before = [cpu_seconds(rx.proc.pid) for rx in (front, store)]
+        procs = (front.proc.pid, store.proc.pid)
+        before = [cpu_seconds(pid) for pid in procs]
         acked, stored, held = _send_study(ctx, name, target, front, store, files)
         front_cpu, store_cpu = (
-            cpu_seconds(rx.proc.pid) - before[i] for i, rx in enumerate((front, store))
+            cpu_seconds(pid) - spent for pid, spent in zip(procs, before, strict=True)
         )
         peak = front.peak_rss_kib() if pipeline else 0
     ok = held == len(files) and stored > 0

@@ -169,20 +169,12 @@ class SpoolObjectStore:
             if version is None:
                 raise ObjectStoreError(f"unexpected link target for {logical.name}")
             return version[1]
-        prefix = f"{logical.stem}@"
         if stat.S_ISREG(found.st_mode):
-            versions: list[tuple[int, os.stat_result]] = []
-            with os.scandir(logical.parent) as entries:
-                for entry in entries:
-                    version = _parse_version(entry.name) if entry.name.startswith(prefix) else None
-                    if version is not None and version[0] == logical.stem:
-                        same = entry.stat(follow_symlinks=False)
-                        if (same.st_ino, same.st_dev) == (found.st_ino, found.st_dev):
-                            return version[1]
-                        versions.append((version[1], same))
-            copied = _copy_of(found, versions)
-            if copied is not None:
-                return copied
+            prefix = f"{logical.stem}@"
+            names = [logical.name, *(n for n in os.listdir(logical.parent) if n.startswith(prefix))]
+            generation = _linked_versions(logical.parent, names)[logical.stem][0]
+            if generation is not None:
+                return generation
         raise ObjectStoreError(f"{logical.name} is not an object link")
 
     @staticmethod
@@ -448,10 +440,10 @@ def _copy_of(link: os.stat_result, versions: list[tuple[int, os.stat_result]]) -
     """The generation a link names when it is a copy, not a hard link (a spool copied by a
     tool that does not keep hard links): the one version of its object with its size, when
     there is exactly one; None when that cannot be told."""
-    if link.st_nlink != 1:
+    if link.st_nlink != 1 or len(versions) != 1:
         return None
-    same_size = [g for g, version in versions if version.st_size == link.st_size]
-    return same_size[0] if len(same_size) == 1 and len(versions) == 1 else None
+    generation, version = versions[0]
+    return generation if version.st_size == link.st_size else None
 
 
 def _linked_versions(folder: Path, names: list[str]) -> dict[str, tuple[int | None, int, bool]]:
