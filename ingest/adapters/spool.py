@@ -402,7 +402,7 @@ class SpoolObjectStore:
         Only for a process that owns the spool and before it accepts associations: a version
         being written right now is also unlinked for a moment.
         """
-        removed = 0
+        removed = relinked = 0
         for directory, _, found in os.walk(self._root):
             folder = Path(directory)
             names = []
@@ -423,9 +423,7 @@ class SpoolObjectStore:
                     undecided.add(stem)  # not one of ours, or a copy we cannot match
                 elif copied:
                     self._point(logical, generation)  # a hard link again
-                    log.info(
-                        "object link made again after a copy", extra={"sop_instance_uid": stem}
-                    )
+                    relinked += 1
             for name in names:
                 version = _parse_version(name)
                 if version is None or version[0] in undecided:
@@ -433,6 +431,10 @@ class SpoolObjectStore:
                 if current.get(version[0], (None, 0, False))[0] != version[1]:
                     (folder / name).unlink(missing_ok=True)
                     removed += 1
+        if relinked:  # one line, however many objects the copy held
+            log.info(
+                "%d object links made again (the spool was copied without hard links)", relinked
+            )
         return removed
 
 
