@@ -72,7 +72,10 @@ class LocalPipeline:
             config.spool_dir, config.receiver.dimse_aet, up.max_attempts
         )
         service = StoreService(self.objects, self.queue, limits=config.receiver.scan_limits)
-        self.receiver = Receiver(config.receiver, service, self.objects.staging_dir())
+        # The spool links each staged file into place, and nothing reads them by name.
+        self.receiver = Receiver(
+            config.receiver, service, self.objects.staging_dir(), anonymous_staging=True
+        )
         self.store, self._client = build_store_watch(up)
         self.workers = QueueWorkers(
             self.queue,

@@ -20,7 +20,6 @@ import socket
 import ssl
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,6 @@ from typing import BinaryIO, Protocol
 
 import google_crc32c
 
-from ingest.adapters.private_files import create_private_file
 from ingest.contracts import metrics
 from ingest.contracts.message import is_valid_uid
 
@@ -50,6 +48,7 @@ from .part10 import (
     file_meta_bytes,
 )
 from .scan_limits import LimitExceeded, check_instance_bytes
+from .staging import StagingFile, StagingFiles
 from .store import ReceivedFile, Status, StoreRequest, StoreService
 
 log = logging.getLogger(__name__)
@@ -125,7 +124,7 @@ class _Message:
     command: dimse.Command
     refusal: tuple[int, str] | None = None  # answer this instead of storing
     sink: BinaryIO | None = None
-    path: Path | None = None
+    staged: StagingFile | None = None
     received: int = 0  # dataset bytes
     checksum: google_crc32c.Checksum | None = None  # of the file: meta, then the dataset
     dataset_offset: int = 0
@@ -142,7 +141,7 @@ class Association:
         peer: tuple[str, int],
         config: ReceiverConfig,
         service: StoreService,
-        staging: Path,
+        staging: StagingFiles,
         gate: SlotGate,
         is_storage: Callable[[str], bool],
         tls: ssl.SSLContext | None = None,
@@ -458,15 +457,14 @@ class Association:
         meta = file_meta_bytes(
             command.sop_class_uid, command.sop_instance_uid, syntax, self.stats.calling_ae
         )
-        path = self._staging / f"{uuid.uuid4().hex}.dcm"
-        # 0600 whatever the umask: the file holds patient data from its first byte.
-        message.sink = os.fdopen(create_private_file(path), "wb")  # closed in _complete or _discard
-        message.path = path
+        staged = self._staging.create()
+        message.sink = os.fdopen(staged.fd, "wb")  # closed in _complete or _discard
+        message.staged = staged
         message.sink.write(meta)
         message.checksum = google_crc32c.Checksum(meta)
         message.dataset_offset = len(meta)
         self.transfer = Transfer(
-            path,
+            staged.path,
             len(meta),
             command.sop_class_uid,
             command.sop_instance_uid,
@@ -478,19 +476,23 @@ class Association:
         self._message = None
         command = message.command
         status, comment = message.refusal or (Status.SUCCESS, "")
-        if message.sink is not None and message.path is not None:
+        if message.sink is not None and message.staged is not None:
             try:
-                message.sink.close()  # the last buffered bytes reach the disk here
+                # The last buffered bytes reach the file here. It stays open until stored:
+                # an anonymous file's name lasts only as long as its descriptor.
+                message.sink.flush()
             except OSError as exc:
                 self._staging_failed(message, exc)
                 self._message = None
                 status, comment = message.refusal or (Status.STORAGE_UNAVAILABLE, "")
-        if message.sink is not None and message.path is not None:
+        if message.sink is not None and message.staged is not None:
             try:
-                status, comment = self._store(message, message.path)
+                status, comment = self._store(message, message.staged.path)
             finally:
                 self.transfer = None
-                message.path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # stored or not, its data is dealt with
+                    message.sink.close()
+                self._staging.remove(message.staged)  # a file the store did not take
         elif command.command_field == dimse.C_STORE_RQ:
             self._refused(command.sop_instance_uid, command.sop_class_uid, int(status), comment)
         if command.command_field == dimse.C_CANCEL_RQ or command.command_field & dimse.RESPONSE_BIT:
@@ -556,11 +558,11 @@ class Association:
         if message is not None and message.sink is not None:
             with contextlib.suppress(OSError):
                 message.sink.close()
-            if message.path is not None:
-                self._service.cancel(message.path)
+            if message.staged is not None:
+                self._service.cancel(message.staged.path)
                 with contextlib.suppress(OSError):
-                    os.unlink(message.path)
-            message.sink = message.path = None
+                    self._staging.remove(message.staged)
+            message.sink = message.staged = None
             self.transfer = None
         if not keep_command:
             self._message = None

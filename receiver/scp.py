@@ -30,6 +30,7 @@ from .association import Association, Transfer
 from .config import ReceiverConfig
 from .free_space import SpaceGuard
 from .sop_classes import is_storage_sop_class
+from .staging import StagingFiles
 from .store import StoreService
 from .tls import TlsContexts
 
@@ -75,11 +76,21 @@ class _RefusalLog:
 class Receiver:
     """A running storage SCP; ``stop`` drains associations within the grace period."""
 
-    def __init__(self, config: ReceiverConfig, service: StoreService, staging: Path) -> None:
+    def __init__(
+        self,
+        config: ReceiverConfig,
+        service: StoreService,
+        staging: Path,
+        *,
+        anonymous_staging: bool = False,
+    ) -> None:
+        """``anonymous_staging``: staging files with no name of their own, for an object
+        store that links them into place and no reader of staging files by name (see
+        ``receiver.staging``)."""
         check_pynetdicom()
         self.config = config
         self._service = service
-        self._staging = staging
+        self._staging = StagingFiles(staging, anonymous=anonymous_staging)
         make_private_dir(staging, parents=True)
         self._space = SpaceGuard(staging, config.min_free_bytes, config.min_free_percent)
         self._tls = TlsContexts(config.tls_files) if config.tls_files else None

@@ -25,7 +25,7 @@ from requests.adapters import HTTPAdapter
 
 from ingest.contracts.ports import ObjectMissing, ObjectStoreError, ObjectSuperseded, StoredObject
 
-from .private_files import make_private_dir
+from .private_files import is_anonymous, make_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,8 @@ class GcsObjectStore:
     def put(self, key: str, staged: Path, size: int, crc32c: str) -> StoredObject:
         with open(staged, "rb") as source:
             stored = self.upload(key, source, size, crc32c)
-        staged.unlink(missing_ok=True)
+        if not is_anonymous(staged):  # an anonymous file goes when its descriptor closes
+            staged.unlink(missing_ok=True)
         return stored
 
     def upload(self, key: str, source: BinaryIO, size: int, crc32c: str) -> StoredObject:

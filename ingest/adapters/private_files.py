@@ -8,6 +8,7 @@ is exactly that.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 
@@ -50,3 +51,49 @@ def tighten_file(path: Path) -> None:
     """Make an existing file 0600 where this process may; a missing file is no error."""
     with contextlib.suppress(FileNotFoundError, PermissionError):
         path.chmod(PRIVATE_FILE)
+
+
+# -- anonymous files ---------------------------------------------------------------------------
+# A file made with O_TMPFILE has no name until it is linked into a directory, and vanishes if
+# the process dies first. Until then ``/proc/self/fd/<fd>`` names it for this process: open(2)
+# documents linking it with linkat(..., AT_SYMLINK_FOLLOW). Such a name is only valid while
+# its descriptor is open, and must not outlive it: the number is reused by the next open.
+
+_PROC_FD = Path("/proc/self/fd")
+_ANONYMOUS = os.O_WRONLY | getattr(os, "O_TMPFILE", 0) | getattr(os, "O_CLOEXEC", 0)
+_proc_fd_dirs: dict[int, int] = {}  # process id → its /proc/self/fd (a fork has its own)
+
+
+def create_anonymous_file(directory: Path) -> tuple[int, Path] | None:
+    """A new nameless file (mode 0600) on directory's file system, open for writing: its
+    descriptor and the name it has while that is open; None where the file system or
+    platform has no such files."""
+    if not hasattr(os, "O_TMPFILE") or not _PROC_FD.is_dir():
+        return None
+    try:
+        fd = os.open(directory, _ANONYMOUS, PRIVATE_FILE)
+    except OSError as exc:
+        # EOPNOTSUPP: the file system has none; EISDIR: the kernel predates them.
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+    return fd, _PROC_FD / str(fd)
+
+
+def is_anonymous(path: Path) -> bool:
+    """Whether path names an anonymous file by its descriptor."""
+    return path.parent == _PROC_FD
+
+
+def link_anonymous(path: Path, target: Path) -> None:
+    """Give the anonymous file named path (still open) the name target (not yet taken)."""
+    pid = os.getpid()
+    fd_dir = _proc_fd_dirs.get(pid)
+    if fd_dir is None:  # opened once: /proc/self is resolved now, to this process
+        opened = os.open(_PROC_FD, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd_dir = _proc_fd_dirs.setdefault(pid, opened)
+        if fd_dir != opened:  # another thread's came first
+            os.close(opened)
+    # Relative to a directory descriptor, so Python calls linkat with AT_SYMLINK_FOLLOW:
+    # plain link(2) would link the /proc entry itself, which crosses file systems.
+    os.link(path.name, target, src_dir_fd=fd_dir, follow_symlinks=True)

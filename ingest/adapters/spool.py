@@ -27,7 +27,12 @@ from ingest.contracts.ports import (
     StoredObject,
 )
 
-from .private_files import create_private_file, make_private_dir
+from .private_files import (
+    create_private_file,
+    is_anonymous,
+    link_anonymous,
+    make_private_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +261,10 @@ class SpoolObjectStore:
                 # Written elsewhere, or overtaken by a later reservation of the same key:
                 # this version becomes the newest under a fresh generation.
                 generation = self._next_generation(previous)
-                os.rename(staged, self._version_path(logical, generation))
+                if is_anonymous(staged):  # a file with no name yet: linked, not renamed
+                    link_anonymous(staged, self._version_path(logical, generation))
+                else:
+                    os.rename(staged, self._version_path(logical, generation))
             self._point(logical, generation, first=previous is None)
             directory = self._syncs.get(logical.parent)
             if directory is None:

@@ -44,7 +44,9 @@ class ObjectStore(Protocol):
     def put(self, key: str, staged: Path, size: int, crc32c: str) -> StoredObject:
         """Store the staged file under key as a new, current generation; durable on return.
 
-        The staged file is consumed on success. The generation it replaces stays readable
+        The staged file is consumed on success. It may be an anonymous file, named by its
+        descriptor (``private_files.create_anonymous_file``), which the caller keeps open
+        until put returns. The generation it replaces stays readable
         until ``commit`` (its message may still need it) or comes back on ``rollback``.
         """
         ...

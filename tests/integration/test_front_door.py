@@ -10,11 +10,11 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import stat
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,7 +42,7 @@ from support.net import wait_until
 from support.receiving import queued, staged, stored_objects
 
 from dicom_ingest.local import LocalPipeline
-from receiver import association
+from receiver.staging import StagingFile, StagingFiles
 
 pytestmark = pytest.mark.slow  # real processes and timers: tens of seconds in all
 
@@ -829,16 +829,16 @@ def test_a_staging_write_that_fails_answers_0xa700_and_the_push_goes_on(
     raw: Callable[..., RawAssociation],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = association.create_private_file
+    real = StagingFiles.create
     calls = {"n": 0}
 
-    def full_disk(path: Path) -> int:
+    def full_disk(self: StagingFiles) -> StagingFile:
         calls["n"] += 1
         if calls["n"] == 1:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path)
+        return real(self)
 
-    monkeypatch.setattr(association, "create_private_file", full_disk)
+    monkeypatch.setattr(StagingFiles, "create", full_disk)
     pipeline = start()
     connection = raw(pipeline.receiver.port)
     connection.associate(CT_CONTEXT)
@@ -878,3 +878,27 @@ def test_c_echo_outside_verification_is_refused_on_its_message(
     response = connection.read_response()
     assert (response.message_id_responded, response.status) == (5, 0x0122)
     connection.release()
+
+
+def test_a_dataset_arrives_in_an_anonymous_private_file_that_the_spool_links(
+    start: Callable[..., LocalPipeline], raw: Callable[..., RawAssociation]
+) -> None:
+    """Local mode stages each dataset in a file with no name (mode 0600): nothing appears in
+    the staging directory while it arrives, and the stored version holds its bytes."""
+    pipeline = start()
+    connection = raw(pipeline.receiver.port)
+    connection.associate(CT_CONTEXT)
+    ds = ct_dataset(seed=11)
+    data = dataset_bytes(ds, ELE)
+    connection.send(p_data(1, command_set(C_STORE_RQ, 1, CT, str(ds.SOPInstanceUID)), command=True))
+    connection.send(p_data(1, data[:4000], command=False, last=False))
+    wait_until(lambda: staged(pipeline), 30, "a partly received dataset")
+    assert list(pipeline.objects.staging_dir().iterdir()) == []
+    (anonymous,) = staged(pipeline)
+    assert stat.S_IMODE(anonymous.stat().st_mode) == 0o600
+    connection.send(p_data(1, data[4000:], command=False, last=True))
+    assert connection.read_response().status == 0x0000
+    connection.release()
+    assert staged(pipeline) == []
+    (stored,) = stored_objects(pipeline)
+    assert stored.read_bytes().endswith(data)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from pydicom.uid import generate_uid
+from support import receiving
 from support.datasets import ct_dataset, write
 from support.gate import TcpGate
 from support.net import wait_until
@@ -132,8 +133,9 @@ def assert_nothing_lost(scene: Scene) -> None:
     wait_until(lambda: not any(objects.rglob("*@*.dcm")), 30, "uploaded objects removed")
 
 
-def staging_files(disk: Path) -> list[Path]:
-    return list((disk / "spool" / "incoming").iterdir())
+def staging_files(scene: Scene) -> list[Path]:
+    """Named or anonymous: the receiver's staging files."""
+    return receiving.staging_files(scene.disk / "spool" / "incoming", scene.pipeline.process.pid)
 
 
 @dataclass
@@ -164,7 +166,7 @@ def test_a_disk_filled_by_another_writer_refuses_with_a700_then_recovers_as_uplo
     assert len(scene.pacs.comments) == 4
     comments = scene.pacs.comments
     assert all(c.startswith("Out of resources: ") for c in comments), comments
-    assert staging_files(scene.disk) == []
+    assert staging_files(scene) == []
 
     scene.gate.open()  # the store is back: uploads remove spooled objects, the receiver recovers
     seconds = recover(scene.pacs)
@@ -173,7 +175,7 @@ def test_a_disk_filled_by_another_writer_refuses_with_a700_then_recovers_as_uplo
     assert scene.pacs.send(4) == [SUCCESS] * 4
     assert_nothing_lost(scene)
     assert "database or disk is full" not in scene.pipeline.output()
-    assert staging_files(scene.disk) == []
+    assert staging_files(scene) == []
 
 
 def test_a_spool_full_while_the_store_is_down_keeps_retrying_then_drains_when_it_returns(
@@ -199,4 +201,4 @@ def test_a_spool_full_while_the_store_is_down_keeps_retrying_then_drains_when_it
     print(f"acknowledged before the disk filled: {accepted}; recovered in {seconds:.2f} s")
     assert_nothing_lost(scene)
     assert "database or disk is full" not in scene.pipeline.output()
-    assert staging_files(scene.disk) == []
+    assert staging_files(scene) == []

@@ -21,7 +21,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification
 from support.datasets import ct_dataset, write
 from support.fake_dicomweb import FakeDicomWeb
 from support.net import wait_until
-from support.receiving import queued, stored_objects
+from support.receiving import queued, staged, stored_objects
 
 from dicom_ingest.local import LocalPipeline
 from receiver.config import PeerRule
@@ -220,7 +220,7 @@ def test_bad_input_gets_failure_status_and_stores_nothing(
         assert str(status.ErrorComment) == "Refused: sequences nested deeper than 16 levels"
     assert queued(receiver) == 0
     assert stored_objects(receiver) == []
-    assert list(receiver.objects.staging_dir().iterdir()) == []
+    assert staged(receiver) == []
 
 
 def test_valid_raw_dataset_is_accepted(
@@ -242,7 +242,6 @@ def test_abort_mid_transfer_enqueues_nothing(
     ae.maximum_pdu_size = 16384
     assoc = ae.associate("127.0.0.1", receiver.receiver.port, ae_title="IMPORTADAPTER")
     assert assoc.is_established
-    staging = receiver.objects.staging_dir()
 
     def send() -> None:
         # The SCU side fails once we abort under it; only the receiver's state matters.
@@ -252,7 +251,7 @@ def test_abort_mid_transfer_enqueues_nothing(
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
     wait_until(
-        lambda: any(p.stat().st_size > 5_000_000 for p in staging.iterdir()),
+        lambda: any(p.stat().st_size > 5_000_000 for p in staged(receiver)),
         30,
         "a partly received dataset",
     )
@@ -261,7 +260,7 @@ def test_abort_mid_transfer_enqueues_nothing(
     assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
     sender.join(30)
     wait_until(lambda: receiver.receiver.active_associations() == 0, 10, "association end")
-    wait_until(lambda: list(staging.iterdir()) == [], 10, "partial file removed")
+    wait_until(lambda: staged(receiver) == [], 10, "partial file removed")
     assert queued(receiver) == 0
     assert stored_objects(receiver) == []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dicom_ingest.local import LocalPipeline
@@ -17,5 +18,26 @@ def stored_objects(pipeline: LocalPipeline) -> list[Path]:
 
 
 def staged(pipeline: LocalPipeline) -> list[Path]:
-    """Files left in the receiver's staging directory (datasets being received)."""
-    return sorted(pipeline.objects.staging_dir().iterdir())
+    """The staging files (datasets being received) of a receiver running in this process."""
+    return staging_files(pipeline.objects.staging_dir())
+
+
+def staging_files(staging: Path, pid: int | None = None) -> list[Path]:
+    """The staging files of a receiver in process pid (this one by default): the files in
+    its staging directory, and the anonymous files it has open there."""
+    return sorted([*staging.iterdir(), *open_anonymous_files(staging, pid)])
+
+
+def open_anonymous_files(directory: Path, pid: int | None = None) -> list[Path]:
+    """Process pid's (this one's by default) open descriptors of anonymous files made in
+    directory."""
+    found = []
+    for entry in Path(f"/proc/{pid or 'self'}/fd").iterdir():
+        try:
+            target = os.readlink(entry)
+        except OSError:  # closed meanwhile
+            continue
+        # Linux shows an anonymous file as "<directory>/#<inode> (deleted)".
+        if target.startswith(f"{directory}/#") and target.endswith(" (deleted)"):
+            found.append(entry)
+    return found
