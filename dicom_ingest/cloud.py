@@ -206,7 +206,11 @@ class CloudReceiver:
             backoff=Backoff(0.5, 60.0),
             what="shipping" if config.ack_after == "spool" else "publishing",
         )
-        self.receiver = Receiver(config.receiver, store, staging)
+        # With the spool, staged files are linked into place as in local mode; otherwise
+        # early uploads may read them by name while they grow.
+        self.receiver = Receiver(
+            config.receiver, store, staging, anonymous_staging=config.ack_after == "spool"
+        )
         self.health: HealthServer | None = None
         if config.health_port:
             self.health = HealthServer(

@@ -77,6 +77,9 @@ class ProtocolViolation(pdu.FramingError):
         super().__init__(reason, abort_reason=0x05)  # unexpected PDU parameter
 
 
+SINK_BUFFER = 64 * 1024  # bytes of a dataset written to its staging file at a time
+
+
 class AssociationEnded(Exception):
     """The association is over (release or abort); the outcome is set."""
 
@@ -458,7 +461,9 @@ class Association:
             command.sop_class_uid, command.sop_instance_uid, syntax, self.stats.calling_ae
         )
         staged = self._staging.create()
-        message.sink = os.fdopen(staged.fd, "wb")  # closed in _complete or _discard
+        # Closed in _complete or _discard. The buffer holds a small instance whole, so it is
+        # written in one go (and its size spares the check for a terminal).
+        message.sink = os.fdopen(staged.fd, "wb", buffering=SINK_BUFFER)
         message.staged = staged
         message.sink.write(meta)
         message.checksum = google_crc32c.Checksum(meta)

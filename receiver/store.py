@@ -28,6 +28,7 @@ from .free_space import disk_full_comment, is_disk_full
 from .part10 import stream_crc32c
 
 log = logging.getLogger(__name__)
+_SCAN_BUFFER = 64 * 1024
 _COMMENT_MAX = 64  # Error Comment (0000,0902) is an LO: at most 64 characters
 
 
@@ -136,7 +137,9 @@ class StoreService:
             self._early.cancel(received)
 
     def _store(self, request: StoreRequest, received: ReceivedFile) -> StoreResult:
-        with open(received.path, "rb") as source:
+        # A buffer that holds a small instance whole: the scan reads it in one go, and its
+        # skips over element values stay inside the buffer (no seek, no read of their own).
+        with open(received.path, "rb", buffering=_SCAN_BUFFER) as source:
             source.seek(received.dataset_offset)
             try:
                 summary = scan_dataset(source, request.transfer_syntax_uid, self._limits)

@@ -87,7 +87,7 @@ def is_anonymous(path: Path) -> bool:
 
 def link_anonymous(path: Path, target: Path) -> None:
     """Give the anonymous file named path (still open) the name target (not yet taken)."""
-    pid = os.getpid()
+    pid = os.getpid()  # (a fork has other descriptors, and its own /proc/self)
     fd_dir = _proc_fd_dirs.get(pid)
     if fd_dir is None:  # opened once: /proc/self is resolved now, to this process
         opened = os.open(_PROC_FD, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -245,8 +245,11 @@ class SpoolObjectStore:
         # every linked version, so a link written first could, after a power cut, name a
         # truncated file that would then be uploaded. (Linking first would save one of the
         # two synchronous writes per instance on ext4; it is not worth that.)
-        with open(staged, "rb+") as handle:
-            os.fsync(handle.fileno())
+        fd = os.open(staged, os.O_RDONLY | os.O_CLOEXEC)  # (no buffered file: fewer syscalls)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         with self._lock:
             self._ensure_directories(logical)
             previous = self._current(logical)

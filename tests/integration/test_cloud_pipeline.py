@@ -23,10 +23,12 @@ from pynetdicom import AE
 from support.cloud import CloudStack
 from support.corpus import build_corpus
 from support.datasets import ct_dataset, write
+from support.dimse_raw import C_STORE_RQ, RawAssociation, command_set, dataset_bytes, p_data
 from support.fake_dicomweb import FakeDicomWeb, Recorded, Reply, failed, referenced
 from support.metrics import scrape
 from support.net import free_port, on_free_port, port_open, wait_until
 from support.orthanc import Orthanc
+from support.receiving import staging_files
 from support.stored import assert_same, dcmsend, retrieve
 
 from dicom_ingest import cli
@@ -35,6 +37,9 @@ from dicom_ingest.wiring import build_pubsub_handler
 from ingest.contracts.message import decode
 from uploader.config import PubSubConfig, UploaderConfig
 from uploader.pull import PullWorker
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 
 # Real processes and servers, seconds each: `pytest -m "not slow"` leaves them out.
 pytestmark = pytest.mark.slow
@@ -438,3 +443,32 @@ def _ready(port: int) -> bool:
         return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
     except requests.RequestException:
         return False
+
+
+@pytest.mark.parametrize("ack_after", ["spool", "store"])
+def test_staging_files_are_anonymous_only_where_the_spool_takes_them(
+    fake_dicomweb: FakeDicomWeb, cloud_stacks: Stacks, tmp_path: Path, ack_after: str
+) -> None:
+    """With ``--ack_after=spool`` the spool links each staged file into place; otherwise
+    early uploads may read staging files by name, so they have one."""
+    stack = cloud_stacks(fake_dicomweb.url)
+    spool = tmp_path / "volume"
+    receiver = stack.start_receiver(ack_after=ack_after, spool_dir=spool)
+    connection = RawAssociation(receiver.receiver.port, timeout=30)
+    try:
+        connection.associate([(1, CT_IMAGE_STORAGE, [EXPLICIT_VR_LE])])
+        ds = ct_dataset(seed=31)
+        data = dataset_bytes(ds, EXPLICIT_VR_LE)
+        command = command_set(C_STORE_RQ, 1, CT_IMAGE_STORAGE, str(ds.SOPInstanceUID))
+        connection.send(p_data(1, command, command=True))
+        connection.send(p_data(1, data[:4000], command=False, last=False))
+        staging = spool / "incoming"
+        wait_until(lambda: staging_files(staging), 30, "a partly received dataset")
+        named = list(staging.iterdir())
+        assert (named == []) is (ack_after == "spool"), named
+        connection.send(p_data(1, data[4000:], command=False, last=True))
+        assert connection.read_response().status == 0x0000
+        connection.release()
+    finally:
+        connection.close()
+    wait_until(lambda: staging_files(staging) == [], 10, "staging emptied")
