@@ -62,13 +62,14 @@ def tighten_file(path: Path) -> None:
 _PROC_FD = Path("/proc/self/fd")
 _ANONYMOUS = os.O_WRONLY | getattr(os, "O_TMPFILE", 0) | getattr(os, "O_CLOEXEC", 0)
 _proc_fd_dirs: dict[int, int] = {}  # process id → its /proc/self/fd (a fork has its own)
+_SUPPORTED = hasattr(os, "O_TMPFILE") and _PROC_FD.is_dir()  # (without /proc: no name)
 
 
 def create_anonymous_file(directory: Path) -> tuple[int, Path] | None:
     """A new nameless file (mode 0600) on directory's file system, open for writing: its
     descriptor and the name it has while that is open; None where the file system or
     platform has no such files."""
-    if not hasattr(os, "O_TMPFILE") or not _PROC_FD.is_dir():
+    if not _SUPPORTED:
         return None
     try:
         fd = os.open(directory, _ANONYMOUS, PRIVATE_FILE)
