@@ -34,7 +34,9 @@ from support.stored import assert_same, dcmsend, retrieve
 from dicom_ingest import cli
 from dicom_ingest.cloud import CloudReceiver
 from dicom_ingest.wiring import build_pubsub_handler
-from ingest.contracts.message import decode
+from ingest.contracts.message import InstanceMessage, decode
+from ingest.contracts.outcome import Outcome
+from receiver.shipper import RepublishService
 from uploader.config import PubSubConfig, UploaderConfig
 from uploader.pull import PullWorker
 
@@ -380,10 +382,23 @@ def test_the_work_command_drains_a_backlog(
 
 
 def test_a_resend_whose_publish_fails_still_gets_its_message(
-    fake_dicomweb: FakeDicomWeb, cloud_stacks: Stacks, tmp_path: Path
+    fake_dicomweb: FakeDicomWeb,
+    cloud_stacks: Stacks,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The resend replaced the first generation, whose message now reads "superseded": the
     newest generation's message must still come, once Pub/Sub takes messages again."""
+    # The kept message is re-published only once the test subscribes to the new topic: a
+    # message published to a topic with no subscription yet is gone for the test.
+    subscribed = threading.Event()
+    republish = RepublishService.process
+
+    def once_subscribed(self: RepublishService, messages: list[InstanceMessage]) -> list[Outcome]:
+        subscribed.wait(30)
+        return republish(self, messages)
+
+    monkeypatch.setattr(RepublishService, "process", once_subscribed)
     stack = cloud_stacks(fake_dicomweb.url, push=False)
     receiver = stack.start_receiver()
     ds = ct_dataset(seed=30)
@@ -401,6 +416,7 @@ def test_a_resend_whose_publish_fails_still_gets_its_message(
     stack.publisher.create_topic(name=stack.topic)
     tap = f"{first_tap}-again"
     stack.subscriber.create_subscription(request={"name": tap, "topic": stack.topic})
+    subscribed.set()
     received: list[object] = []
     wait_until(lambda: received.extend(stack.pull(tap)) or received, 30, "the kept message")
     [again] = received

@@ -132,8 +132,10 @@ def test_a_transfer_cut_off_never_becomes_an_object(
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
     wait_until(lambda: receiver.early._uploads, 30, "an upload under way")  # type: ignore[union-attr]
-    assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+    cut = assoc.dul.socket.socket  # type: ignore[attr-defined]
+    cut.shutdown(socket.SHUT_RDWR)
     sender.join(30)
+    cut.close()  # pynetdicom may leave it open: closed here, not by a later garbage collection
     wait_until(lambda: receiver.receiver.active_associations() == 0, 10, "association end")
     assert stack.gcs.objects(stack.bucket) == {}
     assert (receiver.early.started, receiver.early.used) == (1, 0)

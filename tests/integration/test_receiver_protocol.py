@@ -257,8 +257,10 @@ def test_abort_mid_transfer_enqueues_nothing(
     )
     # Cut the connection under the transfer, as a crashed or unplugged PACS would. (An
     # A-ABORT from pynetdicom would queue behind the data already handed to its DUL.)
-    assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
+    cut = assoc.dul.socket.socket
+    cut.shutdown(socket.SHUT_RDWR)
     sender.join(30)
+    cut.close()  # pynetdicom may leave it open: closed here, not by a later garbage collection
     wait_until(lambda: receiver.receiver.active_associations() == 0, 10, "association end")
     wait_until(lambda: staged(receiver) == [], 10, "partial file removed")
     assert queued(receiver) == 0
