@@ -33,19 +33,19 @@ class StagingFile:
 
 class StagingFiles:
     def __init__(self, directory: Path, anonymous: bool = False) -> None:
-        self.directory = directory
+        self._directory = directory
         self._anonymous = anonymous
 
     def create(self) -> StagingFile:
         """A new, empty staging file, mode 0600 whatever the umask: it holds patient data
         from its first byte."""
         if self._anonymous:
-            made = create_anonymous_file(self.directory)
+            made = create_anonymous_file(self._directory)
             if made is not None:
                 return StagingFile(made[0], made[1], named=False)
             self._anonymous = False
             log.info("staging files are named: the file system has no anonymous files")
-        path = self.directory / f"{uuid.uuid4().hex}.dcm"
+        path = self._directory / f"{uuid.uuid4().hex}.dcm"
         return StagingFile(create_private_file(path), path, named=True)
 
     def remove(self, staged: StagingFile) -> None:

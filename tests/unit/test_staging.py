@@ -19,8 +19,11 @@ KEY = "1.2.3/1.2.3.4/1.2.3.4.5.dcm"
 
 
 def test_an_anonymous_file_has_no_name_until_linked_and_is_private(tmp_path: Path) -> None:
-    os.umask(0o022)  # a permissive umask: the file is 0600 all the same
-    made = create_anonymous_file(tmp_path)
+    previous = os.umask(0o022)  # a permissive umask: the file is 0600 all the same
+    try:
+        made = create_anonymous_file(tmp_path)
+    finally:
+        os.umask(previous)
     assert made is not None
     fd, path = made
     try:
