@@ -60,6 +60,7 @@ from ingest.contracts.settings import (
 from receiver.adapter_flags import add_adapter_flags, check_adapter_flags
 from receiver.config import FLAGS as RECEIVER_FLAGS
 from receiver.config import ReceiverConfig
+from receiver.processes import ReceiveProcessFailed
 from receiver.reconcile import reconcile
 from uploader.config import CLOUD_FLAGS as CLOUD_UPLOADER_FLAGS
 from uploader.config import FLAGS as UPLOADER_FLAGS
@@ -276,7 +277,10 @@ def _run_local(namespace: argparse.Namespace, signals: StopSignals | None = None
         raise
     except OSError as exc:
         raise CannotRun(f"cannot start: {exc}") from exc
-    return pipeline.run(signals)
+    try:
+        return pipeline.run(signals)
+    except ReceiveProcessFailed as exc:
+        raise CannotRun(f"cannot start: {exc}") from exc
 
 
 def _describe(body: bytes) -> dict[str, str]:

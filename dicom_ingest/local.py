@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +12,10 @@ from typing import Any
 from dicom_ingest.wiring import build_service, build_store_watch
 from ingest.adapters.health import HealthServer
 from ingest.contracts.metrics import Exposition, ScrapeFigures
-from ingest.contracts.settings import build, flags_of, port, setting
+from ingest.contracts.settings import build, count, flags_of, port, setting
 from ingest.workers import LEASE_SECONDS, Backoff, QueueWorkers
 from receiver.config import ReceiverConfig
+from receiver.processes import ProcessSpec, ReceiveProcesses, ReceiveProcessFailed, log_levels
 from receiver.scp import Receiver
 from receiver.store import StoreService
 from uploader.config import UploaderConfig
@@ -32,6 +34,12 @@ class LocalConfig:
     receiver: ReceiverConfig
     uploader: UploaderConfig
     status_page: StatusPageConfig | None = None  # None: no page
+    receive_processes: int = setting(
+        "processes that serve associations, each using up to one core; 1 serves them in"
+        " this process, 0 starts one per core",
+        1,
+        count,
+    )
     metrics_port: int = setting(
         "HTTP port for /metrics (Prometheus), /healthz and /readyz; 0 turns them off", 0, port
     )
@@ -72,9 +80,18 @@ class LocalPipeline:
             config.spool_dir, config.receiver.dimse_aet, up.max_attempts
         )
         service = StoreService(self.objects, self.queue, limits=config.receiver.scan_limits)
+        processes = None
+        wanted = config.receive_processes or len(os.sched_getaffinity(0))
+        if wanted > 1:
+            spec = ProcessSpec(config.receiver, config.spool_dir, True, log_levels())
+            processes = ReceiveProcesses(wanted, spec, self.queue)
         # The spool links each staged file into place, and nothing reads them by name.
         self.receiver = Receiver(
-            config.receiver, service, self.objects.staging_dir(), anonymous_staging=True
+            config.receiver,
+            service,
+            self.objects.staging_dir(),
+            anonymous_staging=True,
+            processes=processes,
         )
         self.store, self._client = build_store_watch(up)
         self.workers = QueueWorkers(
@@ -132,7 +149,11 @@ class LocalPipeline:
         if self.status_page is not None:
             self.associations.attach()
         self.workers.start()
-        self.receiver.start()
+        try:
+            self.receiver.start()
+        except ReceiveProcessFailed:
+            self.stop()
+            raise
         if self.status_page is not None:
             self.status_page.start()
         if self.health is not None:

@@ -583,7 +583,7 @@ class Association:
         if stats.calling_ae == HEALTH_CHECK_AE and outcome == "released":
             level = logging.DEBUG  # the readiness probe, every few seconds: not counted
         else:
-            metrics.ASSOCIATIONS.labels(metrics.association_outcome(outcome)).inc()
+            metrics.record_association(outcome)
         extra: dict[str, object] = {
             "peer": stats.peer,
             "calling_ae": stats.calling_ae,

@@ -29,6 +29,7 @@ from .acse_codec import check_pynetdicom
 from .association import Association, Transfer
 from .config import ReceiverConfig
 from .free_space import SpaceGuard
+from .processes import ReceiveProcesses, RemoteAssociation
 from .sop_classes import is_storage_sop_class
 from .staging import StagingFiles
 from .store import StoreService
@@ -83,11 +84,14 @@ class Receiver:
         staging: Path,
         *,
         anonymous_staging: bool = False,
+        processes: ReceiveProcesses | None = None,
     ) -> None:
         """``anonymous_staging``: staging files with no name of their own, for an object
         store that links them into place and no reader of staging files by name (see
-        ``receiver.staging``)."""
+        ``receiver.staging``). ``processes``: serve associations in these receive processes
+        (``receiver.processes``) instead of this one's threads."""
         check_pynetdicom()
+        self._processes = processes
         self.config = config
         self._service = service
         self._staging = StagingFiles(staging, anonymous=anonymous_staging)
@@ -103,7 +107,8 @@ class Receiver:
             listener = _listen(config.dimse_bind, config.tls_port, "tls_port")
             self._listeners.append((listener, self._tls))
         self._lock = threading.Lock()
-        self._connections: dict[Association, threading.Thread] = {}
+        # A connection served here has its thread; one a receive process serves, None.
+        self._connections: dict[Association | RemoteAssociation, threading.Thread | None] = {}
         self._per_host: collections.Counter[str] = collections.Counter()
         self._per_host_associations: collections.Counter[str] = collections.Counter()
         self._refusals = _RefusalLog()
@@ -126,6 +131,8 @@ class Receiver:
         return None
 
     def start(self) -> None:
+        if self._processes is not None:
+            self._processes.start(self)
         self._thread.start()
         log.debug("listening", extra={"ae_title": self.config.dimse_aet, "port": self.port})
 
@@ -147,7 +154,7 @@ class Receiver:
         with self._lock:
             associations = list(self._connections)
         for association in associations:
-            transfer = association.transfer
+            transfer = association.transfer  # None for a receive process's: not visible here
             if transfer is not None:
                 yield transfer
 
@@ -231,6 +238,9 @@ class Receiver:
         with contextlib.suppress(OSError):
             # Many PACS leave Nagle on; the receiver answers each request in one segment.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._processes is not None:
+            self._hand_over(sock, peer, tls, accepted_at)
+            return
         association = Association(
             sock,
             peer,
@@ -257,6 +267,34 @@ class Receiver:
                 sock.close()
             log.warning("connection dropped: no thread to serve it", extra={"peer": host})
 
+    def _hand_over(
+        self,
+        sock: socket.socket,
+        peer: tuple[str, int],
+        tls: ssl.SSLContext | None,
+        accepted_at: float,
+    ) -> None:
+        assert self._processes is not None
+
+        def register(remote: RemoteAssociation, served: bool) -> None:
+            with self._lock:  # before the process can answer for it, or not at all
+                if served:
+                    self._connections[remote] = None
+                else:
+                    self._connections.pop(remote, None)
+
+        remote = self._processes.dispatch(sock, peer, tls is not None, accepted_at, register)
+        if remote is None:
+            with self._lock:
+                self._uncount(peer[0], holds_slot=False)
+            log.warning(
+                "connection dropped: no receive process to serve it", extra={"peer": peer[0]}
+            )
+
+    def release(self, connection: RemoteAssociation) -> None:
+        """A receive process's connection has ended (``processes.Door``)."""
+        self._release(connection)
+
     def _serve(self, association: Association, accepted_at: float) -> None:
         try:
             association.run(accepted_at)
@@ -264,21 +302,24 @@ class Receiver:
             self._release(association)
             association.log_line()
 
-    def _release(self, association: Association) -> None:
+    def _release(self, association: Association | RemoteAssociation) -> None:
         """Give back what a connection held: its place, its address's count, its slot."""
-        address = association.address
         with self._lock:
             self._connections.pop(association, None)
-            self._per_host[address] -= 1
-            if self._per_host[address] <= 0:
-                del self._per_host[address]
-            if association.holds_slot:
-                self._associations -= 1
-                self._per_host_associations[address] -= 1
-                if self._per_host_associations[address] <= 0:
-                    del self._per_host_associations[address]
-            else:
-                self._pending -= 1
+            self._uncount(association.address, association.holds_slot)
+
+    def _uncount(self, address: str, holds_slot: bool) -> None:
+        """(Caller holds the lock.)"""
+        self._per_host[address] -= 1
+        if self._per_host[address] <= 0:
+            del self._per_host[address]
+        if holds_slot:
+            self._associations -= 1
+            self._per_host_associations[address] -= 1
+            if self._per_host_associations[address] <= 0:
+                del self._per_host_associations[address]
+        else:
+            self._pending -= 1
 
     # -- stop ---------------------------------------------------------------------------------
 
@@ -290,6 +331,8 @@ class Receiver:
         grace = self.config.shutdown_grace if grace is None else grace
         hurry = hurry or threading.Event()
         self._stopping.set()
+        if self._processes is not None:
+            self._processes.stopping()
         if self._thread.ident is not None:  # stopped before it was started: nothing to join
             self._thread.join(timeout=5)
         for listener, _ in self._listeners:
@@ -309,5 +352,13 @@ class Receiver:
             association.close()
         joined_by = time.monotonic() + 5
         for thread in remaining.values():
-            thread.join(timeout=max(0.0, joined_by - time.monotonic()))
+            if thread is not None:
+                thread.join(timeout=max(0.0, joined_by - time.monotonic()))
+        while time.monotonic() < joined_by:  # a receive process's: ended when it says so
+            with self._lock:
+                if not any(a in self._connections for a in remaining):
+                    break
+            time.sleep(0.02)
+        if self._processes is not None:
+            self._processes.stop()
         return not any(a.holds_slot for a in remaining)

@@ -8,6 +8,7 @@ than those it names.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import stat
@@ -36,6 +37,8 @@ from .private_files import (
 
 log = logging.getLogger(__name__)
 
+LOCK_FILE = "spool.lock"  # in the spool directory, beside objects/ and incoming/
+
 
 def _parse_version(name: str) -> tuple[str, int] | None:
     """``<sop>@<generation>.dcm`` → (sop, generation); None for any other name."""
@@ -52,6 +55,35 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class _SpoolLock:
+    """The spool's lock: its threads, and every process that has the spool open.
+
+    Creating and removing directories, switching links and removing versions must not
+    interleave, whether the other party is a thread (an association, an upload worker) or a
+    process (the receive processes of ``--receive_processes``). A thread lock orders this
+    process's threads; ``flock`` on the spool's lock file orders the processes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._thread_lock = threading.Lock()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        weakref.finalize(self, os.close, self._fd)  # stores have no close of their own
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
 
 
 class _DirectorySync:
@@ -121,7 +153,7 @@ class SpoolObjectStore:
         make_private_dir(self._root, tighten=True)
         make_private_dir(self._staging, tighten=True)
         _fsync_dir(self._root.parent)
-        self._lock = threading.Lock()
+        self._lock = _SpoolLock(self._root.parent / LOCK_FILE)
         self._last_generation = 0
         # A series directory's shared fsync while some thread needs it (weak: forgotten after).
         self._syncs: weakref.WeakValueDictionary[Path, _DirectorySync] = (

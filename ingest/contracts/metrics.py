@@ -110,12 +110,46 @@ def association_outcome(outcome: str) -> str:
     return outcome.replace(" ", "_")
 
 
+# Where a receive process's figures go instead of its own registry: to the process that
+# serves /metrics (``receiver.processes``). None: recorded here.
+_forward: Callable[[str, tuple[object, ...]], None] | None = None
+
+
+def forward_receiver_figures(send: Callable[[str, tuple[object, ...]], None] | None) -> None:
+    """Send this process's receiver figures to ``send(kind, args)``; the receiving process
+    passes them to ``record``. None records them here again."""
+    global _forward  # noqa: PLW0603 - one process-wide switch, set once at start-up
+    _forward = send
+
+
 def record_instance(status: int, size: int, seconds: float) -> None:
     """One C-STORE request answered."""
+    if _forward is not None:
+        _forward("instance", (status, size, seconds))
+        return
     label = dimse_status(status)
     INSTANCES_RECEIVED.labels(label).inc()
     RECEIVED_BYTES.labels(label).inc(size)
     RECEIVE_SECONDS.observe(seconds)
+
+
+def record_association(outcome: str) -> None:
+    """One association ended, as its log line says (``aborted by peer``)."""
+    if _forward is not None:
+        _forward("association", (outcome,))
+        return
+    ASSOCIATIONS.labels(association_outcome(outcome)).inc()
+
+
+def record(kind: str, args: tuple[object, ...]) -> None:
+    """A figure forwarded by a receive process, recorded in this one's registry."""
+    if kind == "instance":
+        status, size, seconds = args
+        assert isinstance(status, int) and isinstance(size, int)
+        assert isinstance(seconds, float)
+        record_instance(status, size, seconds)
+    elif kind == "association":
+        record_association(str(args[0]))
 
 
 class QueueFigures(Protocol):

@@ -43,7 +43,7 @@ def _open(modes: dict[str, str]) -> dict[str, str]:
         if mode
         != (
             "0o700"
-            if not name.endswith((".dcm", ".sqlite3", "-wal", "-shm", ".reserve"))
+            if not name.endswith((".dcm", ".sqlite3", "-wal", "-shm", ".reserve", ".lock"))
             else "0o600"
         )
     }

@@ -1,0 +1,719 @@
+"""Receive processes: the front door's associations served by several processes.
+
+A Python process runs one thread's Python at a time, and receiving an instance is mostly
+Python (framing, the dataset check, the bookkeeping): one process reaches about one core
+however many associations it serves. With ``--receive_processes N``, the listening process
+keeps the door (accepting, the per-address and negotiating limits, association slots, the
+drain, the queue) and hands each accepted connection to one of N receive processes, the one
+serving fewest connections, over a Unix socket pair (the descriptor itself, SCM_RIGHTS).
+
+A receive process runs the same ``Association`` the listening process would, and writes each
+instance into the spool itself (the spool's lock spans processes). It asks the listening
+process for what must stay single: an association slot, and the queue commit of each
+message, which is answered only once committed, so the PACS is still answered only after
+both the durable write and the commit. Its log records and figures are written and served by
+the listening process as its own.
+
+If a receive process dies, the kernel closes its connections: the PACS sees them drop before
+any answer for an instance not stored. The listening process logs one line for each, frees
+their slots and starts another process in its place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import pickle
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ingest.adapters.spool import SpoolObjectStore
+from ingest.contracts import logs, metrics
+from ingest.contracts.ports import Publisher
+
+from .association import Association
+from .config import ReceiverConfig
+from .free_space import SpaceGuard
+from .sop_classes import is_storage_sop_class
+from .staging import StagingFiles
+from .store import StoreService
+from .tls import TlsContexts
+
+log = logging.getLogger(__name__)
+
+_CHANNEL_ENV = "DICOM_INGEST_RECEIVE_CHANNEL"  # the receive process's end of its socket pair
+_MAX_MESSAGE = 1 << 20
+_BUFFER = 4 << 20  # socket buffers: a full one means the other side has stopped reading
+_SEND_PATIENCE = 10.0  # seconds the listening process waits for room in a full buffer
+_START_TIMEOUT = 60.0  # for a receive process to import and open the spool
+_CALL_TIMEOUT = 120.0  # a slot or a commit; SQLite waits up to 30 s for its write lock
+_RESTART_DELAYS = (0.0, 1.0, 2.0, 5.0, 10.0, 30.0)  # after each quick death in a row
+_QUICK_DEATH = 30.0  # a process that ran less than this died quickly
+
+
+class ReceiveProcessFailed(RuntimeError):
+    """A receive process did not start."""
+
+
+class ChannelClosed(Exception):
+    """The other process has gone, or its channel broke."""
+
+
+class _Channel:
+    """One end of a SEQPACKET socket pair: whole messages, each maybe with a descriptor."""
+
+    def __init__(self, sock: socket.socket, patient: bool = False) -> None:
+        """``patient``: sends wait (a receive process, whose listener always reads);
+        otherwise a send that finds the buffer full for ``_SEND_PATIENCE`` fails."""
+        self._sock = sock
+        self._patient = patient
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def send(self, message: tuple[Any, ...], fd: int | None = None) -> None:
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        deadline = time.monotonic() + _SEND_PATIENCE
+        while True:
+            try:
+                flags = 0 if self._patient else socket.MSG_DONTWAIT
+                socket.send_fds(self._sock, [data], [] if fd is None else [fd], flags)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ChannelClosed("the receive process stopped reading") from None
+                time.sleep(0.01)
+            except OSError as exc:
+                raise ChannelClosed(exc.strerror or str(exc)) from exc
+
+    def receive(self, timeout: float | None = None) -> tuple[tuple[Any, ...], int | None]:
+        if timeout is not None and not select.select([self._sock], [], [], timeout)[0]:
+            raise ChannelClosed("no answer in time")
+        try:
+            data, fds, flags, _ = socket.recv_fds(self._sock, _MAX_MESSAGE, 1)
+        except OSError as exc:
+            raise ChannelClosed(exc.strerror or str(exc)) from exc
+        if not data or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            for fd in fds:
+                os.close(fd)
+            raise ChannelClosed("closed" if not data else "a message was cut")
+        message = pickle.loads(data)  # noqa: S301 - our own process, over an unnamed pair
+        return message, (fds[0] if fds else None)
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def _socket_pair() -> tuple[socket.socket, socket.socket]:
+    pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for end in pair:
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            with contextlib.suppress(OSError):
+                end.setsockopt(socket.SOL_SOCKET, option, _BUFFER)
+    return pair
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSpec:
+    """What a receive process starts from (sent to it over its channel)."""
+
+    config: ReceiverConfig
+    spool_dir: Path
+    anonymous_staging: bool
+    log_levels: dict[str, int]
+
+
+def log_levels() -> dict[str, int]:
+    """This process's logger levels ("" is the root), for a receive process to filter alike."""
+    levels = {"": logging.getLogger().level}
+    for name, logger in logging.root.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET:
+            levels[name] = logger.level
+    return levels
+
+
+Register = Callable[["RemoteAssociation", bool], None]
+
+
+class Door(Protocol):
+    """What the listening side keeps: the slots, and whether it is stopping."""
+
+    def acquire(self, address: str) -> bool: ...
+
+    def release(self, connection: Any) -> None: ...
+
+
+# -- the listening process's side -------------------------------------------------------------
+
+
+class RemoteAssociation:
+    """The listening process's view of a connection a receive process serves."""
+
+    transfer = None  # early uploads read staging files by name: not with receive processes
+
+    def __init__(self, process: _ReceiveProcess, ident: int, peer: tuple[str, int]) -> None:
+        self._process = process
+        self.ident = ident
+        self.address = peer[0]
+        self.peer = f"{peer[0]}:{peer[1]}"
+        self.accepted_at = time.monotonic()
+        self.holds_slot = False
+        self._closing = False
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def close(
+        self, outcome: str = "aborted at shutdown", reason: str = "the receiver stopped"
+    ) -> None:
+        """Have the receive process cut the connection (it logs the association's line)."""
+        self._closing = True
+        with contextlib.suppress(ChannelClosed):
+            self._process.send(("close", self.ident, outcome, reason))
+
+
+class _ReceiveProcess:
+    """One receive process, as the listening process holds it."""
+
+    def __init__(
+        self,
+        index: int,
+        spec: ProcessSpec,
+        door: Door,
+        publisher: Publisher,
+        on_exit: Callable[[_ReceiveProcess], None],
+    ) -> None:
+        self.index = index
+        self._door = door
+        self._publisher = publisher
+        self._on_exit = on_exit
+        self._lock = threading.Lock()
+        self.connections: dict[int, RemoteAssociation] = {}
+        self.started = time.monotonic()
+        ours, theirs = _socket_pair()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", "from receiver.processes import main; exit(main())"],
+                pass_fds=[theirs.fileno()],
+                env={**os.environ, _CHANNEL_ENV: str(theirs.fileno())},
+                stdin=subprocess.DEVNULL,
+                process_group=0,  # a terminal's Ctrl-C is the listening process's to handle
+            )
+        finally:
+            theirs.close()
+        self._channel = _Channel(ours)
+        try:
+            self._channel.send(("spec", spec))
+            message, _ = self._channel.receive(timeout=_START_TIMEOUT)
+            if message != ("ready",):
+                raise ChannelClosed(f"unexpected first message {message[0]!r}")
+        except ChannelClosed as exc:
+            self._kill()
+            raise ReceiveProcessFailed(f"receive process {index} did not start: {exc}") from exc
+        self._reader = threading.Thread(target=self._read, name=f"receive-process-{index}")
+        self._reader.daemon = True
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self._reader.is_alive()
+
+    def load(self) -> int:
+        with self._lock:
+            return len(self.connections)
+
+    def send(self, message: tuple[Any, ...], fd: int | None = None) -> None:
+        self._channel.send(message, fd)
+
+    def hand_over(
+        self,
+        sock: socket.socket,
+        peer: tuple[str, int],
+        tls: bool,
+        ident: int,
+        accepted_at: float,
+        register: Register,
+    ) -> RemoteAssociation:
+        """Give the process this connection (the caller closes its own descriptor)."""
+        connection = RemoteAssociation(self, ident, peer)
+        connection.accepted_at = accepted_at
+        with self._lock:
+            self.connections[ident] = connection  # before the process can ask for its slot
+        register(connection, True)
+        try:
+            self.send(("connection", ident, peer, accepted_at, tls), sock.fileno())
+        except ChannelClosed:
+            with self._lock:
+                self.connections.pop(ident, None)
+            register(connection, False)
+            raise
+        return connection
+
+    def stop(self) -> None:
+        """End the channel: the process closes what it serves and exits."""
+        self._channel.shutdown()
+
+    def wait(self, timeout: float) -> None:
+        self._reader.join(timeout)
+        try:
+            self.process.wait(max(0.1, timeout))
+        except subprocess.TimeoutExpired:
+            self._kill()
+
+    def _kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message, fd = self._channel.receive()
+                if fd is not None:  # never sent this way: not ours to keep
+                    os.close(fd)
+                self._handle(message)
+        except ChannelClosed:
+            pass
+        finally:
+            self._ended()
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "figure":
+            metrics.record(message[1], message[2])
+        elif kind == "publish":
+            _, call, body, attributes = message
+            try:
+                reply: tuple[Any, ...] = (
+                    "reply",
+                    call,
+                    True,
+                    self._publisher.publish(body, attributes),
+                )
+            except Exception as exc:  # the receive process answers the PACS with a refusal
+                reply = ("reply", call, False, f"{type(exc).__name__}: {exc}")
+            self.send(reply)
+        elif kind == "acquire":
+            _, call, ident = message
+            with self._lock:
+                connection = self.connections.get(ident)
+            granted = connection is not None and self._door.acquire(connection.address)
+            if granted:
+                assert connection is not None
+                connection.holds_slot = True
+            self.send(("reply", call, True, granted))
+        elif kind == "done":
+            with self._lock:
+                ended = self.connections.pop(message[1], None)
+            if ended is not None:
+                self._door.release(ended)
+        elif kind == "log":
+            record = logging.makeLogRecord(message[1])
+            logger = logging.getLogger(record.name)
+            if logger.isEnabledFor(record.levelno):
+                logger.handle(record)
+
+    def _ended(self) -> None:
+        self._channel.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+        if self.process.poll() is None:
+            self._kill()
+        with self._lock:
+            lost = list(self.connections.values())
+            self.connections.clear()
+        for connection in lost:
+            self._door.release(connection)
+            if not connection.closing:
+                metrics.record_association("aborted")
+            log.warning(
+                "association aborted",
+                extra={
+                    "peer": connection.peer,
+                    "outcome": "aborted",
+                    "reason": f"its receive process ended (exit code {self.process.returncode})",
+                },
+            )
+        self._on_exit(self)
+
+
+class ReceiveProcesses:
+    """The receive processes of one listener: started, given connections, replaced, stopped."""
+
+    def __init__(self, count: int, spec: ProcessSpec, publisher: Publisher) -> None:
+        if count < 1:
+            raise ValueError("at least one receive process")
+        self._count = count
+        self._spec = spec
+        self._publisher = publisher
+        self._lock = threading.Lock()
+        self._processes: list[_ReceiveProcess] = []
+        self._next_ident = 0
+        self._quick_deaths = 0
+        self._stopped = threading.Event()
+        self._door: Door | None = None
+
+    def start(self, door: Door) -> None:
+        """Start every process; raises if one does not start (its reason is logged)."""
+        self._door = door
+        try:
+            for index in range(self._count):
+                self._add(index)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _add(self, index: int) -> None:
+        assert self._door is not None
+        process = _ReceiveProcess(index, self._spec, self._door, self._publisher, self._exited)
+        with self._lock:
+            self._processes.append(process)
+        if self._stopped.is_set():  # stopped while it started
+            process.stop()
+            process.wait(5)
+            return
+        log.debug("receive process started", extra={"index": index, "pid": process.pid})
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [p.pid for p in self._processes]
+
+    def dispatch(
+        self,
+        sock: socket.socket,
+        peer: tuple[str, int],
+        tls: bool,
+        accepted_at: float,
+        register: Register,
+    ) -> RemoteAssociation | None:
+        """Hand the connection to the process serving fewest; None when none can take it
+        (the socket is closed either way). ``register(connection, True)`` is called before
+        the process has it, ``register(connection, False)`` if it could not be given."""
+        with self._lock:
+            candidates = sorted(self._processes, key=lambda p: p.load())
+            self._next_ident += 1
+            ident = self._next_ident
+        try:
+            for process in candidates:
+                with contextlib.suppress(ChannelClosed):
+                    return process.hand_over(sock, peer, tls, ident, accepted_at, register)
+            return None
+        finally:
+            with contextlib.suppress(OSError):
+                sock.close()  # the receive process has its own descriptor now
+
+    def stopping(self) -> None:
+        """Tell every process that the receiver is stopping (new associations are refused)."""
+        with self._lock:
+            processes = list(self._processes)
+        for process in processes:
+            with contextlib.suppress(ChannelClosed):
+                process.send(("stopping",))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End every process (what they still serve is aborted and logged)."""
+        self._stopped.set()
+        with self._lock:
+            processes = list(self._processes)
+        for process in processes:
+            process.stop()
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            process.wait(max(0.0, deadline - time.monotonic()))
+
+    def _exited(self, process: _ReceiveProcess) -> None:
+        with self._lock:
+            if process in self._processes:
+                self._processes.remove(process)
+        self._restart(process.index, process.started, process.process.returncode)
+
+    def _restart(self, index: int, started: float, exit_code: int | None) -> None:
+        if self._stopped.is_set():
+            return
+        quick = time.monotonic() - started < _QUICK_DEATH
+        self._quick_deaths = self._quick_deaths + 1 if quick else 0
+        delay = _RESTART_DELAYS[min(self._quick_deaths, len(_RESTART_DELAYS) - 1)]
+        log.error(
+            "receive process exited; starting another",
+            extra={"index": index, "exit_code": exit_code, "restart_in_seconds": delay},
+        )
+        threading.Thread(
+            target=self._replace,
+            args=(index, delay),
+            name="receive-process-restart",
+            daemon=True,
+        ).start()
+
+    def _replace(self, index: int, delay: float) -> None:
+        if self._stopped.wait(delay):
+            return
+        started = time.monotonic()
+        try:
+            self._add(index)
+        except ReceiveProcessFailed as exc:
+            log.error("%s", exc)
+            self._restart(index, started, None)
+
+
+# -- the receive process's side ---------------------------------------------------------------
+
+
+class _Calls:
+    """Requests to the listening process, each answered by a ``reply`` with its number."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
+        self._lock = threading.Lock()
+        self._next = 0
+        self._waiting: dict[int, tuple[threading.Event, list[Any]]] = {}
+        self._gone = False
+
+    def call(self, kind: str, *args: Any) -> Any:
+        """The answer; raises ``ChannelClosed`` when it cannot come, ``RuntimeError`` with
+        the listening process's reason when it is a refusal."""
+        event = threading.Event()
+        answer: list[Any] = []
+        with self._lock:
+            if self._gone:
+                raise ChannelClosed("the listening process has gone")
+            self._next += 1
+            number = self._next
+            self._waiting[number] = (event, answer)
+        try:
+            self._channel.send((kind, number, *args))
+            if not event.wait(_CALL_TIMEOUT) or not answer:
+                raise ChannelClosed("no answer from the listening process")
+        finally:
+            with self._lock:
+                self._waiting.pop(number, None)
+        ok, value = answer
+        if not ok:
+            raise RuntimeError(value)
+        return value
+
+    def answer(self, number: int, ok: bool, value: Any) -> None:
+        with self._lock:
+            waiting = self._waiting.get(number)
+        if waiting is not None:
+            waiting[1].extend((ok, value))
+            waiting[0].set()
+
+    def fail_all(self) -> None:
+        with self._lock:
+            self._gone = True
+            waiting = list(self._waiting.values())
+        for event, _ in waiting:
+            event.set()
+
+
+class _QueueThroughListener:
+    """The queue, as a receive process reaches it: each commit made by the listener."""
+
+    def __init__(self, calls: _Calls) -> None:
+        self._calls = calls
+
+    def publish(self, body: bytes, attributes: dict[str, str]) -> str:
+        return str(self._calls.call("publish", body, attributes))
+
+
+class _Gate:
+    """One association's slot gate (``association.SlotGate``), through the listener."""
+
+    def __init__(self, server: _Server, ident: int) -> None:
+        self._server = server
+        self._ident = ident
+
+    def acquire(self, address: str) -> bool:
+        try:
+            return bool(self._server.calls.call("acquire", self._ident))
+        except (ChannelClosed, RuntimeError):
+            return False
+
+    def stopping(self) -> bool:
+        return self._server.stopping
+
+
+class _Server:
+    """A receive process's work: serve the connections it is given until its channel ends."""
+
+    def __init__(self, channel: _Channel, spec: ProcessSpec) -> None:
+        self._channel = channel
+        self.calls = _Calls(channel)
+        self.stopping = False
+        config = self._config = spec.config
+        objects = SpoolObjectStore(spec.spool_dir)
+        self._service = StoreService(
+            objects, _QueueThroughListener(self.calls), limits=config.scan_limits
+        )
+        staging = objects.staging_dir()
+        self._staging = StagingFiles(staging, anonymous=spec.anonymous_staging)
+        self._space = SpaceGuard(staging, config.min_free_bytes, config.min_free_percent)
+        self._tls = TlsContexts(config.tls_files) if config.tls_files else None
+        self._is_storage = functools.partial(
+            is_storage_sop_class,
+            storage_root=config.accept_storage_root,
+            extra=config.extra_sop_classes,
+        )
+        self._lock = threading.Lock()
+        self._associations: dict[int, tuple[Association, threading.Thread]] = {}
+
+    def run(self) -> None:
+        try:
+            while True:
+                message, fd = self._channel.receive()
+                self._handle(message, fd)
+        except ChannelClosed:
+            pass
+        # The listening process is stopping (or gone): end what is left, each logged.
+        self.calls.fail_all()
+        with self._lock:
+            left = list(self._associations.values())
+        for association, _ in left:
+            association.close()
+        for _, thread in left:
+            thread.join(5)
+
+    def _handle(self, message: tuple[Any, ...], fd: int | None) -> None:
+        kind = message[0]
+        if kind == "connection":
+            _, ident, peer, accepted_at, tls = message
+            if fd is None:
+                return
+            self._serve(ident, socket.socket(fileno=fd), peer, accepted_at, tls)
+            return
+        if fd is not None:
+            os.close(fd)
+        if kind == "reply":
+            self.calls.answer(message[1], message[2], message[3])
+        elif kind == "close":
+            with self._lock:
+                entry = self._associations.get(message[1])
+            if entry is not None:
+                entry[0].close(message[2], message[3])
+        elif kind == "stopping":
+            self.stopping = True
+
+    def _serve(
+        self,
+        ident: int,
+        sock: socket.socket,
+        peer: tuple[str, int],
+        accepted_at: float,
+        tls: bool,
+    ) -> None:
+        association = Association(
+            sock,
+            peer,
+            self._config,
+            self._service,
+            self._staging,
+            _Gate(self, ident),
+            self._is_storage,
+            self._tls.current() if tls and self._tls is not None else None,
+            space=self._space,
+        )
+        association.accepted_at = accepted_at
+        thread = threading.Thread(
+            target=self._run,
+            args=(ident, association, accepted_at),
+            name=f"dimse-{peer[0]}:{peer[1]}",
+        )
+        thread.daemon = True
+        with self._lock:
+            self._associations[ident] = (association, thread)
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: the connection is dropped, not leaked
+            with self._lock:
+                self._associations.pop(ident, None)
+            with contextlib.suppress(OSError):
+                sock.close()
+            self._done(ident)
+            log.warning("connection dropped: no thread to serve it", extra={"peer": peer[0]})
+
+    def _run(self, ident: int, association: Association, accepted_at: float) -> None:
+        try:
+            association.run(accepted_at)
+        finally:
+            with self._lock:
+                self._associations.pop(ident, None)
+            self._done(ident)
+            association.log_line()
+
+    def _done(self, ident: int) -> None:
+        with contextlib.suppress(ChannelClosed):
+            self._channel.send(("done", ident))
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+class _ForwardHandler(logging.Handler):
+    """Every record to the listening process, which writes it as its own."""
+
+    def __init__(self, channel: _Channel) -> None:
+        super().__init__()
+        self._channel = channel
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = {k: v if isinstance(v, _PLAIN) else str(v) for k, v in vars(record).items()}
+            fields["msg"] = record.getMessage()
+            fields["args"] = None
+            fields["exc_info"] = None
+            if record.exc_info:
+                fields["exc_text"] = logging.Formatter().formatException(record.exc_info)
+            self._channel.send(("log", fields))
+        except ChannelClosed:
+            pass
+        except Exception:
+            self.handleError(record)
+
+
+def _forward_figure(channel: _Channel, kind: str, args: tuple[object, ...]) -> None:
+    with contextlib.suppress(ChannelClosed):
+        channel.send(("figure", kind, args))
+
+
+def main() -> int:
+    """A receive process's life, started by ``ReceiveProcesses``."""
+    for number in (signal.SIGINT, signal.SIGTERM):  # the listening process decides the end
+        signal.signal(number, signal.SIG_IGN)
+    channel = _Channel(socket.socket(fileno=int(os.environ.pop(_CHANNEL_ENV))), patient=True)
+    message, _ = channel.receive()
+    spec = message[1]
+    assert message[0] == "spec" and isinstance(spec, ProcessSpec)
+    logs.configure()  # the hooks for uncaught exceptions; the output is the listener's
+    root = logging.getLogger()
+    root.handlers[:] = [_ForwardHandler(channel)]
+    for name, level in spec.log_levels.items():
+        logging.getLogger(name or None).setLevel(level)
+    metrics.forward_receiver_figures(functools.partial(_forward_figure, channel))
+    try:
+        server = _Server(channel, spec)
+    except Exception:
+        log.exception("receive process could not start")
+        return 1
+    channel.send(("ready",))
+    server.run()
+    return 0
