@@ -84,7 +84,7 @@ class LocalPipeline:
         wanted = config.receive_processes or len(os.sched_getaffinity(0))
         if wanted > 1:
             spec = ProcessSpec(config.receiver, config.spool_dir, True, log_levels())
-            processes = ReceiveProcesses(wanted, spec, self.queue)
+            processes = ReceiveProcesses(wanted, spec, self.queue.wake_one)
         # The spool links each staged file into place, and nothing reads them by name.
         self.receiver = Receiver(
             config.receiver,

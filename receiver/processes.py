@@ -7,12 +7,12 @@ keeps the door (accepting, the per-address and negotiating limits, association s
 drain, the queue) and hands each accepted connection to one of N receive processes, the one
 serving fewest connections, over a Unix socket pair (the descriptor itself, SCM_RIGHTS).
 
-A receive process runs the same ``Association`` the listening process would, and writes each
-instance into the spool itself (the spool's lock spans processes). It asks the listening
-process for what must stay single: an association slot, and the queue commit of each
-message, which is answered only once committed, so the PACS is still answered only after
-both the durable write and the commit. Its log records and figures are written and served by
-the listening process as its own.
+A receive process runs the same ``Association`` the listening process would: it writes each
+instance into the spool and commits its message to the queue itself (the spool's lock and
+the queue's writer lock span processes), so the PACS is still answered only after both. It
+asks the listening process for what must stay single, an association slot, and tells it of
+each commit, so an idle upload worker wakes. Its log records and figures are written and
+served by the listening process as its own.
 
 If a receive process dies, the kernel closes its connections: the PACS sees them drop before
 any answer for an instance not stored. The listening process logs one line for each, frees
@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ingest.adapters.spool import SpoolObjectStore
+from ingest.adapters.sqlite_queue import QUEUE_FILE, SqliteQueue
 from ingest.contracts import logs, metrics
-from ingest.contracts.ports import Publisher
 
 from .association import Association
 from .config import ReceiverConfig
@@ -196,12 +196,12 @@ class _ReceiveProcess:
         index: int,
         spec: ProcessSpec,
         door: Door,
-        publisher: Publisher,
+        wake: Callable[[], None],
         on_exit: Callable[[_ReceiveProcess], None],
     ) -> None:
         self.index = index
         self._door = door
-        self._publisher = publisher
+        self._wake = wake
         self._on_exit = on_exit
         self._lock = threading.Lock()
         self.connections: dict[int, RemoteAssociation] = {}
@@ -299,22 +299,12 @@ class _ReceiveProcess:
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == "figure":
-            metrics.record(message[1], message[2])
-        elif kind == "publish":
-            _, call, body, attributes = message
-            try:
-                reply: tuple[Any, ...] = (
-                    "reply",
-                    call,
-                    True,
-                    self._publisher.publish(body, attributes),
-                )
-            except Exception as exc:  # the receive process answers the PACS with a refusal
-                reply = ("reply", call, False, f"{type(exc).__name__}: {exc}")
-            self.send(reply)
+        for figure in message[1]:  # figures recorded since the process's last message
+            metrics.record(*figure)
+        if kind == "published":  # a message committed: an upload worker may take it
+            self._wake()
         elif kind == "acquire":
-            _, call, ident = message
+            _, _, call, ident = message
             with self._lock:
                 connection = self.connections.get(ident)
             granted = connection is not None and self._door.acquire(connection.address)
@@ -324,11 +314,11 @@ class _ReceiveProcess:
             self.send(("reply", call, True, granted))
         elif kind == "done":
             with self._lock:
-                ended = self.connections.pop(message[1], None)
+                ended = self.connections.pop(message[2], None)
             if ended is not None:
                 self._door.release(ended)
         elif kind == "log":
-            record = logging.makeLogRecord(message[1])
+            record = logging.makeLogRecord(message[2])
             logger = logging.getLogger(record.name)
             if logger.isEnabledFor(record.levelno):
                 logger.handle(record)
@@ -360,12 +350,13 @@ class _ReceiveProcess:
 class ReceiveProcesses:
     """The receive processes of one listener: started, given connections, replaced, stopped."""
 
-    def __init__(self, count: int, spec: ProcessSpec, publisher: Publisher) -> None:
+    def __init__(self, count: int, spec: ProcessSpec, wake: Callable[[], None]) -> None:
+        """``wake``: called when a receive process has committed a message to the queue."""
         if count < 1:
             raise ValueError("at least one receive process")
         self._count = count
         self._spec = spec
-        self._publisher = publisher
+        self._wake = wake
         self._lock = threading.Lock()
         self._processes: list[_ReceiveProcess] = []
         self._next_ident = 0
@@ -385,7 +376,7 @@ class ReceiveProcesses:
 
     def _add(self, index: int) -> None:
         assert self._door is not None
-        process = _ReceiveProcess(index, self._spec, self._door, self._publisher, self._exited)
+        process = _ReceiveProcess(index, self._spec, self._door, self._wake, self._exited)
         with self._lock:
             self._processes.append(process)
         if self._stopped.is_set():  # stopped while it started
@@ -481,8 +472,8 @@ class ReceiveProcesses:
 class _Calls:
     """Requests to the listening process, each answered by a ``reply`` with its number."""
 
-    def __init__(self, channel: _Channel) -> None:
-        self._channel = channel
+    def __init__(self, tell: _Tell) -> None:
+        self._tell = tell
         self._lock = threading.Lock()
         self._next = 0
         self._waiting: dict[int, tuple[threading.Event, list[Any]]] = {}
@@ -500,7 +491,7 @@ class _Calls:
             number = self._next
             self._waiting[number] = (event, answer)
         try:
-            self._channel.send((kind, number, *args))
+            self._tell.send(kind, number, *args)
             if not event.wait(_CALL_TIMEOUT) or not answer:
                 raise ChannelClosed("no answer from the listening process")
         finally:
@@ -526,14 +517,38 @@ class _Calls:
             event.set()
 
 
-class _QueueThroughListener:
-    """The queue, as a receive process reaches it: each commit made by the listener."""
+class _Tell:
+    """What a receive process sends its listener unasked, each message carrying the figures
+    recorded since the last one (``metrics.forward_receiver_figures``)."""
 
-    def __init__(self, calls: _Calls) -> None:
-        self._calls = calls
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
+        self._lock = threading.Lock()
+        self._figures: list[tuple[str, tuple[object, ...]]] = []
+
+    def figure(self, kind: str, args: tuple[object, ...]) -> None:
+        with self._lock:
+            self._figures.append((kind, args))
+
+    def send(self, kind: str, *args: Any) -> None:
+        with self._lock:
+            figures, self._figures = self._figures, []
+        self._channel.send((kind, figures, *args))
+
+
+class _QueueAndTell:
+    """The spool's queue, committed to by this process; the listener hears of each commit,
+    so that an idle upload worker wakes."""
+
+    def __init__(self, queue: SqliteQueue, tell: _Tell) -> None:
+        self._queue = queue
+        self._tell = tell
 
     def publish(self, body: bytes, attributes: dict[str, str]) -> str:
-        return str(self._calls.call("publish", body, attributes))
+        message_id = self._queue.publish(body, attributes)
+        with contextlib.suppress(ChannelClosed):
+            self._tell.send("published")
+        return message_id
 
 
 class _Gate:
@@ -556,14 +571,16 @@ class _Gate:
 class _Server:
     """A receive process's work: serve the connections it is given until its channel ends."""
 
-    def __init__(self, channel: _Channel, spec: ProcessSpec) -> None:
+    def __init__(self, channel: _Channel, tell: _Tell, spec: ProcessSpec) -> None:
         self._channel = channel
-        self.calls = _Calls(channel)
+        self.tell = tell
+        self.calls = _Calls(tell)
         self.stopping = False
         config = self._config = spec.config
         objects = SpoolObjectStore(spec.spool_dir)
+        self._queue = SqliteQueue(spec.spool_dir / QUEUE_FILE, durable_commits=False)
         self._service = StoreService(
-            objects, _QueueThroughListener(self.calls), limits=config.scan_limits
+            objects, _QueueAndTell(self._queue, self.tell), limits=config.scan_limits
         )
         staging = objects.staging_dir()
         self._staging = StagingFiles(staging, anonymous=spec.anonymous_staging)
@@ -592,6 +609,7 @@ class _Server:
             association.close()
         for _, thread in left:
             thread.join(5)
+        self._queue.close()
 
     def _handle(self, message: tuple[Any, ...], fd: int | None) -> None:
         kind = message[0]
@@ -662,7 +680,7 @@ class _Server:
 
     def _done(self, ident: int) -> None:
         with contextlib.suppress(ChannelClosed):
-            self._channel.send(("done", ident))
+            self.tell.send("done", ident)
 
 
 _PLAIN = (str, int, float, bool, type(None))
@@ -671,9 +689,9 @@ _PLAIN = (str, int, float, bool, type(None))
 class _ForwardHandler(logging.Handler):
     """Every record to the listening process, which writes it as its own."""
 
-    def __init__(self, channel: _Channel) -> None:
+    def __init__(self, tell: _Tell) -> None:
         super().__init__()
-        self._channel = channel
+        self._tell = tell
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -683,16 +701,11 @@ class _ForwardHandler(logging.Handler):
             fields["exc_info"] = None
             if record.exc_info:
                 fields["exc_text"] = logging.Formatter().formatException(record.exc_info)
-            self._channel.send(("log", fields))
+            self._tell.send("log", fields)
         except ChannelClosed:
             pass
         except Exception:
             self.handleError(record)
-
-
-def _forward_figure(channel: _Channel, kind: str, args: tuple[object, ...]) -> None:
-    with contextlib.suppress(ChannelClosed):
-        channel.send(("figure", kind, args))
 
 
 def main() -> int:
@@ -705,12 +718,13 @@ def main() -> int:
     assert message[0] == "spec" and isinstance(spec, ProcessSpec)
     logs.configure()  # the hooks for uncaught exceptions; the output is the listener's
     root = logging.getLogger()
-    root.handlers[:] = [_ForwardHandler(channel)]
+    tell = _Tell(channel)
+    root.handlers[:] = [_ForwardHandler(tell)]
     for name, level in spec.log_levels.items():
         logging.getLogger(name or None).setLevel(level)
-    metrics.forward_receiver_figures(functools.partial(_forward_figure, channel))
+    metrics.forward_receiver_figures(tell.figure)
     try:
-        server = _Server(channel, spec)
+        server = _Server(channel, tell, spec)
     except Exception:
         log.exception("receive process could not start")
         return 1

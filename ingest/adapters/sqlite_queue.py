@@ -12,10 +12,12 @@ object without a message is enqueued again at start-up), at a fraction of the co
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -215,6 +217,10 @@ class SqliteQueue:
         # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files it creates
         # the database file's mode, so all three are private whatever the umask.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
+        self._writers = os.open(
+            path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE
+        )
+        weakref.finalize(self, os.close, self._writers)
         self._db = sqlite3.connect(
             path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
@@ -286,17 +292,24 @@ class SqliteQueue:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        # Writers in other processes (receive processes, the CLI) queue on the lock file in
+        # the kernel, woken the moment it is free; SQLite's own wait for its write lock
+        # polls, sleeping a millisecond and more between tries.
+        fcntl.flock(self._writers, fcntl.LOCK_EX)
         try:
-            yield self._db
-            self._db.execute("COMMIT")
-        except BaseException:
-            # A failed COMMIT (a full disk) may leave the transaction open, or SQLite may
-            # have rolled it back already: either way none is open after this.
-            if self._db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-            raise
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (a full disk) may leave the transaction open, or SQLite may
+                # have rolled it back already: either way none is open after this.
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
+        finally:
+            fcntl.flock(self._writers, fcntl.LOCK_UN)
 
     def _settling(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run a transaction that settles deliveries, and so lets space be freed.
@@ -442,6 +455,11 @@ class SqliteQueue:
                 (sop_instance_uid, crc32c, now),
             )
         )
+
+    def wake_one(self) -> None:
+        """Wake one thread blocked in ``wait``: another process has published a message."""
+        with self._lock:
+            self._wakeup.notify()
 
     def wake(self) -> None:
         """Wake every thread blocked in ``wait``."""
