@@ -51,6 +51,7 @@ from .store import StoreService
 from .tls import TlsContexts
 
 log = logging.getLogger(__name__)
+association_log = logging.getLogger("receiver.association")
 
 _CHANNEL_ENV = "DICOM_INGEST_RECEIVE_CHANNEL"  # the receive process's end of its socket pair
 _MAX_MESSAGE = 1 << 20
@@ -336,7 +337,7 @@ class _ReceiveProcess:
             self._door.release(connection)
             if not connection.closing:
                 metrics.record_association("aborted")
-            log.warning(
+            association_log.warning(  # the line its receive process could not write
                 "association aborted",
                 extra={
                     "peer": connection.peer,

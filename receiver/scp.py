@@ -140,6 +140,10 @@ class Receiver:
         """True while the listener thread runs."""
         return self._thread.is_alive()
 
+    def receive_process_ids(self) -> list[int]:
+        """The receive processes serving the associations (none: this process serves them)."""
+        return [] if self._processes is None else self._processes.pids()
+
     def active_associations(self) -> int:
         with self._lock:
             return self._associations

@@ -34,6 +34,7 @@ def make_config(spool: Path, dicomweb: str, **overrides: Any) -> LocalConfig:
             **uploader_args,
         }
     )
+    local_args.setdefault("receive_processes", int(__import__("os").environ.get("RP", "1")))
     return LocalConfig(spool, receiver, uploader, status_page, **local_args)
 
 

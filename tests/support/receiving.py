@@ -18,8 +18,13 @@ def stored_objects(pipeline: LocalPipeline) -> list[Path]:
 
 
 def staged(pipeline: LocalPipeline) -> list[Path]:
-    """The staging files (datasets being received) of a receiver running in this process."""
-    return staging_files(pipeline.objects.staging_dir())
+    """The staging files (datasets being received) of a receiver running in this process,
+    and of its receive processes."""
+    staging = pipeline.objects.staging_dir()
+    found = staging_files(staging)
+    for pid in pipeline.receiver.receive_process_ids():
+        found += open_anonymous_files(staging, pid)
+    return sorted(found)
 
 
 def staging_files(staging: Path, pid: int | None = None) -> list[Path]:

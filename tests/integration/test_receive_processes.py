@@ -1,0 +1,184 @@
+"""``--receive_processes``: associations served by several processes, one door.
+
+Real sockets, real receive processes (``receiver.processes``), DCMTK as one of the PACS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.association import Association as ScuAssociation
+from pynetdicom.sop_class import CTImageStorage
+from support.datasets import ct_dataset
+from support.fake_dicomweb import FakeDicomWeb
+from support.net import wait_until
+from support.receiving import queued, staged, stored_objects
+
+from dicom_ingest.local import LocalPipeline
+from ingest.contracts import metrics
+
+pytestmark = pytest.mark.slow  # processes start in about a second each
+
+
+@pytest.fixture
+def start(
+    pipelines: Callable[..., LocalPipeline],
+    held_store: FakeDicomWeb,
+    caplog: pytest.LogCaptureFixture,
+) -> Callable[..., LocalPipeline]:
+    """A pipeline with two receive processes, its uploads held, its log captured."""
+    caplog.set_level(logging.INFO, logger="receiver")
+
+    def factory(**overrides: object) -> LocalPipeline:
+        settings: dict[str, object] = {"receive_processes": 2, "upload_workers": 1}
+        settings.update(overrides)
+        return pipelines(held_store.url, min_backoff=60.0, max_backoff=60.0, **settings)
+
+    return factory
+
+
+def associate(pipeline: LocalPipeline, source: str = "127.0.0.1") -> ScuAssociation:
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CTImageStorage)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    return ae.associate(
+        "127.0.0.1", pipeline.receiver.port, ae_title="IMPORTADAPTER", bind_address=(source, 0)
+    )
+
+
+def association_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in list(caplog.records)
+        if r.name == "receiver.association" and hasattr(r, "outcome")
+    ]
+
+
+def received(status: str = "0x0000") -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "dicom_ingest_instances_received_total", {"status": status}
+    )
+    return value or 0.0
+
+
+def test_associations_are_spread_over_the_processes_and_every_instance_arrives(
+    start: Callable[..., LocalPipeline], caplog: pytest.LogCaptureFixture
+) -> None:
+    before = received()
+    pipeline = start()
+    pids = pipeline.receiver.receive_process_ids()
+    assert len(pids) == 2 and os.getpid() not in pids
+    held = [associate(pipeline) for _ in range(4)]  # all open at once: two per process
+    assert all(a.is_established for a in held)
+    assert pipeline.receiver.active_associations() == 4
+    for number, association in enumerate(held):
+        for seed in range(3):
+            status = association.send_c_store(ct_dataset(seed=number * 10 + seed))
+            assert status.Status == 0x0000
+    for association in held:
+        association.release()
+    wait_until(lambda: len(association_lines(caplog)) == 4, 30, "four association lines")
+    lines = association_lines(caplog)
+    assert {line.outcome for line in lines} == {"released"}  # type: ignore[attr-defined]
+    assert sorted(line.process for line in lines) == sorted(pids * 2)  # two lines each
+    assert len(stored_objects(pipeline)) == 12
+    assert queued(pipeline) == 12  # committed to the listener's queue by the processes
+    assert received() - before == 12  # their figures, served by the listener
+    wait_until(lambda: pipeline.receiver.active_associations() == 0, 10, "slots given back")
+    assert staged(pipeline) == []
+
+
+def test_dcmtk_storescu_stores_through_the_processes(
+    start: Callable[..., LocalPipeline], caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    pipeline = start()
+    files = []
+    for seed in range(6):
+        path = tmp_path / f"{seed}.dcm"
+        ct_dataset(seed=100 + seed).save_as(path, enforce_file_format=True)
+        files.append(str(path))
+    senders = [
+        subprocess.Popen(
+            ["storescu", "-aec", "IMPORTADAPTER", "127.0.0.1", str(pipeline.receiver.port), *part],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for part in (files[:3], files[3:])
+    ]
+    for sender in senders:
+        output, _ = sender.communicate(timeout=60)
+        assert sender.returncode == 0, output
+    wait_until(lambda: len(association_lines(caplog)) == 2, 30, "two association lines")
+    assert len(stored_objects(pipeline)) == 6
+    assert queued(pipeline) == 6
+
+
+def test_the_association_limit_spans_the_processes(
+    start: Callable[..., LocalPipeline],
+) -> None:
+    pipeline = start(max_associations=2)
+    first, second = associate(pipeline, "127.0.0.1"), associate(pipeline, "127.0.0.2")
+    assert first.is_established and second.is_established
+    third = associate(pipeline, "127.0.0.3")  # another host: only the total is over
+    assert third.is_rejected
+    first.release()
+    wait_until(lambda: pipeline.receiver.active_associations() == 1, 10, "a slot given back")
+    fourth = associate(pipeline, "127.0.0.3")
+    assert fourth.is_established
+    fourth.release()
+    second.release()
+
+
+def test_a_process_that_dies_is_replaced_and_its_association_logged(
+    start: Callable[..., LocalPipeline], caplog: pytest.LogCaptureFixture
+) -> None:
+    pipeline = start()
+    before = pipeline.receiver.receive_process_ids()
+    held = associate(pipeline)
+    assert held.is_established
+    wait_until(lambda: pipeline.receiver.active_associations() == 1, 10, "the association")
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not held.is_alive(), 30, "the connection cut")
+
+    def lost() -> list[logging.LogRecord]:
+        return [r for r in association_lines(caplog) if getattr(r, "outcome", "") == "aborted"]
+
+    wait_until(lost, 10, "the lost association's line")
+    [line] = lost()
+    assert "receive process ended" in line.reason  # type: ignore[attr-defined]
+    assert pipeline.receiver.active_associations() == 0
+    wait_until(
+        lambda: len(set(pipeline.receiver.receive_process_ids()) - set(before)) == 2,
+        30,
+        "two new receive processes",
+    )
+    again = associate(pipeline)
+    assert again.is_established
+    assert again.send_c_store(ct_dataset(seed=5)).Status == 0x0000
+    again.release()
+    assert len(stored_objects(pipeline)) == 1
+
+
+def test_stopping_ends_the_processes_and_what_they_serve(
+    start: Callable[..., LocalPipeline], caplog: pytest.LogCaptureFixture
+) -> None:
+    pipeline = start(shutdown_grace=0.5)
+    pids = pipeline.receiver.receive_process_ids()
+    held = associate(pipeline)
+    assert held.is_established
+    assert held.send_c_store(ct_dataset(seed=9)).Status == 0x0000
+    assert not pipeline.stop()  # the association outlived the grace period
+    wait_until(lambda: not held.is_alive(), 10, "the connection cut")
+    [line] = association_lines(caplog)
+    assert line.outcome == "aborted at shutdown"  # type: ignore[attr-defined]
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
