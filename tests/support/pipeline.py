@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ def make_config(spool: Path, dicomweb: str, **overrides: Any) -> LocalConfig:
             **uploader_args,
         }
     )
-    local_args.setdefault("receive_processes", int(__import__("os").environ.get("RP", "1")))
+    # The suite can be run against receive processes: RECEIVE_PROCESSES=2 pytest ...
+    local_args.setdefault("receive_processes", int(os.environ.get("RECEIVE_PROCESSES", "1")))
     return LocalConfig(spool, receiver, uploader, status_page, **local_args)
 
 
