@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import receive_common
 from receive_common import ENV, ENV_DCMTK_DEFAULT, TARGETS, WORKLOADS, Run, ensure_workload
 from receive_scenarios import Context, abuse_run, store_run, study_run
 
@@ -274,7 +275,12 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, help="write results here")
     parser.add_argument("--max-pdu", type=int, help="max receive PDU for every receiver")
+    parser.add_argument(
+        "--receive-processes", type=int, default=1,
+        help="dicom-ingest's --receive_processes (1: associations served in its own process)",
+    )  # fmt: skip
     args = parser.parse_args()
+    receive_common.INGEST_ARGS[:] = ["--receive_processes", str(args.receive_processes)]
     scenarios = [s for s in args.scenarios.split(",") if s in SCENARIOS]
     targets = [t for t in args.targets.split(",") if t in TARGETS]
     workloads = [w for w in args.workloads.split(",") if w in WORKLOADS]

@@ -88,6 +88,10 @@ class Run:
 # --- workloads -------------------------------------------------------------------------------
 
 
+# More flags for every dicom-ingest run (bench_receive.py --receive-processes).
+INGEST_ARGS: list[str] = []
+
+
 def _header(w: Workload, study: str, series: str, number: int) -> Dataset:
     sop = generate_uid()
     meta = FileMetaDataset()
@@ -319,6 +323,7 @@ def start_receiver(
             argv += ["--http_timeout", "3600"]
         argv += ["--dicomweb_address", dicomweb]
         argv += [] if max_pdu is None else ["--max_pdu", str(max_pdu)]
+        argv += INGEST_ARGS
 
         def count() -> int:
             return ingest_count(spool)
