@@ -221,9 +221,14 @@ class _ReceiveProcess:
         self._channel = _Channel(ours)
         try:
             self._channel.send(("spec", spec))
-            message, _ = self._channel.receive(timeout=_START_TIMEOUT)
-            if message != ("ready",):
-                raise ChannelClosed(f"unexpected first message {message[0]!r}")
+            deadline = time.monotonic() + _START_TIMEOUT
+            while True:  # what it logs on the way (why it could not start, say) is written
+                message, _ = self._channel.receive(max(0.0, deadline - time.monotonic()))
+                if message == ("ready",):
+                    break
+                if message[0] != "log":
+                    raise ChannelClosed(f"unexpected message {message[0]!r}")
+                self._handle(message)
         except ChannelClosed as exc:
             self._kill()
             raise ReceiveProcessFailed(f"receive process {index} did not start: {exc}") from exc
@@ -234,9 +239,6 @@ class _ReceiveProcess:
     @property
     def pid(self) -> int:
         return self.process.pid
-
-    def alive(self) -> bool:
-        return self._reader.is_alive()
 
     def load(self) -> int:
         with self._lock:
