@@ -80,9 +80,6 @@ class _Channel:
         self._sock = sock
         self._patient = patient
 
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
     def send(self, message: tuple[Any, ...], fd: int | None = None) -> None:
         data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         deadline = time.monotonic() + _SEND_PATIENCE

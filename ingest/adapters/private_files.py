@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import weakref
 from pathlib import Path
 
 PRIVATE_DIR = 0o700
@@ -98,3 +99,10 @@ def link_anonymous(path: Path, target: Path) -> None:
     # Relative to a directory descriptor, so Python calls linkat with AT_SYMLINK_FOLLOW:
     # plain link(2) would link the /proc entry itself, which crosses file systems.
     os.link(path.name, target, src_dir_fd=fd_dir, follow_symlinks=True)
+
+
+def open_lock_file(path: Path, owner: object) -> int:
+    """A private lock file's descriptor (for ``flock``), closed when owner is collected."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+    weakref.finalize(owner, os.close, fd)
+    return fd

@@ -33,6 +33,7 @@ from .private_files import (
     is_anonymous,
     link_anonymous,
     make_private_dir,
+    open_lock_file,
 )
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,7 @@ class _SpoolLock:
 
     def __init__(self, path: Path) -> None:
         self._thread_lock = threading.Lock()
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        weakref.finalize(self, os.close, self._fd)  # stores have no close of their own
+        self._fd = open_lock_file(path, self)  # stores have no close of their own
 
     def __enter__(self) -> None:
         self._thread_lock.acquire()

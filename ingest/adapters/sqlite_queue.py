@@ -17,7 +17,6 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import TypeVar
 from ingest.contracts.ports import HeldVersion
 
 from .disk_reserve import DiskReserve
-from .private_files import PRIVATE_FILE, tighten_file
+from .private_files import PRIVATE_FILE, open_lock_file, tighten_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -217,10 +216,7 @@ class SqliteQueue:
         # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files it creates
         # the database file's mode, so all three are private whatever the umask.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
-        self._writers = os.open(
-            path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE
-        )
-        weakref.finalize(self, os.close, self._writers)
+        self._writers = open_lock_file(path.with_suffix(".lock"), self)
         self._db = sqlite3.connect(
             path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
