@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,6 +196,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its living descendants (dicom-ingest's receive processes)."""
+    tree, i = [pid], 0
+    while i < len(tree):
+        for task in Path(f"/proc/{tree[i]}/task").glob("*/children"):
+            with suppress(OSError):  # the thread or the process ended meanwhile
+                tree += [int(child) for child in task.read_text().split()]
+        i += 1
+    return tree
+
+
+def tree_figure(pid: int, read: Callable[[int], float]) -> float:
+    """The sum of ``read`` over a process tree, skipping processes that end meanwhile."""
+    total = 0.0
+    for member in process_tree(pid):
+        with suppress(OSError, ValueError):
+            total += read(member)
+    return total
+
+
 def http_json(url: str) -> dict[str, object]:
     with urllib.request.urlopen(url, timeout=10) as response:
         return dict(json.load(response))
@@ -228,11 +248,20 @@ class Receiver:
     count: Callable[[], int]
     http: int = 0  # Orthanc's REST port
 
+    # With receive processes, memory and CPU are the sums over the process tree: what a pod or
+    # a machine has to hold. The sum of each process's peak is an upper bound of the peak sum.
     def idle_rss_kib(self) -> int:
-        return proc_kib(self.proc.pid, "VmRSS")
+        return int(tree_figure(self.proc.pid, lambda pid: proc_kib(pid, "VmRSS")))
 
     def peak_rss_kib(self) -> int:
-        return proc_kib(self.proc.pid, "VmHWM")
+        return int(tree_figure(self.proc.pid, lambda pid: proc_kib(pid, "VmHWM")))
+
+    def largest_peak_rss_kib(self) -> int:
+        """The highest single process's peak (the one that received the most)."""
+        return max(proc_kib(pid, "VmHWM") for pid in process_tree(self.proc.pid))
+
+    def cpu_seconds(self) -> float:
+        return tree_figure(self.proc.pid, cpu_seconds)
 
 
 def orthanc_config(

@@ -36,7 +36,6 @@ from receive_common import (
     Receiver,
     Run,
     Workload,
-    cpu_seconds,
     dataset_files,
     echo_ok,
     run_dir_for,
@@ -99,11 +98,14 @@ def store_run(
         ]
         codes = [p.wait() for p in procs]
         seconds = time.perf_counter() - start
-        peak = rx.peak_rss_kib()
+        peak, largest = rx.peak_rss_kib(), rx.largest_peak_rss_kib()
         accepted = settle(rx.count, len(files))
     ok = accepted == len(files) and not any(codes)
-    return Run("receive", variant, target, w.name, rep, len(files), size, seconds, accepted, ok,
-               idle / 1024, peak / 1024, str(log))  # fmt: skip
+    run = Run("receive", variant, target, w.name, rep, len(files), size, seconds, accepted, ok,
+              idle / 1024, peak / 1024, str(log))  # fmt: skip
+    if largest != peak:  # more than one process
+        run.extra["largest_process_peak_mib"] = largest / 1024
+    return run
 
 
 # --- a study until it is in the DICOM store --------------------------------------------------
@@ -151,12 +153,10 @@ def study_run(ctx: Context, variant: str, w: Workload, files_dir: Path, rep: int
         if pipeline:
             front, log = start("dicom-ingest", f"http://127.0.0.1:{store.http}/dicom-web")
         idle = front.idle_rss_kib() if pipeline else 0
-        procs = (front.proc.pid, store.proc.pid)
-        before = [cpu_seconds(pid) for pid in procs]
+        before = (front.cpu_seconds(), store.cpu_seconds())
         acked, stored, held = _send_study(ctx, name, target, front, store, files)
-        front_cpu, store_cpu = (
-            cpu_seconds(pid) - spent for pid, spent in zip(procs, before, strict=True)
-        )
+        front_cpu = front.cpu_seconds() - before[0]
+        store_cpu = store.cpu_seconds() - before[1]
         peak = front.peak_rss_kib() if pipeline else 0
     ok = held == len(files) and stored > 0
     run = Run("study", variant, target, w.name, rep, len(files), size, stored or acked, held,
@@ -357,7 +357,9 @@ def abuse_run(ctx: Context, rep: int, pdata_bytes: int = 600 * MIB) -> Run:
         extra["peak_after_bomb_mib"] = rx.peak_rss_kib() / 1024
         extra["echo_after"] = float(echo_ok(aet, rx.port))
         seconds = time.perf_counter() - start
-        peak = rx.peak_rss_kib()
+        peak, largest = rx.peak_rss_kib(), rx.largest_peak_rss_kib()
+        if largest != peak:  # more than one process
+            extra["largest_process_peak_mib"] = largest / 1024
         stored = settle(rx.count, 0, 0)
     ok = bool(extra["echo_after"]) and stored == 0 and extra["bomb_status"] not in (-1.0, 0.0)
     run = Run("rss", "abuse", "dicom-ingest", "abuse", rep, 0, 0, seconds, stored, ok,
