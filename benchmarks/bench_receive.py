@@ -276,11 +276,17 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write results here")
     parser.add_argument("--max-pdu", type=int, help="max receive PDU for every receiver")
     parser.add_argument(
-        "--receive-processes", type=int, default=1,
-        help="dicom-ingest's --receive_processes (1: associations served in its own process)",
+        "--receive-processes", type=int, default=0,
+        help="dicom-ingest's --receive_processes (0, its default: one per core; 1: associations"
+        " served in its own process)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ingest-flag", action="append", default=[], metavar="--FLAG=VALUE",
+        help="one more flag for every dicom-ingest run (repeatable)",
     )  # fmt: skip
     args = parser.parse_args()
     receive_common.INGEST_ARGS[:] = ["--receive_processes", str(args.receive_processes)]
+    receive_common.INGEST_ARGS += args.ingest_flag
     scenarios = [s for s in args.scenarios.split(",") if s in SCENARIOS]
     targets = [t for t in args.targets.split(",") if t in TARGETS]
     workloads = [w for w in args.workloads.split(",") if w in WORKLOADS]

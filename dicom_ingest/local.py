@@ -35,9 +35,9 @@ class LocalConfig:
     uploader: UploaderConfig
     status_page: StatusPageConfig | None = None  # None: no page
     receive_processes: int = setting(
-        "processes that serve associations, each using up to one core; 1 serves them in"
-        " this process, 0 starts one per core",
-        1,
+        "processes that serve associations, each using up to one core; 0 starts one per"
+        " core, 1 serves them in this process",
+        0,
         count,
     )
     metrics_port: int = setting(

@@ -839,7 +839,7 @@ def test_a_staging_write_that_fails_answers_0xa700_and_the_push_goes_on(
         return real(self)
 
     monkeypatch.setattr(StagingFiles, "create", full_disk)
-    pipeline = start()
+    pipeline = start(receive_processes=1)  # the patch is in this process only
     connection = raw(pipeline.receiver.port)
     connection.associate(CT_CONTEXT)
     first, second = ct_dataset(seed=1), ct_dataset(seed=2)
