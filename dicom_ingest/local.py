@@ -170,6 +170,7 @@ class LocalPipeline:
             store_reachable=state.reachable,
             pending=stats.pending + stats.retrying,
             dead_letters=stats.dead,
+            receive_processes=len(self.receiver.receive_process_ids()),
             **({"metrics_port": self.health.port} if self.health is not None else {}),
         )
 

@@ -42,7 +42,7 @@ from ingest.adapters.spool import SpoolObjectStore
 from ingest.adapters.sqlite_queue import QUEUE_FILE, SqliteQueue
 from ingest.contracts import logs, metrics
 
-from .association import Association
+from .association import Association, AssociationStats
 from .config import ReceiverConfig
 from .free_space import SpaceGuard
 from .sop_classes import is_storage_sop_class
@@ -59,8 +59,10 @@ _BUFFER = 4 << 20  # socket buffers: a full one means the other side has stopped
 _SEND_PATIENCE = 10.0  # seconds the listening process waits for room in a full buffer
 _START_TIMEOUT = 60.0  # for a receive process to import and open the spool
 _CALL_TIMEOUT = 120.0  # a slot or a commit; SQLite waits up to 30 s for its write lock
-_RESTART_DELAYS = (0.0, 1.0, 2.0, 5.0, 10.0, 30.0)  # after each quick death in a row
-_QUICK_DEATH = 30.0  # a process that ran less than this died quickly
+# After each quick death in a row of one process slot. Meanwhile the listening process serves
+# what no receive process can take, so a slot's gap costs parallelism, never availability.
+_RESTART_DELAYS = (0.0, 1.0, 2.0, 5.0, 10.0)
+_QUICK_DEATH = 10.0  # a process that ran less than this died quickly
 
 
 class ReceiveProcessFailed(RuntimeError):
@@ -164,14 +166,20 @@ class RemoteAssociation:
 
     transfer = None  # early uploads read staging files by name: not with receive processes
 
-    def __init__(self, process: _ReceiveProcess, ident: int, peer: tuple[str, int]) -> None:
+    def __init__(
+        self, process: _ReceiveProcess, ident: int, peer: tuple[str, int], tls: bool = False
+    ) -> None:
         self._process = process
         self.ident = ident
         self.address = peer[0]
         self.peer = f"{peer[0]}:{peer[1]}"
+        self.transport = "tls" if tls else "tcp"
         self.accepted_at = time.monotonic()
         self.holds_slot = False
         self._closing = False
+        # What the receive process has told of it, for the line written if that process dies.
+        self.calling_ae = self.called_ae = ""
+        self.instances = 0
 
     @property
     def closing(self) -> bool:
@@ -254,7 +262,7 @@ class _ReceiveProcess:
         register: Register,
     ) -> RemoteAssociation:
         """Give the process this connection (the caller closes its own descriptor)."""
-        connection = RemoteAssociation(self, ident, peer)
+        connection = RemoteAssociation(self, ident, peer, tls)
         connection.accepted_at = accepted_at
         with self._lock:
             self.connections[ident] = connection  # before the process can ask for its slot
@@ -302,15 +310,19 @@ class _ReceiveProcess:
         for figure in message[1]:  # figures recorded since the process's last message
             metrics.record(*figure)
         if kind == "published":  # a message committed: an upload worker may take it
+            with self._lock:
+                connection = self.connections.get(message[2])
+            if connection is not None:
+                connection.instances += 1
             self._wake()
         elif kind == "acquire":
-            _, _, call, ident = message
+            _, _, call, ident, calling_ae, called_ae = message
             with self._lock:
                 connection = self.connections.get(ident)
             granted = connection is not None and self._door.acquire(connection.address)
-            if granted:
-                assert connection is not None
-                connection.holds_slot = True
+            if connection is not None:
+                connection.calling_ae, connection.called_ae = calling_ae, called_ae
+                connection.holds_slot = granted
             self.send(("reply", call, True, granted))
         elif kind == "done":
             with self._lock:
@@ -340,7 +352,13 @@ class _ReceiveProcess:
                 "association aborted",
                 extra={
                     "peer": connection.peer,
+                    "calling_ae": connection.calling_ae,
+                    "called_ae": connection.called_ae,
+                    # committed to the queue; failures and bytes were counted by the process
+                    "instances": connection.instances,
                     "outcome": "aborted",
+                    "transport": connection.transport,
+                    "seconds": round(time.monotonic() - connection.accepted_at, 3),
                     "reason": f"its receive process ended (exit code {self.process.returncode})",
                 },
             )
@@ -360,7 +378,7 @@ class ReceiveProcesses:
         self._lock = threading.Lock()
         self._processes: list[_ReceiveProcess] = []
         self._next_ident = 0
-        self._quick_deaths = 0
+        self._quick_deaths: dict[int, int] = {}  # by process slot
         self._stopped = threading.Event()
         self._door: Door | None = None
 
@@ -397,21 +415,21 @@ class ReceiveProcesses:
         accepted_at: float,
         register: Register,
     ) -> RemoteAssociation | None:
-        """Hand the connection to the process serving fewest; None when none can take it
-        (the socket is closed either way). ``register(connection, True)`` is called before
+        """Hand the connection to the process serving fewest and close this process's
+        descriptor of it; None, with the socket left open, when no process can take it (none
+        is running: the caller serves it). ``register(connection, True)`` is called before
         the process has it, ``register(connection, False)`` if it could not be given."""
         with self._lock:
             candidates = sorted(self._processes, key=lambda p: p.load())
             self._next_ident += 1
             ident = self._next_ident
-        try:
-            for process in candidates:
-                with contextlib.suppress(ChannelClosed):
-                    return process.hand_over(sock, peer, tls, ident, accepted_at, register)
-            return None
-        finally:
-            with contextlib.suppress(OSError):
-                sock.close()  # the receive process has its own descriptor now
+        for process in candidates:
+            with contextlib.suppress(ChannelClosed):
+                remote = process.hand_over(sock, peer, tls, ident, accepted_at, register)
+                with contextlib.suppress(OSError):
+                    sock.close()  # the receive process has its own descriptor now
+                return remote
+        return None
 
     def stopping(self) -> None:
         """Tell every process that the receiver is stopping (new associations are refused)."""
@@ -442,8 +460,8 @@ class ReceiveProcesses:
         if self._stopped.is_set():
             return
         quick = time.monotonic() - started < _QUICK_DEATH
-        self._quick_deaths = self._quick_deaths + 1 if quick else 0
-        delay = _RESTART_DELAYS[min(self._quick_deaths, len(_RESTART_DELAYS) - 1)]
+        deaths = self._quick_deaths[index] = self._quick_deaths.get(index, 0) + 1 if quick else 0
+        delay = _RESTART_DELAYS[min(deaths, len(_RESTART_DELAYS) - 1)]
         log.error(
             "receive process exited; starting another",
             extra={"index": index, "exit_code": exit_code, "restart_in_seconds": delay},
@@ -547,8 +565,11 @@ class _QueueAndTell:
     def publish(self, body: bytes, attributes: dict[str, str]) -> str:
         message_id = self._queue.publish(body, attributes)
         with contextlib.suppress(ChannelClosed):
-            self._tell.send("published")
+            self._tell.send("published", getattr(_serving, "ident", 0))
         return message_id
+
+
+_serving = threading.local()  # in an association's thread: ``ident``, its connection's number
 
 
 class _Gate:
@@ -557,10 +578,12 @@ class _Gate:
     def __init__(self, server: _Server, ident: int) -> None:
         self._server = server
         self._ident = ident
+        self.stats: AssociationStats | None = None  # the association's, once it exists
 
     def acquire(self, address: str) -> bool:
+        titles = ("", "") if self.stats is None else (self.stats.calling_ae, self.stats.called_ae)
         try:
-            return bool(self._server.calls.call("acquire", self._ident))
+            return bool(self._server.calls.call("acquire", self._ident, *titles))
         except (ChannelClosed, RuntimeError):
             return False
 
@@ -639,17 +662,19 @@ class _Server:
         accepted_at: float,
         tls: bool,
     ) -> None:
+        gate = _Gate(self, ident)
         association = Association(
             sock,
             peer,
             self._config,
             self._service,
             self._staging,
-            _Gate(self, ident),
+            gate,
             self._is_storage,
             self._tls.current() if tls and self._tls is not None else None,
             space=self._space,
         )
+        gate.stats = association.stats
         association.accepted_at = accepted_at
         thread = threading.Thread(
             target=self._run,
@@ -670,6 +695,7 @@ class _Server:
             log.warning("connection dropped: no thread to serve it", extra={"peer": peer[0]})
 
     def _run(self, ident: int, association: Association, accepted_at: float) -> None:
+        _serving.ident = ident
         try:
             association.run(accepted_at)
         finally:

@@ -242,8 +242,7 @@ class Receiver:
         with contextlib.suppress(OSError):
             # Many PACS leave Nagle on; the receiver answers each request in one segment.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._processes is not None:
-            self._hand_over(sock, peer, tls, accepted_at)
+        if self._processes is not None and self._hand_over(sock, peer, tls, accepted_at):
             return
         association = Association(
             sock,
@@ -277,7 +276,9 @@ class Receiver:
         peer: tuple[str, int],
         tls: ssl.SSLContext | None,
         accepted_at: float,
-    ) -> None:
+    ) -> bool:
+        """Give the connection to a receive process; False when none is running (while one
+        is replaced after a crash), and this process serves it."""
         assert self._processes is not None
 
         def register(remote: RemoteAssociation, served: bool) -> None:
@@ -289,11 +290,11 @@ class Receiver:
 
         remote = self._processes.dispatch(sock, peer, tls is not None, accepted_at, register)
         if remote is None:
-            with self._lock:
-                self._uncount(peer[0], holds_slot=False)
             log.warning(
-                "connection dropped: no receive process to serve it", extra={"peer": peer[0]}
+                "no receive process running: the listening process serves this connection",
+                extra={"peer": peer[0]},
             )
+        return remote is not None
 
     def release(self, connection: RemoteAssociation) -> None:
         """A receive process's connection has ended (``processes.Door``)."""

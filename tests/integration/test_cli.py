@@ -37,6 +37,10 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith("DICOM_INGEST_")}
 }
 REFUSING_STORE = "http://127.0.0.1:9/dicom-web"
 
+# The default --receive_processes: one per core; none (the listener serves) on one core.
+_CORES = len(os.sched_getaffinity(0))
+RECEIVE_PROCESSES = 0 if _CORES == 1 else _CORES
+
 
 def run(
     *args: str, env: dict[str, str] | None = None, **kwargs: object
@@ -327,7 +331,8 @@ def test_the_ready_line_gives_its_fields_then_the_command_on_a_line_of_its_own(
         first = re.fullmatch(
             stamp + r"ready: accepting associations; DICOM store unreachable:"
             r" http://127\.0\.0\.1:9/dicom-web: ConnectionError \(Connection refused\)"
-            r" ae_title=IMPORTADAPTER port=(\d+) store_reachable=False pending=0 dead_letters=0",
+            r" ae_title=IMPORTADAPTER port=(\d+) store_reachable=False pending=0 dead_letters=0"
+            rf" receive_processes={RECEIVE_PROCESSES}",
             lines[ready],
         )
         assert first is not None, lines[ready]

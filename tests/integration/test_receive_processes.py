@@ -23,6 +23,7 @@ from support.receiving import queued, staged, stored_objects
 
 from dicom_ingest.local import LocalPipeline
 from ingest.contracts import metrics
+from receiver import processes
 
 pytestmark = pytest.mark.slow  # processes start in about a second each
 
@@ -143,6 +144,7 @@ def test_a_process_that_dies_is_replaced_and_its_association_logged(
     before = pipeline.receiver.receive_process_ids()
     held = associate(pipeline)
     assert held.is_established
+    assert held.send_c_store(ct_dataset(seed=4)).Status == 0x0000
     wait_until(lambda: pipeline.receiver.active_associations() == 1, 10, "the association")
     for pid in before:
         os.kill(pid, signal.SIGKILL)
@@ -153,7 +155,11 @@ def test_a_process_that_dies_is_replaced_and_its_association_logged(
 
     wait_until(lost, 10, "the lost association's line")
     [line] = lost()
-    assert "receive process ended" in line.reason  # type: ignore[attr-defined]
+    assert "receive process ended (exit code -9)" in line.reason  # type: ignore[attr-defined]
+    # what the listener knew of it: the AE titles, the instances committed, how long it ran
+    assert (line.calling_ae, line.called_ae) == ("TESTSCU", "IMPORTADAPTER")  # type: ignore[attr-defined]
+    assert (line.instances, line.transport) == (1, "tcp")  # type: ignore[attr-defined]
+    assert line.seconds > 0  # type: ignore[attr-defined]
     assert pipeline.receiver.active_associations() == 0
     wait_until(
         lambda: len(set(pipeline.receiver.receive_process_ids()) - set(before)) == 2,
@@ -164,7 +170,31 @@ def test_a_process_that_dies_is_replaced_and_its_association_logged(
     assert again.is_established
     assert again.send_c_store(ct_dataset(seed=5)).Status == 0x0000
     again.release()
+    assert len(stored_objects(pipeline)) == 2
+
+
+def test_while_no_receive_process_runs_the_listener_serves(
+    start: Callable[..., LocalPipeline],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between a crash and the replacement, a PACS is served, not dropped."""
+    monkeypatch.setattr(processes, "_RESTART_DELAYS", (60.0,))  # no replacement in this test
+    pipeline = start()
+    for pid in pipeline.receiver.receive_process_ids():
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not pipeline.receiver.receive_process_ids(), 10, "both processes gone")
+    scu = associate(pipeline)
+    assert scu.is_established
+    assert scu.send_c_store(ct_dataset(seed=6)).Status == 0x0000
+    scu.release()
+    wait_until(lambda: queued(pipeline) == 1, 10, "the instance queued")
     assert len(stored_objects(pipeline)) == 1
+    served = [r for r in caplog.records if "no receive process running" in r.getMessage()]
+    assert len(served) == 1 and served[0].levelno == logging.WARNING
+    [line] = [r for r in association_lines(caplog) if r.outcome == "released"]  # type: ignore[attr-defined]
+    assert line.instances == 1 and line.calling_ae == "TESTSCU"  # type: ignore[attr-defined]
+    assert line.process == os.getpid()  # written by the listening process itself
 
 
 def test_stopping_ends_the_processes_and_what_they_serve(
