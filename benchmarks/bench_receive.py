@@ -81,16 +81,19 @@ def comparisons() -> list[Comparison]:
                    "slowdown", None, ref_value="storescu_s"),
         Comparison("300 CT: storescu exit, pipeline vs direct", pipe, direct, "slowdown",
                    None, value="storescu_s", ref_value="storescu_s"),
-        Comparison("peak RSS (MB), one 1.1 GB instance", ("rss", "1 GB instance", ing, "large"),
-                   None, "limit", 150.0, value="peak_mb"),
-        Comparison("peak RSS (MB), abuse cases", ("rss", "abuse", ing, "abuse"), None,
-                   "limit", 200.0, value="peak_mb"),
-        # With receive processes the rows above sum the processes; these are the largest one.
+        # The processes together, each page counted once (PSS); then the largest process's RSS.
+        # (The run table's idle and peak columns sum RSS: shared pages once per process.)
+        Comparison("peak memory (MB, PSS of all processes), 1.1 GB instance",
+                   ("rss", "1 GB instance", ing, "large"), None, "limit", 150.0,
+                   value="peak_pss_mb", ref_value="idle_pss_mb"),
+        Comparison("peak memory (MB, PSS of all processes), abuse cases",
+                   ("rss", "abuse", ing, "abuse"), None, "limit", 200.0,
+                   value="peak_pss_mb", ref_value="idle_pss_mb"),
         Comparison("peak RSS (MB), 1.1 GB instance, largest process",
                    ("rss", "1 GB instance", ing, "large"), None, "limit", 150.0,
-                   value="largest_peak_mb"),
+                   value="largest_peak_mb", ref_value=""),
         Comparison("peak RSS (MB), abuse cases, largest process", ("rss", "abuse", ing, "abuse"),
-                   None, "limit", 200.0, value="largest_peak_mb"),
+                   None, "limit", 200.0, value="largest_peak_mb", ref_value=""),
     ]  # fmt: skip
     return out
 
@@ -147,6 +150,8 @@ def value_of(run: Run, name: str) -> float:
         return run.peak_rss_mib * MB_PER_MIB
     if name == "largest_peak_mb":
         return run.extra["largest_process_peak_mib"] * MB_PER_MIB
+    if name in ("peak_pss_mb", "idle_pss_mb"):
+        return run.extra[name.replace("_mb", "_mib")] * MB_PER_MIB
     return run.extra[name]
 
 
@@ -176,9 +181,15 @@ def _limit_row(c: Comparison, runs: list[Run]) -> dict[str, object] | None:
     if not group or c.target is None:
         return None
     peaks = [value_of(r, c.value) for r in group]
-    idle = max(r.idle_rss_mib for r in group) * MB_PER_MIB
+    if c.ref_value == "seconds":  # the default: the idle RSS of the same process
+        idle = max(r.idle_rss_mib for r in group) * MB_PER_MIB
+    elif c.ref_value:
+        idle = max(value_of(r, c.ref_value) for r in group)
+    else:  # no idle figure of its own
+        idle = 0.0
     return {
-        "figure": max(peaks), "reference": idle, "reference_text": f"idle {idle:.0f}",
+        "figure": max(peaks), "reference": idle,
+        "reference_text": f"idle {idle:.0f}" if idle else "-",
         "ratio": max(peaks) / c.target, "per_repeat": sorted(p / c.target for p in peaks),
         "met": max(peaks) < c.target,
     }  # fmt: skip

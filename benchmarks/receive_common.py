@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -190,6 +191,49 @@ def proc_kib(pid: int, field_name: str) -> int:
     return 0
 
 
+def smaps_kib(pid: int, field_name: str) -> int:
+    """A field of /proc/PID/smaps_rollup (``Pss``: the process's share of each page it maps)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class PssPeak:
+    """The highest sum of PSS over a process tree, sampled in a thread while in ``with``.
+
+    PSS counts each page once over all the processes that share it: what the tree holds of
+    the machine's memory (a pod's limit counts the same way). Summing RSS instead counts a page
+    once per process mapping it, and forked receive processes share most of theirs. The kernel
+    keeps no peak of PSS, so this samples; a peak shorter than ``every`` can be missed."""
+
+    def __init__(self, pid: int, every: float = 0.05) -> None:
+        self._pid = pid
+        self._every = every
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> int:
+        kib = int(tree_figure(self._pid, lambda pid: smaps_kib(pid, "Pss")))
+        self.peak_kib = max(self.peak_kib, kib)
+        return kib
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self.sample()
+
+    def __enter__(self) -> PssPeak:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds a process has used so far (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -262,6 +306,10 @@ class Receiver:
 
     def cpu_seconds(self) -> float:
         return tree_figure(self.proc.pid, cpu_seconds)
+
+    def pss_peak(self) -> PssPeak:
+        """``with rx.pss_peak() as p``: ``p.peak_kib``, the tree's highest PSS sum meanwhile."""
+        return PssPeak(self.proc.pid)
 
 
 def orthanc_config(

@@ -92,19 +92,26 @@ def store_run(
     ):
         idle = rx.idle_rss_kib()
         shares = [files[i::associations] for i in range(associations)]
-        start = time.perf_counter()
-        procs = [
-            storescu(AETS[target], rx.port, share, ctx.logs / f"storescu-{name}-{i}.log", env)
-            for i, share in enumerate(shares)
-        ]
-        codes = [p.wait() for p in procs]
-        seconds = time.perf_counter() - start
+        # Sampled only where memory is the figure: the sampler's reads cost some CPU.
+        pss = rx.pss_peak() if scenario == "rss" else None
+        idle_pss = pss.sample() if pss is not None else 0
+        with pss if pss is not None else contextlib.nullcontext():
+            start = time.perf_counter()
+            procs = [
+                storescu(AETS[target], rx.port, share, ctx.logs / f"storescu-{name}-{i}.log", env)
+                for i, share in enumerate(shares)
+            ]
+            codes = [p.wait() for p in procs]
+            seconds = time.perf_counter() - start
         peak, largest = rx.peak_rss_kib(), rx.largest_peak_rss_kib()
         accepted = settle(rx.count, len(files))
     ok = accepted == len(files) and not any(codes)
     run = Run(scenario, variant, target, w.name, rep, len(files), size, seconds, accepted, ok,
               idle / 1024, peak / 1024, str(log))  # fmt: skip
     run.extra["largest_process_peak_mib"] = largest / 1024
+    if pss is not None:
+        run.extra["idle_pss_mib"] = idle_pss / 1024
+        run.extra["peak_pss_mib"] = pss.peak_kib / 1024
     return run
 
 
@@ -336,25 +343,29 @@ def abuse_run(ctx: Context, rep: int, pdata_bytes: int = 600 * MIB) -> Run:
         start_receiver("dicom-ingest", run_dir, log) as rx,
     ):
         extra: dict[str, float] = {"idle_mib": rx.idle_rss_kib() / 1024}
+        pss = rx.pss_peak()
+        extra["idle_pss_mib"] = pss.sample() / 1024
         start = time.perf_counter()
-        for name, header in (("huge", HEADER_ONLY), ("plausible", HEADER_PLAUSIBLE)):
-            held = _held_headers(rx.port, 40, aet, header)
-            extra.update({f"{name}_{k}": v for k, v in held.items()})
-            extra[f"peak_after_{name}_headers_mib"] = rx.peak_rss_kib() / 1024
+        with pss:
+            for name, header in (("huge", HEADER_ONLY), ("plausible", HEADER_PLAUSIBLE)):
+                held = _held_headers(rx.port, 40, aet, header)
+                extra.update({f"{name}_{k}": v for k, v in held.items()})
+                extra[f"peak_after_{name}_headers_mib"] = rx.peak_rss_kib() / 1024
 
-        sent = _flood(_connect(rx.port), HEADER_ONLY, pdata_bytes)
-        extra["assoc_flood_sent_mb"] = sent / 1e6
-        extra["peak_after_assoc_flood_mib"] = rx.peak_rss_kib() / 1024
+            sent = _flood(_connect(rx.port), HEADER_ONLY, pdata_bytes)
+            extra["assoc_flood_sent_mb"] = sent / 1e6
+            extra["peak_after_assoc_flood_mib"] = rx.peak_rss_kib() / 1024
 
-        sock = _connect(rx.port)
-        sock.sendall(associate_rq(aet))
-        extra["associated"] = float(_recv_pdu(sock) == 0x02)  # A-ASSOCIATE-AC
-        sent = _flood(sock, HUGE_PDATA, pdata_bytes)
-        extra["pdata_flood_sent_mb"] = sent / 1e6
-        extra["peak_after_pdata_flood_mib"] = rx.peak_rss_kib() / 1024
+            sock = _connect(rx.port)
+            sock.sendall(associate_rq(aet))
+            extra["associated"] = float(_recv_pdu(sock) == 0x02)  # A-ASSOCIATE-AC
+            sent = _flood(sock, HUGE_PDATA, pdata_bytes)
+            extra["pdata_flood_sent_mb"] = sent / 1e6
+            extra["peak_after_pdata_flood_mib"] = rx.peak_rss_kib() / 1024
 
-        extra.update(_send_bomb(rx.port, aet, bomb))
-        extra["peak_after_bomb_mib"] = rx.peak_rss_kib() / 1024
+            extra.update(_send_bomb(rx.port, aet, bomb))
+            extra["peak_after_bomb_mib"] = rx.peak_rss_kib() / 1024
+        extra["peak_pss_mib"] = pss.peak_kib / 1024
         extra["echo_after"] = float(echo_ok(aet, rx.port))
         seconds = time.perf_counter() - start
         peak, largest = rx.peak_rss_kib(), rx.largest_peak_rss_kib()

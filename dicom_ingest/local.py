@@ -75,16 +75,24 @@ class LocalPipeline:
 
     def __init__(self, config: LocalConfig) -> None:
         self.config = config
+        processes = None
+        wanted = config.receive_processes or len(os.sched_getaffinity(0))
+        if wanted > 1:  # first: it forks this process while nothing is open (its docstring)
+            spec = ProcessSpec(config.receiver, config.spool_dir, True, log_levels())
+            processes = ReceiveProcesses(wanted, spec, self._wake_worker)
+        try:
+            self._build(config, processes)
+        except BaseException:
+            if processes is not None:
+                processes.stop()
+            raise
+
+    def _build(self, config: LocalConfig, processes: ReceiveProcesses | None) -> None:
         up = config.uploader
         self.objects, self.queue = open_spool(
             config.spool_dir, config.receiver.dimse_aet, up.max_attempts
         )
         service = StoreService(self.objects, self.queue, limits=config.receiver.scan_limits)
-        processes = None
-        wanted = config.receive_processes or len(os.sched_getaffinity(0))
-        if wanted > 1:
-            spec = ProcessSpec(config.receiver, config.spool_dir, True, log_levels())
-            processes = ReceiveProcesses(wanted, spec, self.queue.wake_one)
         # The spool links each staged file into place, and nothing reads them by name.
         self.receiver = Receiver(
             config.receiver,
@@ -141,6 +149,9 @@ class LocalPipeline:
                 self.queue.close()
                 raise
         self._stopped = False
+
+    def _wake_worker(self) -> None:  # a receive process has committed a message
+        self.queue.wake_one()
 
     def _alive(self) -> str | None:
         return None if self.receiver.serving() else "the DIMSE listener has stopped"

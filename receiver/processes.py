@@ -5,7 +5,9 @@ Python (framing, the dataset check, the bookkeeping): one process reaches about 
 however many associations it serves. With ``--receive_processes N``, the listening process
 keeps the door (accepting, the per-address and negotiating limits, association slots, the
 drain, the queue) and hands each accepted connection to one of N receive processes, the one
-serving fewest connections, over a Unix socket pair (the descriptor itself, SCM_RIGHTS).
+serving fewest connections, over a Unix socket pair (the descriptor itself, SCM_RIGHTS). The
+receive processes are forked by the fork server (``receiver.forkserver``), so they share the
+loaded code with the listening process instead of each loading it again.
 
 A receive process runs the same ``Association`` the listening process would: it writes each
 instance into the spool and commits its message to the queue itself (the spool's lock and
@@ -29,8 +31,6 @@ import pickle
 import select
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +44,7 @@ from ingest.contracts import logs, metrics
 
 from .association import Association, AssociationStats
 from .config import ReceiverConfig
+from .forkserver import ForkFailed, ForkServer
 from .free_space import SpaceGuard
 from .sop_classes import is_storage_sop_class
 from .staging import StagingFiles
@@ -53,7 +54,6 @@ from .tls import TlsContexts
 log = logging.getLogger(__name__)
 association_log = logging.getLogger("receiver.association")
 
-_CHANNEL_ENV = "DICOM_INGEST_RECEIVE_CHANNEL"  # the receive process's end of its socket pair
 _MAX_MESSAGE = 1 << 20
 _BUFFER = 4 << 20  # socket buffers: a full one means the other side has stopped reading
 _SEND_PATIENCE = 10.0  # seconds the listening process waits for room in a full buffer
@@ -201,6 +201,7 @@ class _ReceiveProcess:
         self,
         index: int,
         spec: ProcessSpec,
+        forks: ForkServer,
         door: Door,
         wake: Callable[[], None],
         on_exit: Callable[[_ReceiveProcess], None],
@@ -214,13 +215,10 @@ class _ReceiveProcess:
         self.started = time.monotonic()
         ours, theirs = _socket_pair()
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", "from receiver.processes import main; exit(main())"],
-                pass_fds=[theirs.fileno()],
-                env={**os.environ, _CHANNEL_ENV: str(theirs.fileno())},
-                stdin=subprocess.DEVNULL,
-                process_group=0,  # a terminal's Ctrl-C is the listening process's to handle
-            )
+            self.process = forks.start(theirs.fileno())
+        except ForkFailed as exc:
+            ours.close()
+            raise ReceiveProcessFailed(f"receive process {index} did not start: {exc}") from exc
         finally:
             theirs.close()
         self._channel = _Channel(ours)
@@ -282,16 +280,12 @@ class _ReceiveProcess:
 
     def wait(self, timeout: float) -> None:
         self._reader.join(timeout)
-        try:
-            self.process.wait(max(0.1, timeout))
-        except subprocess.TimeoutExpired:
+        if self.process.wait(max(0.1, timeout)) is None:
             self._kill()
 
     def _kill(self) -> None:
-        with contextlib.suppress(OSError):
-            self.process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
+        self.process.kill()
+        self.process.wait(5)
 
     def _read(self) -> None:
         try:
@@ -337,9 +331,7 @@ class _ReceiveProcess:
 
     def _ended(self) -> None:
         self._channel.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
-        if self.process.poll() is None:
+        if self.process.wait(5) is None:
             self._kill()
         with self._lock:
             lost = list(self.connections.values())
@@ -369,9 +361,13 @@ class ReceiveProcesses:
     """The receive processes of one listener: started, given connections, replaced, stopped."""
 
     def __init__(self, count: int, spec: ProcessSpec, wake: Callable[[], None]) -> None:
-        """``wake``: called when a receive process has committed a message to the queue."""
+        """``wake``: called when a receive process has committed a message to the queue.
+
+        Create it before the process opens the spool or starts a thread: it starts the fork
+        server (``receiver.forkserver``), forked from this process while that is safe."""
         if count < 1:
             raise ValueError("at least one receive process")
+        self._forks = ForkServer(serve)
         self._count = count
         self._spec = spec
         self._wake = wake
@@ -394,7 +390,9 @@ class ReceiveProcesses:
 
     def _add(self, index: int) -> None:
         assert self._door is not None
-        process = _ReceiveProcess(index, self._spec, self._door, self._wake, self._exited)
+        process = _ReceiveProcess(
+            index, self._spec, self._forks, self._door, self._wake, self._exited
+        )
         with self._lock:
             self._processes.append(process)
         if self._stopped.is_set():  # stopped while it started
@@ -440,7 +438,8 @@ class ReceiveProcesses:
                 process.send(("stopping",))
 
     def stop(self, timeout: float = 10.0) -> None:
-        """End every process (what they still serve is aborted and logged)."""
+        """End every process (what they still serve is aborted and logged), then the fork
+        server."""
         self._stopped.set()
         with self._lock:
             processes = list(self._processes)
@@ -449,6 +448,7 @@ class ReceiveProcesses:
         deadline = time.monotonic() + timeout
         for process in processes:
             process.wait(max(0.0, deadline - time.monotonic()))
+        self._forks.stop()
 
     def _exited(self, process: _ReceiveProcess) -> None:
         with self._lock:
@@ -734,11 +734,11 @@ class _ForwardHandler(logging.Handler):
             self.handleError(record)
 
 
-def main() -> int:
-    """A receive process's life, started by ``ReceiveProcesses``."""
+def serve(channel_fd: int) -> int:
+    """A receive process's life (forked by the fork server for ``ReceiveProcesses``)."""
     for number in (signal.SIGINT, signal.SIGTERM):  # the listening process decides the end
         signal.signal(number, signal.SIG_IGN)
-    channel = _Channel(socket.socket(fileno=int(os.environ.pop(_CHANNEL_ENV))), patient=True)
+    channel = _Channel(socket.socket(fileno=channel_fd), patient=True)
     message, _ = channel.receive()
     spec = message[1]
     assert message[0] == "spec" and isinstance(spec, ProcessSpec)

@@ -15,8 +15,11 @@ from support.logstate import preserved_hooks
 from support.orthanc import Orthanc, start_orthanc
 from support.pipeline import start_pipeline
 from support.pubsub_server import pubsub_host
+from support.scu_reactor import close_the_race
 
 from dicom_ingest.local import LocalPipeline
+
+close_the_race()  # pynetdicom's SCU can lose a response to its own reactor (the module says how)
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,7 @@ from pynetdicom.sop_class import CTImageStorage
 from support.datasets import ct_dataset
 from support.fake_dicomweb import FakeDicomWeb
 from support.net import wait_until
+from support.process import IngestProcess
 from support.receiving import queued, staged, stored_objects
 
 from dicom_ingest.local import LocalPipeline
@@ -212,3 +213,81 @@ def test_stopping_ends_the_processes_and_what_they_serve(
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(child) for child in task.read_text().split()]
+    return found
+
+
+def command_line(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")  # a zombie has ended (an orphan waits for init to reap it)
+
+
+def storescu(port: int, files: list[str]) -> None:
+    done = subprocess.run(
+        ["storescu", "-aec", "IMPORTADAPTER", "127.0.0.1", str(port), *files],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_command_forks_its_receive_processes_and_outlives_its_fork_server(
+    held_store: FakeDicomWeb, tmp_path: Path
+) -> None:
+    """``dicom-ingest local`` forks its fork server before it opens anything, and the receive
+    processes from that: they share its loaded code (the same command line shows it: no new
+    interpreter ran). If the fork server dies, the next receive process comes from a new one."""
+    files = []
+    for seed in range(4):
+        path = tmp_path / f"{seed}.dcm"
+        ct_dataset(seed=200 + seed).save_as(path, enforce_file_format=True)
+        files.append(str(path))
+    ingest = IngestProcess(tmp_path / "spool", held_store.url, "--receive_processes", "2")
+    ingest.wait_ready()
+    try:
+        listener = ingest.process.pid
+        [server] = children(listener)
+        first = children(server)
+        assert len(first) == 2
+        for pid in (server, *first):
+            assert command_line(pid) == command_line(listener)
+        storescu(ingest.port, files[:2])
+
+        os.kill(server, signal.SIGKILL)
+        wait_until(lambda: gone(server), 10, "the fork server gone")
+        storescu(ingest.port, files[2:3])  # its receive processes still serve
+        os.kill(first[0], signal.SIGKILL)
+
+        def replaced() -> bool:
+            servers = children(listener)
+            return len(servers) == 1 and servers[0] != server and len(children(servers[0])) == 1
+
+        wait_until(replaced, 30, "a new fork server and receive process")
+        assert "the fork server had ended; starting another" in ingest.output()
+        [new_server] = children(listener)
+        assert b"receiver.forkserver" in command_line(new_server)  # threads run: a fresh one
+        os.kill(first[1], signal.SIGKILL)  # the new server's process serves from now on
+        orphans_ended = lambda: ingest.output().count('"exit_code": null') == 2  # noqa: E731
+        wait_until(orphans_ended, 10, "both orphans' ends noted (their exit codes unknown)")
+        storescu(ingest.port, files[3:])
+        released = lambda: ingest.output().count('"outcome": "released"') == 3  # noqa: E731
+        wait_until(released, 10, "an association line for each storescu")
+    finally:
+        ingest.terminate()
+        ingest.stop()
+    for pid in (server, *first, new_server):
+        wait_until(lambda pid=pid: gone(pid), 10, f"process {pid} ended")

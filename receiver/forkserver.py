@@ -1,0 +1,313 @@
+"""The fork server: the one process that starts receive processes, by forking.
+
+A receive process needs the interpreter and the libraries the listening process has loaded
+(pydicom, pynetdicom, the spool and queue code): about 60 MB when a fresh interpreter imports
+them. Forked from a process that has them loaded, it shares those pages copy-on-write and
+holds only a few MB of its own.
+
+The listening process cannot safely fork once it runs: a fork copies the locks its other
+threads hold, and nothing in the child ever releases them. So the fork server is forked from
+it first, while it still has a single thread and has opened neither the spool nor a socket
+(``ForkServer()`` before either). From then on the fork server does the forking, and it
+has only one thread.
+
+When the process that creates the fork server already runs threads (an embedding program, or
+the test suite), it gets a fresh interpreter instead; the receive processes then share that
+interpreter's pages with each other rather than with the listening process.
+
+The fork server tells the listening process each receive process's pid and later its exit
+status, and the listening process kills a receive process by pid. The fork server exits when
+the listening process closes the channel or dies; the receive processes it started keep
+running until their own channels close. If it dies, the next start begins a new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import pickle
+import queue
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_CHANNEL_ENV = "DICOM_INGEST_FORK_SERVER"  # a fresh fork server's end of its socket pair
+_MAX_MESSAGE = 4096
+_START_TIMEOUT = 60.0  # a fresh interpreter imports the receiver before it forks
+
+
+class ForkFailed(RuntimeError):
+    """No receive process could be started."""
+
+
+class Child:
+    """A receive process the fork server started: its pid, and its exit status when told."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None  # as subprocess gives it: -N for signal N
+        self._ended = threading.Event()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit status; None if it is not known within ``timeout`` seconds, or never will
+        be (the fork server that would report it has gone)."""
+        self._ended.wait(timeout)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self._ended.is_set() and self.returncode is not None:
+            return  # reaped: its pid may be another process's by now
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def _exited(self, code: int | None) -> None:
+        self.returncode = code
+        self._ended.set()
+
+
+class ForkServer:
+    """The listening process's handle on its fork server."""
+
+    def __init__(self, target: Callable[[int], int]) -> None:
+        """Create it before the process opens files or starts threads (see the module).
+        ``target``: a receive process's life, given its channel's descriptor; its exit code."""
+        self._target = target
+        self._lock = threading.Lock()  # one start at a time: its reply is the next one
+        self._children: dict[int, Child] = {}
+        self._children_lock = threading.Lock()
+        self.forked_from_listener = False
+        self._stopped = False
+        self._begin(allow_fork=True)
+
+    def _begin(self, allow_fork: bool) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._pid = 0
+        self._popen: subprocess.Popen[bytes] | None = None
+        try:
+            if allow_fork and threading.active_count() == 1:
+                self._pid = os.fork()
+                if self._pid == 0:  # the fork server
+                    ours.close()
+                    os.setpgid(0, 0)  # a terminal's Ctrl-C is the listening process's
+                    code = 1
+                    try:
+                        code = _serve(theirs, self._target)
+                    finally:
+                        os._exit(code)
+                self.forked_from_listener = True
+            else:
+                self._popen = subprocess.Popen(
+                    [sys.executable, "-c", "from receiver.forkserver import main; exit(main())"],
+                    pass_fds=[theirs.fileno()],
+                    env={**os.environ, _CHANNEL_ENV: str(theirs.fileno())},
+                    stdin=subprocess.DEVNULL,
+                    process_group=0,
+                )
+                self._pid = self._popen.pid
+        finally:
+            theirs.close()
+        self._sock = ours
+        self._alive = True
+        self._replies: queue.Queue[Child | str] = queue.Queue()  # this server's alone
+        reader = threading.Thread(target=self._read, args=(ours, self._replies), name="fork-server")
+        reader.daemon = True
+        reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    def start(self, channel_fd: int) -> Child:
+        """Fork a receive process that serves ``channel_fd`` (``processes.serve``)."""
+        with self._lock:
+            if self._stopped:
+                raise ForkFailed("the receiver is stopping")
+            if not self._alive:
+                log.error("the fork server had ended; starting another")
+                self._reap_server()
+                self._begin(allow_fork=False)  # threads run now: a fresh interpreter
+            try:
+                socket.send_fds(self._sock, [pickle.dumps(("fork",))], [channel_fd])
+            except OSError as exc:
+                raise ForkFailed(f"the fork server is unreachable: {exc}") from exc
+            try:
+                reply = self._replies.get(timeout=_START_TIMEOUT)
+            except queue.Empty:
+                raise ForkFailed("the fork server did not answer") from None
+            if isinstance(reply, str):
+                raise ForkFailed(reply)
+            return reply
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the fork server (receive processes are ended through their own channels)."""
+        with self._lock:
+            self._stopped = True
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._reap_server(timeout)
+
+    def _reap_server(self, timeout: float = 5.0) -> None:
+        if self._popen is not None:
+            try:
+                self._popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._popen.kill()
+                self._popen.wait()
+            return
+        waited = 0.0
+        while self._pid:
+            try:
+                pid, _ = os.waitpid(self._pid, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid:
+                return
+            if waited >= timeout:
+                with contextlib.suppress(OSError):
+                    os.kill(self._pid, signal.SIGKILL)
+                timeout += 5.0
+            threading.Event().wait(0.05)
+            waited += 0.05
+
+    def _read(self, sock: socket.socket, replies: queue.Queue[Child | str]) -> None:
+        try:
+            while True:
+                try:
+                    data = sock.recv(_MAX_MESSAGE)
+                except OSError:
+                    break
+                if not data:
+                    break
+                message = pickle.loads(data)  # noqa: S301 - our own process, over an unnamed pair
+                if message[0] == "forked":
+                    child = Child(message[1])
+                    with self._children_lock:
+                        self._children[child.pid] = child  # before its exit can be told
+                    replies.put(child)
+                elif message[0] == "exited":
+                    with self._children_lock:
+                        ended = self._children.pop(message[1], None)
+                    if ended is not None:
+                        ended._exited(message[2])
+                else:
+                    replies.put(str(message[1]))
+        finally:
+            with contextlib.suppress(OSError):
+                sock.close()
+            self._alive = False
+            with self._children_lock:
+                orphans, self._children = list(self._children.values()), {}
+            for child in orphans:  # nobody is left to tell their exit
+                child._exited(None)
+            replies.put("the fork server ended")
+
+
+# -- the fork server's side ---------------------------------------------------------------
+
+
+def _send(sock: socket.socket, message: tuple[Any, ...]) -> None:
+    sock.send(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+
+def _serve(sock: socket.socket, target: Callable[[int], int]) -> int:
+    """Fork a receive process for each channel sent; report exits; end with the channel."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)  # a byte on SIGCHLD: a receive process ended
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    try:
+        while True:
+            readable = select.select([sock.fileno(), wake_read], [], [])[0]
+            if wake_read in readable:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_read, 512)
+            if not _reap(sock):
+                return 0
+            if sock.fileno() not in readable:
+                continue
+            try:
+                data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 1)
+            except OSError:
+                return 0
+            if not data:
+                return 0  # the listening process has closed its end, or ended
+            if not fds:
+                continue
+            try:
+                pid = _fork(target, fds[0], sock, (wake_read, wake_write))
+            except OSError as exc:
+                reply: tuple[Any, ...] = ("failed", f"cannot fork: {exc.strerror or exc}")
+            else:
+                reply = ("forked", pid)
+            finally:
+                os.close(fds[0])
+            try:
+                _send(sock, reply)
+            except OSError:
+                return 0
+    finally:
+        signal.set_wakeup_fd(-1)
+
+
+def _reap(sock: socket.socket) -> bool:
+    """Tell each ended receive process's status; False once the listening process is gone."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if not pid:
+            return True
+        try:
+            _send(sock, ("exited", pid, os.waitstatus_to_exitcode(status)))
+        except OSError:
+            return False
+
+
+def _fork(
+    target: Callable[[int], int], channel_fd: int, sock: socket.socket, wake: tuple[int, int]
+) -> int:
+    gc.freeze()  # what is loaded now stays shared: the children's collector skips it
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:  # the receive process
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        sock.close()
+        for fd in wake:
+            os.close(fd)
+        code = target(channel_fd)
+    except BaseException:  # its own handler has forwarded what it could; this is the rest
+        with contextlib.suppress(Exception):
+            sys.excepthook(*sys.exc_info())
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    return 0  # never reached
+
+
+def main() -> int:
+    """A fresh fork server's life (``ForkServer`` when threads already run)."""
+    sock = socket.socket(fileno=int(os.environ.pop(_CHANNEL_ENV)))
+    # Loaded once here, shared by every fork (imported here: it imports this module).
+    from .processes import serve  # noqa: PLC0415
+
+    return _serve(sock, serve)
