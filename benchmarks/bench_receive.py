@@ -297,6 +297,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write results here")
     parser.add_argument("--max-pdu", type=int, help="max receive PDU for every receiver")
     parser.add_argument(
+        "--store-dir", type=Path,
+        help="the study's Orthanc (the DICOM store, both variants) keeps its files under this"
+        " directory, e.g. on a tmpfs, instead of on the spool's disk",
+    )  # fmt: skip
+    parser.add_argument(
         "--receive-processes", type=int, default=0,
         help="dicom-ingest's --receive_processes (0, its default: one per core; 1: associations"
         " served in its own process)",
@@ -313,7 +318,7 @@ def main() -> int:
     workloads = [w for w in args.workloads.split(",") if w in WORKLOADS]
     logs = args.workdir / "logs" / time.strftime("%Y%m%d-%H%M%S")
     logs.mkdir(parents=True)
-    ctx = Context(args.workdir, logs, args.max_pdu)
+    ctx = Context(args.workdir, logs, args.max_pdu, args.store_dir)
     keys = plan(scenarios, targets, workloads)
     jobs = {key: runner(ctx, key) for key in keys}  # generates the workloads first
     shutil.rmtree(ctx.scratch, ignore_errors=True)  # left by a run that did not finish

@@ -313,12 +313,13 @@ class Receiver:
 
 
 def orthanc_config(
-    run_dir: Path, port: int, http: int, max_pdu: int | None, web: bool
+    run_dir: Path, port: int, http: int, max_pdu: int | None, web: bool, storage: Path | None
 ) -> list[str]:
+    storage = storage or run_dir / "storage"
     config: dict[str, object] = {
         "Name": "bench",
-        "StorageDirectory": str(run_dir / "storage"),
-        "IndexDirectory": str(run_dir / "storage"),
+        "StorageDirectory": str(storage),
+        "IndexDirectory": str(storage),
         "HttpPort": http,
         "DicomPort": port,
         "DicomAet": AETS["orthanc"],
@@ -360,6 +361,7 @@ def start_receiver(
     *,
     orthanc_web: bool = False,
     dicomweb: str | None = None,
+    storage: Path | None = None,
 ) -> Iterator[Receiver]:
     """A fresh receiver on a free port, ready to answer C-ECHO.
 
@@ -379,7 +381,7 @@ def start_receiver(
 
     elif target == "orthanc":
         http = free_port()
-        argv = orthanc_config(run_dir, port, http, max_pdu, orthanc_web)
+        argv = orthanc_config(run_dir, port, http, max_pdu, orthanc_web, storage)
 
         def count() -> int:
             return orthanc_count(http)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import struct
 import subprocess
@@ -18,6 +19,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
@@ -56,6 +58,9 @@ class Context:
     workdir: Path
     logs: Path
     max_pdu: int | None
+    # The study's Orthanc keeps its files here (its own filesystem) rather than in the run
+    # directory, on the spool's disk: ``--store-dir``.
+    store_dir: Path | None = None
 
     @property
     def scratch(self) -> Path:
@@ -151,7 +156,10 @@ def study_run(ctx: Context, variant: str, w: Workload, files_dir: Path, rep: int
         def start(what: str, dicomweb: str | None = None) -> tuple[Receiver, Path]:
             (run_dir / what).mkdir()
             log = ctx.logs / f"{name}-{what}.log"
-            options = {"orthanc_web": True} if what == "orthanc" else {"dicomweb": dicomweb}
+            options: dict[str, Any] = {"dicomweb": dicomweb}
+            if what == "orthanc":
+                storage = None if ctx.store_dir is None else ctx.store_dir / name
+                options = {"orthanc_web": True, "storage": storage}
             rx = start_receiver(what, run_dir / what, log, ctx.max_pdu, **options)
             return stack.enter_context(rx), log
 
@@ -165,6 +173,8 @@ def study_run(ctx: Context, variant: str, w: Workload, files_dir: Path, rep: int
         front_cpu = front.cpu_seconds() - before[0]
         store_cpu = store.cpu_seconds() - before[1]
         peak = front.peak_rss_kib() if pipeline else 0
+    if ctx.store_dir is not None:
+        shutil.rmtree(ctx.store_dir / name, ignore_errors=True)
     ok = held == len(files) and stored > 0
     run = Run("study", variant, target, w.name, rep, len(files), size, stored or acked, held,
               ok, idle / 1024, peak / 1024, str(log))  # fmt: skip

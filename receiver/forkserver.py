@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -84,9 +85,8 @@ class ForkServer:
         """Create it before the process opens files or starts threads (see the module).
         ``target``: a receive process's life, given its channel's descriptor; its exit code."""
         self._target = target
-        self._lock = threading.Lock()  # one start at a time: its reply is the next one
-        self._children: dict[int, Child] = {}
-        self._children_lock = threading.Lock()
+        self._lock = threading.Lock()  # one start at a time
+        self._request = 0  # each start's number, which its reply carries
         self.forked_from_listener = False
         self._stopped = False
         self._begin(allow_fork=True)
@@ -120,8 +120,12 @@ class ForkServer:
             theirs.close()
         self._sock = ours
         self._alive = True
-        self._replies: queue.Queue[Child | str] = queue.Queue()  # this server's alone
-        reader = threading.Thread(target=self._read, args=(ours, self._replies), name="fork-server")
+        self._replies: queue.Queue[tuple[int, Child | str]] = queue.Queue()  # this server's
+        reader = threading.Thread(
+            target=self._read,
+            args=(ours, self._replies, self._pid, self._popen),
+            name="fork-server",
+        )
         reader.daemon = True
         reader.start()
 
@@ -138,14 +142,20 @@ class ForkServer:
                 log.error("the fork server had ended; starting another")
                 self._reap_server()
                 self._begin(allow_fork=False)  # threads run now: a fresh interpreter
+            self._request += 1
             try:
-                socket.send_fds(self._sock, [pickle.dumps(("fork",))], [channel_fd])
+                message = pickle.dumps(("fork", self._request))
+                socket.send_fds(self._sock, [message], [channel_fd])
             except OSError as exc:
                 raise ForkFailed(f"the fork server is unreachable: {exc}") from exc
-            try:
-                reply = self._replies.get(timeout=_START_TIMEOUT)
-            except queue.Empty:
-                raise ForkFailed("the fork server did not answer") from None
+            deadline = time.monotonic() + _START_TIMEOUT
+            while True:
+                try:
+                    number, reply = self._replies.get(timeout=deadline - time.monotonic())
+                except (queue.Empty, ValueError):  # ValueError: the deadline has passed
+                    raise ForkFailed("the fork server did not answer in time") from None
+                if number in (self._request, 0):  # 0: the server ended
+                    break  # an earlier start's late reply is skipped (that start gave up)
             if isinstance(reply, str):
                 raise ForkFailed(reply)
             return reply
@@ -159,29 +169,17 @@ class ForkServer:
             self._reap_server(timeout)
 
     def _reap_server(self, timeout: float = 5.0) -> None:
-        if self._popen is not None:
-            try:
-                self._popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._popen.kill()
-                self._popen.wait()
-            return
-        waited = 0.0
-        while self._pid:
-            try:
-                pid, _ = os.waitpid(self._pid, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid:
-                return
-            if waited >= timeout:
-                with contextlib.suppress(OSError):
-                    os.kill(self._pid, signal.SIGKILL)
-                timeout += 5.0
-            threading.Event().wait(0.05)
-            waited += 0.05
+        _reap_process(self._pid, self._popen, timeout)
 
-    def _read(self, sock: socket.socket, replies: queue.Queue[Child | str]) -> None:
+    def _read(
+        self,
+        sock: socket.socket,
+        replies: queue.Queue[tuple[int, Child | str]],
+        pid: int,
+        popen: subprocess.Popen[bytes] | None,
+    ) -> None:
+        """What this fork server (one of a succession: ``pid``, ``popen``) tells."""
+        children: dict[int, Child] = {}  # the receive processes it forked that still run
         try:
             while True:
                 try:
@@ -192,26 +190,45 @@ class ForkServer:
                     break
                 message = pickle.loads(data)  # noqa: S301 - our own process, over an unnamed pair
                 if message[0] == "forked":
-                    child = Child(message[1])
-                    with self._children_lock:
-                        self._children[child.pid] = child  # before its exit can be told
-                    replies.put(child)
+                    child = children[message[2]] = Child(message[2])  # before its exit is told
+                    replies.put((message[1], child))
                 elif message[0] == "exited":
-                    with self._children_lock:
-                        ended = self._children.pop(message[1], None)
+                    ended = children.pop(message[1], None)
                     if ended is not None:
                         ended._exited(message[2])
                 else:
-                    replies.put(str(message[1]))
+                    replies.put((message[1], str(message[2])))
         finally:
             with contextlib.suppress(OSError):
                 sock.close()
-            self._alive = False
-            with self._children_lock:
-                orphans, self._children = list(self._children.values()), {}
-            for child in orphans:  # nobody is left to tell their exit
+            for child in children.values():  # nobody is left to tell their exit
                 child._exited(None)
-            replies.put("the fork server ended")
+            replies.put((0, "the fork server ended"))
+            self._alive = False  # the next start begins another
+            _reap_process(pid, popen, 5.0)  # it closed its end: exiting, or dead; no zombie left
+
+
+def _reap_process(pid: int, popen: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """Wait for a fork server to exit (killed after ``timeout``); it may be reaped already."""
+    if popen is not None:
+        try:
+            popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:  # reaped by the other caller
+            return
+        if time.monotonic() > deadline:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            deadline += 5.0
+        time.sleep(0.05)
 
 
 # -- the fork server's side ---------------------------------------------------------------
@@ -247,12 +264,13 @@ def _serve(sock: socket.socket, target: Callable[[int], int]) -> int:
                 return 0  # the listening process has closed its end, or ended
             if not fds:
                 continue
+            number = pickle.loads(data)[1]  # noqa: S301 - from the listening process
             try:
                 pid = _fork(target, fds[0], sock, (wake_read, wake_write))
             except OSError as exc:
-                reply: tuple[Any, ...] = ("failed", f"cannot fork: {exc.strerror or exc}")
+                reply: tuple[Any, ...] = ("failed", number, f"cannot fork: {exc.strerror or exc}")
             else:
-                reply = ("forked", pid)
+                reply = ("forked", number, pid)
             finally:
                 os.close(fds[0])
             try:

@@ -63,6 +63,12 @@ _CALL_TIMEOUT = 120.0  # a slot or a commit; SQLite waits up to 30 s for its wri
 # what no receive process can take, so a slot's gap costs parallelism, never availability.
 _RESTART_DELAYS = (0.0, 1.0, 2.0, 5.0, 10.0)
 _QUICK_DEATH = 10.0  # a process that ran less than this died quickly
+# Each receive process is asked every _PING_EVERY seconds to answer at once. One whose answer
+# is _UNRESPONSIVE seconds late gets no new connections; at _HUNG seconds it is killed (and
+# replaced): stopped (SIGSTOP), deadlocked, or stuck in the kernel, it serves nobody.
+_PING_EVERY = 2.0
+_UNRESPONSIVE = 5.0
+_HUNG = 60.0
 
 
 class ReceiveProcessFailed(RuntimeError):
@@ -213,6 +219,8 @@ class _ReceiveProcess:
         self._lock = threading.Lock()
         self.connections: dict[int, RemoteAssociation] = {}
         self.started = time.monotonic()
+        self.unanswered_since: float | None = None  # the oldest ping not answered yet
+        self.held_back = False  # unresponsive: given no new connections
         ours, theirs = _socket_pair()
         try:
             self.process = forks.start(theirs.fileno())
@@ -246,6 +254,18 @@ class _ReceiveProcess:
     def load(self) -> int:
         with self._lock:
             return len(self.connections)
+
+    def ping(self) -> None:
+        with self._lock:
+            if self.unanswered_since is None:
+                self.unanswered_since = time.monotonic()
+        self.send(("ping",))
+
+    def late(self) -> float:
+        """Seconds its oldest unanswered ping has waited (0: none waits)."""
+        with self._lock:
+            since = self.unanswered_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def send(self, message: tuple[Any, ...], fd: int | None = None) -> None:
         self._channel.send(message, fd)
@@ -287,6 +307,10 @@ class _ReceiveProcess:
         self.process.kill()
         self.process.wait(5)
 
+    def kill(self) -> None:
+        """Kill it now: its channel closes, and ``_ended`` follows as for any death."""
+        self.process.kill()
+
     def _read(self) -> None:
         try:
             while True:
@@ -323,6 +347,9 @@ class _ReceiveProcess:
                 ended = self.connections.pop(message[2], None)
             if ended is not None:
                 self._door.release(ended)
+        elif kind == "pong":
+            with self._lock:
+                self.unanswered_since = None
         elif kind == "log":
             record = logging.makeLogRecord(message[2])
             logger = logging.getLogger(record.name)
@@ -387,6 +414,41 @@ class ReceiveProcesses:
         except BaseException:
             self.stop()
             raise
+        watch = threading.Thread(target=self._watch, name="receive-process-watch", daemon=True)
+        watch.start()
+
+    def _watch(self) -> None:
+        """Ping every process; hold back the late ones, kill the hung ones."""
+        while not self._stopped.wait(_PING_EVERY):
+            with self._lock:
+                processes = list(self._processes)
+            for process in processes:
+                late = process.late()
+                if late >= _HUNG:
+                    log.error(
+                        "receive process did not answer: killed",
+                        extra={"index": process.index, "pid": process.pid,
+                               "seconds": round(late, 1),
+                               "associations": process.load()},
+                    )  # fmt: skip
+                    process.kill()  # its end is logged and it is replaced as any death
+                    continue
+                if late >= _UNRESPONSIVE and not process.held_back:
+                    process.held_back = True
+                    log.warning(
+                        "receive process not answering: new connections go to the others",
+                        extra={"index": process.index, "pid": process.pid,
+                               "seconds": round(late, 1),
+                               "associations": process.load()},
+                    )  # fmt: skip
+                elif late < _UNRESPONSIVE and process.held_back:
+                    process.held_back = False
+                    log.info(
+                        "receive process answering again",
+                        extra={"index": process.index, "pid": process.pid},
+                    )
+                with contextlib.suppress(ChannelClosed):
+                    process.ping()
 
     def _add(self, index: int) -> None:
         assert self._door is not None
@@ -418,7 +480,8 @@ class ReceiveProcesses:
         is running: the caller serves it). ``register(connection, True)`` is called before
         the process has it, ``register(connection, False)`` if it could not be given."""
         with self._lock:
-            candidates = sorted(self._processes, key=lambda p: p.load())
+            running = [p for p in self._processes if not p.held_back]
+            candidates = sorted(running, key=lambda p: p.load())
             self._next_ident += 1
             ident = self._next_ident
         for process in candidates:
@@ -653,6 +716,8 @@ class _Server:
                 entry[0].close(message[2], message[3])
         elif kind == "stopping":
             self.stopping = True
+        elif kind == "ping":  # answered by this thread: it also takes new connections
+            self.tell.send("pong")
 
     def _serve(
         self,

@@ -193,9 +193,82 @@ def test_while_no_receive_process_runs_the_listener_serves(
     assert len(stored_objects(pipeline)) == 1
     served = [r for r in caplog.records if "no receive process running" in r.getMessage()]
     assert len(served) == 1 and served[0].levelno == logging.WARNING
-    [line] = [r for r in association_lines(caplog) if r.outcome == "released"]  # type: ignore[attr-defined]
+
+    def released() -> list[logging.LogRecord]:  # written once the release is answered
+        return [r for r in association_lines(caplog) if r.outcome == "released"]  # type: ignore[attr-defined]
+
+    wait_until(released, 10, "the association's line")
+    [line] = released()
     assert line.instances == 1 and line.calling_ae == "TESTSCU"  # type: ignore[attr-defined]
     assert line.process == os.getpid()  # written by the listening process itself
+
+
+def messages(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
+    return [r for r in list(caplog.records) if text in r.getMessage()]
+
+
+@pytest.fixture
+def quick_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pings every 0.1 s; late after 0.5 s; hung after 3 s."""
+    monkeypatch.setattr(processes, "_PING_EVERY", 0.1)
+    monkeypatch.setattr(processes, "_UNRESPONSIVE", 0.5)
+    monkeypatch.setattr(processes, "_HUNG", 3.0)
+
+
+def test_a_process_that_stops_answering_gets_no_new_connections_until_it_answers(
+    start: Callable[..., LocalPipeline],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    quick_watch: None,
+) -> None:
+    monkeypatch.setattr(processes, "_HUNG", 600.0)  # not killed in this test
+    pipeline = start()
+    stopped, running = pipeline.receiver.receive_process_ids()
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        wait_until(lambda: messages(caplog, "not answering"), 10, "the process held back")
+        [held_back] = messages(caplog, "not answering")
+        assert held_back.levelno == logging.WARNING and held_back.pid == stopped  # type: ignore[attr-defined]
+        for seed in (20, 21):  # otherwise the first of two idle processes: the stopped one
+            scu = associate(pipeline)
+            assert scu.is_established
+            assert scu.send_c_store(ct_dataset(seed=seed)).Status == 0x0000
+            scu.release()
+        wait_until(lambda: len(association_lines(caplog)) == 2, 10, "two association lines")
+        assert {line.process for line in association_lines(caplog)} == {running}  # type: ignore[attr-defined]
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    wait_until(lambda: messages(caplog, "answering again"), 10, "the process back")
+    assert pipeline.receiver.receive_process_ids() == [stopped, running]  # not replaced
+    assert queued(pipeline) == 2
+
+
+def test_a_process_that_stays_stopped_is_killed_and_replaced(
+    start: Callable[..., LocalPipeline], caplog: pytest.LogCaptureFixture, quick_watch: None
+) -> None:
+    pipeline = start()
+    before = pipeline.receiver.receive_process_ids()
+    held = associate(pipeline)  # to the first process: both serve none yet
+    assert held.is_established
+    assert held.send_c_store(ct_dataset(seed=30)).Status == 0x0000
+    os.kill(before[0], signal.SIGSTOP)
+    wait_until(lambda: messages(caplog, "did not answer: killed"), 15, "the process killed")
+    [killed] = messages(caplog, "did not answer: killed")
+    assert killed.levelno == logging.ERROR and killed.pid == before[0]  # type: ignore[attr-defined]
+    assert killed.associations == 1  # type: ignore[attr-defined]
+    wait_until(lambda: not held.is_alive(), 30, "the connection cut")
+    wait_until(lambda: association_lines(caplog), 10, "the lost association's line")
+    [line] = association_lines(caplog)
+    assert line.outcome == "aborted" and "exit code -9" in line.reason  # type: ignore[attr-defined]
+    wait_until(
+        lambda: len(pipeline.receiver.receive_process_ids()) == 2, 30, "a replacement process"
+    )
+    assert before[0] not in pipeline.receiver.receive_process_ids()
+    scu = associate(pipeline)
+    assert scu.is_established
+    assert scu.send_c_store(ct_dataset(seed=31)).Status == 0x0000
+    scu.release()
+    assert queued(pipeline) == 2
 
 
 def test_stopping_ends_the_processes_and_what_they_serve(
