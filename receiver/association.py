@@ -173,6 +173,9 @@ class Association:
         self._message: _Message | None = None
         self._closing = threading.Event()
         self._cut = ("aborted at shutdown", "the receiver stopped")
+        # Called once the association is over, after its line (``finish``).
+        self.ended: Callable[[], None] | None = None
+        self._finished = False
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -327,6 +330,9 @@ class Association:
             else:
                 self._end("released")
             self._discard_message()
+            # Said before the PACS hears the release is done: a process that ends just after
+            # (a receive process killed) has written the line already.
+            self.finish()
             self._send(pdu.RELEASE_RESPONSE)
             raise AssociationEnded
         elif pdu_type == pdu.ABORT:
@@ -573,6 +579,15 @@ class Association:
             self._message = None
 
     # -- the closing line ---------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Once, when the association is over: its line, then ``ended``."""
+        if self._finished:
+            return
+        self._finished = True
+        self.log_line()
+        if self.ended is not None:
+            self.ended()
 
     def log_line(self) -> None:
         """The association's one line, each figure once; also counted by its outcome."""

@@ -221,6 +221,7 @@ class _ReceiveProcess:
         self.started = time.monotonic()
         self.unanswered_since: float | None = None  # the oldest ping not answered yet
         self.held_back = False  # unresponsive: given no new connections
+        self.killed = False  # by the watch, for not answering
         ours, theirs = _socket_pair()
         try:
             self.process = forks.start(theirs.fileno())
@@ -309,6 +310,7 @@ class _ReceiveProcess:
 
     def kill(self) -> None:
         """Kill it now: its channel closes, and ``_ended`` follows as for any death."""
+        self.killed = True
         self.process.kill()
 
     def _read(self) -> None:
@@ -384,6 +386,11 @@ class _ReceiveProcess:
         self._on_exit(self)
 
 
+def _say(level: int, text: str, process: _ReceiveProcess, late: float) -> None:
+    fields = {"index": process.index, "pid": process.pid, "associations": process.load()}
+    log.log(level, text, extra={**fields, "seconds": round(late, 1)})
+
+
 class ReceiveProcesses:
     """The receive processes of one listener: started, given connections, replaced, stopped."""
 
@@ -421,32 +428,20 @@ class ReceiveProcesses:
         """Ping every process; hold back the late ones, kill the hung ones."""
         while not self._stopped.wait(_PING_EVERY):
             with self._lock:
-                processes = list(self._processes)
+                processes = [p for p in self._processes if not p.killed]
             for process in processes:
                 late = process.late()
                 if late >= _HUNG:
-                    log.error(
-                        "receive process did not answer: killed",
-                        extra={"index": process.index, "pid": process.pid,
-                               "seconds": round(late, 1),
-                               "associations": process.load()},
-                    )  # fmt: skip
+                    _say(logging.ERROR, "receive process did not answer: killed", process, late)
                     process.kill()  # its end is logged and it is replaced as any death
                     continue
                 if late >= _UNRESPONSIVE and not process.held_back:
                     process.held_back = True
-                    log.warning(
-                        "receive process not answering: new connections go to the others",
-                        extra={"index": process.index, "pid": process.pid,
-                               "seconds": round(late, 1),
-                               "associations": process.load()},
-                    )  # fmt: skip
+                    text = "receive process not answering: new connections go to the others"
+                    _say(logging.WARNING, text, process, late)
                 elif late < _UNRESPONSIVE and process.held_back:
                     process.held_back = False
-                    log.info(
-                        "receive process answering again",
-                        extra={"index": process.index, "pid": process.pid},
-                    )
+                    _say(logging.INFO, "receive process answering again", process, late)
                 with contextlib.suppress(ChannelClosed):
                     process.ping()
 
@@ -761,13 +756,13 @@ class _Server:
 
     def _run(self, ident: int, association: Association, accepted_at: float) -> None:
         _serving.ident = ident
+        association.ended = functools.partial(self._done, ident)
         try:
             association.run(accepted_at)
         finally:
             with self._lock:
                 self._associations.pop(ident, None)
-            self._done(ident)
-            association.log_line()
+            association.finish()  # its line, then "done" (both sent already if released)
 
     def _done(self, ident: int) -> None:
         with contextlib.suppress(ChannelClosed):

@@ -305,7 +305,7 @@ class Receiver:
             association.run(accepted_at)
         finally:
             self._release(association)
-            association.log_line()
+            association.finish()  # its line (written already if it was released)
 
     def _release(self, association: Association | RemoteAssociation) -> None:
         """Give back what a connection held: its place, its address's count, its slot."""
