@@ -58,9 +58,6 @@ class Child:
         self.returncode: int | None = None  # as subprocess gives it: -N for signal N
         self._ended = threading.Event()
 
-    def poll(self) -> int | None:
-        return self.returncode
-
     def wait(self, timeout: float) -> int | None:
         """The exit status; None if it is not known within ``timeout`` seconds, or never will
         be (the fork server that would report it has gone)."""
@@ -87,7 +84,6 @@ class ForkServer:
         self._target = target
         self._lock = threading.Lock()  # one start at a time
         self._request = 0  # each start's number, which its reply carries
-        self.forked_from_listener = False
         self._stopped = False
         self._begin(allow_fork=True)
 
@@ -106,7 +102,6 @@ class ForkServer:
                         code = _serve(theirs, self._target)
                     finally:
                         os._exit(code)
-                self.forked_from_listener = True
             else:
                 self._popen = subprocess.Popen(
                     [sys.executable, "-c", "from receiver.forkserver import main; exit(main())"],
@@ -128,10 +123,6 @@ class ForkServer:
         )
         reader.daemon = True
         reader.start()
-
-    @property
-    def pid(self) -> int:
-        return self._pid
 
     def start(self, channel_fd: int) -> Child:
         """Fork a receive process that serves ``channel_fd`` (``processes.serve``)."""
