@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 _CHANNEL_ENV = "DICOM_INGEST_FORK_SERVER"  # a fresh fork server's end of its socket pair
 _MAX_MESSAGE = 4096
-_START_TIMEOUT = 60.0  # a fresh interpreter imports the receiver before it forks
+_START_TIMEOUT = 30.0  # a fresh interpreter imports the receiver before it forks
 
 
 class ForkFailed(RuntimeError):
@@ -124,13 +124,17 @@ class ForkServer:
         reader.daemon = True
         reader.start()
 
+    @property
+    def pid(self) -> int:
+        """The current fork server's."""
+        return self._pid
+
     def start(self, channel_fd: int) -> Child:
         """Fork a receive process that serves ``channel_fd`` (``processes.serve``)."""
         with self._lock:
             if self._stopped:
                 raise ForkFailed("the receiver is stopping")
             if not self._alive:
-                log.error("the fork server had ended; starting another")
                 self._reap_server()
                 self._begin(allow_fork=False)  # threads run now: a fresh interpreter
             self._request += 1
@@ -144,6 +148,10 @@ class ForkServer:
                 try:
                     number, reply = self._replies.get(timeout=deadline - time.monotonic())
                 except (queue.Empty, ValueError):  # ValueError: the deadline has passed
+                    # Stopped or stuck: killed, so that the next start begins another.
+                    log.error("the fork server did not answer: killed", extra={"pid": self._pid})
+                    with contextlib.suppress(OSError):
+                        os.kill(self._pid, signal.SIGKILL)
                     raise ForkFailed("the fork server did not answer in time") from None
                 if number in (self._request, 0):  # 0: the server ended
                     break  # an earlier start's late reply is skipped (that start gave up)
@@ -153,10 +161,10 @@ class ForkServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         """End the fork server (receive processes are ended through their own channels)."""
+        self._stopped = True
+        with contextlib.suppress(OSError):  # also ends a start waiting for its answer
+            self._sock.shutdown(socket.SHUT_RDWR)
         with self._lock:
-            self._stopped = True
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
             self._reap_server(timeout)
 
     def _reap_server(self, timeout: float = 5.0) -> None:
@@ -196,6 +204,8 @@ class ForkServer:
                 child._exited(None)
             replies.put((0, "the fork server ended"))
             self._alive = False  # the next start begins another
+            if not self._stopped:
+                log.error("the fork server ended; the next receive process starts another")
             _reap_process(pid, popen, 5.0)  # it closed its end: exiting, or dead; no zombie left
 
 

@@ -66,9 +66,11 @@ _QUICK_DEATH = 10.0  # a process that ran less than this died quickly
 # Each receive process is asked every _PING_EVERY seconds to answer at once. One whose answer
 # is _UNRESPONSIVE seconds late gets no new connections; at _HUNG seconds it is killed (and
 # replaced): stopped (SIGSTOP), deadlocked, or stuck in the kernel, it serves nobody.
-_PING_EVERY = 2.0
-_UNRESPONSIVE = 5.0
-_HUNG = 60.0
+# A stopped process may hold the spool's lock, which stalls every other process's commits too:
+# so _HUNG is short. Answering needs only this process's main thread and a moment of CPU.
+_PING_EVERY = 1.0
+_UNRESPONSIVE = 3.0
+_HUNG = 15.0
 
 
 class ReceiveProcessFailed(RuntimeError):
@@ -369,15 +371,18 @@ class _ReceiveProcess:
             self._door.release(connection)
             if not connection.closing:
                 metrics.record_association("aborted")
+            # closing: cut at shutdown, and its process ended before it could say so
+            outcome = "aborted at shutdown" if connection.closing else "aborted"
             association_log.warning(  # the line its receive process could not write
-                "association aborted",
+                "association %s",
+                outcome,
                 extra={
                     "peer": connection.peer,
                     "calling_ae": connection.calling_ae,
                     "called_ae": connection.called_ae,
                     # committed to the queue; failures and bytes were counted by the process
                     "instances": connection.instances,
-                    "outcome": "aborted",
+                    "outcome": outcome,
                     "transport": connection.transport,
                     "seconds": round(time.monotonic() - connection.accepted_at, 3),
                     "reason": f"its receive process ended (exit code {self.process.returncode})",
@@ -437,7 +442,7 @@ class ReceiveProcesses:
                     continue
                 if late >= _UNRESPONSIVE and not process.held_back:
                     process.held_back = True
-                    text = "receive process not answering: new connections go to the others"
+                    text = "receive process not answering: it gets no new connections"
                     _say(logging.WARNING, text, process, late)
                 elif late < _UNRESPONSIVE and process.held_back:
                     process.held_back = False
@@ -457,6 +462,9 @@ class ReceiveProcesses:
             process.wait(5)
             return
         log.debug("receive process started", extra={"index": index, "pid": process.pid})
+
+    def fork_server_pid(self) -> int:
+        return self._forks.pid
 
     def pids(self) -> list[int]:
         with self._lock:
@@ -503,6 +511,8 @@ class ReceiveProcesses:
             processes = list(self._processes)
         for process in processes:
             process.stop()
+            if process.late() >= _UNRESPONSIVE:  # it would not end by itself in time
+                process.kill()
         deadline = time.monotonic() + timeout
         for process in processes:
             process.wait(max(0.0, deadline - time.monotonic()))
@@ -514,16 +524,18 @@ class ReceiveProcesses:
                 self._processes.remove(process)
         self._restart(process.index, process.started, process.process.returncode)
 
-    def _restart(self, index: int, started: float, exit_code: int | None) -> None:
+    def _restart(
+        self, index: int, started: float, exit_code: int | None, what: str = "exited"
+    ) -> None:
         if self._stopped.is_set():
             return
         quick = time.monotonic() - started < _QUICK_DEATH
         deaths = self._quick_deaths[index] = self._quick_deaths.get(index, 0) + 1 if quick else 0
         delay = _RESTART_DELAYS[min(deaths, len(_RESTART_DELAYS) - 1)]
-        log.error(
-            "receive process exited; starting another",
-            extra={"index": index, "exit_code": exit_code, "restart_in_seconds": delay},
-        )
+        fields: dict[str, object] = {"index": index, "restart_in_seconds": delay}
+        if what == "exited":
+            fields["exit_code"] = exit_code
+        log.error("receive process %s; starting another", what, extra=fields)
         threading.Thread(
             target=self._replace,
             args=(index, delay),
@@ -539,7 +551,7 @@ class ReceiveProcesses:
             self._add(index)
         except ReceiveProcessFailed as exc:
             log.error("%s", exc)
-            self._restart(index, started, None)
+            self._restart(index, started, None, "did not start")
 
 
 # -- the receive process's side ---------------------------------------------------------------
@@ -799,7 +811,10 @@ def serve(channel_fd: int) -> int:
     for number in (signal.SIGINT, signal.SIGTERM):  # the listening process decides the end
         signal.signal(number, signal.SIG_IGN)
     channel = _Channel(socket.socket(fileno=channel_fd), patient=True)
-    message, _ = channel.receive()
+    try:
+        message, _ = channel.receive()
+    except ChannelClosed:  # forked late: the start that asked for it has given up
+        return 0
     spec = message[1]
     assert message[0] == "spec" and isinstance(spec, ProcessSpec)
     logs.configure()  # the hooks for uncaught exceptions; the output is the listener's

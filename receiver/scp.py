@@ -291,7 +291,8 @@ class Receiver:
         remote = self._processes.dispatch(sock, peer, tls is not None, accepted_at, register)
         if remote is None:
             log.warning(
-                "no receive process running: the listening process serves this connection",
+                "no receive process running or answering: the listening process serves"
+                " this connection",
                 extra={"peer": peer[0]},
             )
         return remote is not None

@@ -24,7 +24,7 @@ from support.receiving import queued, staged, stored_objects
 
 from dicom_ingest.local import LocalPipeline
 from ingest.contracts import metrics
-from receiver import processes
+from receiver import forkserver, processes
 
 pytestmark = pytest.mark.slow  # processes start in about a second each
 
@@ -271,6 +271,33 @@ def test_a_process_that_stays_stopped_is_killed_and_replaced(
     assert queued(pipeline) == 2
 
 
+def test_a_stopped_fork_server_is_killed_and_replaced(
+    start: Callable[..., LocalPipeline],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(forkserver, "_START_TIMEOUT", 2.0)
+    pipeline = start()
+    assert pipeline.receiver._processes is not None
+    forks = pipeline.receiver._processes
+    server = forks.fork_server_pid()
+    before = pipeline.receiver.receive_process_ids()
+    os.kill(server, signal.SIGSTOP)
+    os.kill(before[0], signal.SIGKILL)  # its replacement is asked of the stopped server
+    wait_until(lambda: messages(caplog, "fork server did not answer: killed"), 20, "the kill")
+    wait_until(lambda: gone(server), 10, "the stopped server gone")
+    wait_until(
+        lambda: len(pipeline.receiver.receive_process_ids()) == 2, 30, "a replacement process"
+    )
+    assert forks.fork_server_pid() != server
+    assert messages(caplog, "receive process did not start; starting another")
+    scu = associate(pipeline)
+    assert scu.is_established
+    assert scu.send_c_store(ct_dataset(seed=40)).Status == 0x0000
+    scu.release()
+    assert queued(pipeline) == 1
+
+
 def test_stopping_ends_the_processes_and_what_they_serve(
     start: Callable[..., LocalPipeline], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -350,7 +377,7 @@ def test_the_command_forks_its_receive_processes_and_outlives_its_fork_server(
             return len(servers) == 1 and servers[0] != server and len(children(servers[0])) == 1
 
         wait_until(replaced, 30, "a new fork server and receive process")
-        assert "the fork server had ended; starting another" in ingest.output()
+        assert "the fork server ended; the next receive process starts another" in ingest.output()
         [new_server] = children(listener)
         assert b"receiver.forkserver" in command_line(new_server)  # threads run: a fresh one
         os.kill(first[1], signal.SIGKILL)  # the new server's process serves from now on
