@@ -55,6 +55,14 @@ def associate(pipeline: LocalPipeline, source: str = "127.0.0.1") -> ScuAssociat
     )
 
 
+def store_one(pipeline: LocalPipeline, seed: int) -> None:
+    """One association, one CT instance stored (0x0000), released."""
+    scu = associate(pipeline)
+    assert scu.is_established
+    assert scu.send_c_store(ct_dataset(seed=seed)).Status == 0x0000
+    scu.release()
+
+
 def association_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [
         r
@@ -264,10 +272,7 @@ def test_a_process_that_stays_stopped_is_killed_and_replaced(
         lambda: len(pipeline.receiver.receive_process_ids()) == 2, 30, "a replacement process"
     )
     assert before[0] not in pipeline.receiver.receive_process_ids()
-    scu = associate(pipeline)
-    assert scu.is_established
-    assert scu.send_c_store(ct_dataset(seed=31)).Status == 0x0000
-    scu.release()
+    store_one(pipeline, seed=31)
     assert queued(pipeline) == 2
 
 
@@ -291,10 +296,7 @@ def test_a_stopped_fork_server_is_killed_and_replaced(
     )
     assert forks.fork_server_pid() != server
     assert messages(caplog, "receive process did not start; starting another")
-    scu = associate(pipeline)
-    assert scu.is_established
-    assert scu.send_c_store(ct_dataset(seed=40)).Status == 0x0000
-    scu.release()
+    store_one(pipeline, seed=40)
     assert queued(pipeline) == 1
 
 
