@@ -48,7 +48,7 @@ from .part10 import (
     file_meta_bytes,
 )
 from .scan_limits import LimitExceeded, check_instance_bytes
-from .staging import StagingFile, StagingFiles
+from .staging import WRITE_BACK_EVERY, StagingFile, StagingFiles, start_write_back
 from .store import ReceivedFile, Status, StoreRequest, StoreService
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ class _Message:
     dataset_offset: int = 0
     started: float = field(default_factory=time.monotonic)  # the command set's arrival
     space_checked: int = 0  # dataset bytes received when free space was last checked
+    written_back: int = 0  # dataset bytes received when write-back last started
 
 
 class Association:
@@ -373,6 +374,14 @@ class Association:
                 message.sink.write(data)
                 assert message.checksum is not None
                 message.checksum.update(data)
+                if (
+                    self._staging.write_back
+                    and not pdv.last
+                    and message.received - message.written_back >= WRITE_BACK_EVERY
+                ):
+                    message.sink.flush()
+                    start_write_back(message.sink.fileno())
+                    message.written_back = message.received
             except LimitExceeded as exc:
                 self._discard_message(keep_command=True)
                 message.refusal = (Status.CANNOT_UNDERSTAND, f"Refused: {exc}")

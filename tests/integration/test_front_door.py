@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 import stat
 import struct
@@ -42,7 +43,8 @@ from support.net import wait_until
 from support.receiving import queued, staged, stored_objects
 
 from dicom_ingest.local import LocalPipeline
-from receiver.staging import StagingFile, StagingFiles
+from receiver import association
+from receiver.staging import WRITE_BACK_EVERY, StagingFile, StagingFiles
 
 pytestmark = pytest.mark.slow  # real processes and timers: tens of seconds in all
 
@@ -902,3 +904,44 @@ def test_a_dataset_arrives_in_an_anonymous_private_file_that_the_spool_links(
     assert staged(pipeline) == []
     (stored,) = stored_objects(pipeline)
     assert stored.read_bytes().endswith(data)
+
+
+def test_a_dataset_the_spool_takes_is_written_back_to_disk_while_it_arrives(
+    start: Callable[..., LocalPipeline],
+    raw: Callable[..., RawAssociation],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Write-back of a staged file starts every 128 KiB of its dataset, so the fsync before
+    the answer waits for the end of the instance only; an instance in one PDU needs none."""
+    started: list[str] = []
+
+    def write_back(fd: int) -> None:
+        started.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_write_back(fd)
+
+    real_write_back = association.start_write_back
+    monkeypatch.setattr(association, "start_write_back", write_back)
+    pipeline = start(receive_processes=1)  # the associations in this process, patched
+    connection = raw(pipeline.receiver.port)
+    connection.associate(CT_CONTEXT)
+    ds = ct_dataset(seed=12, rows=512, columns=512)
+    data = dataset_bytes(ds, ELE)
+    assert len(data) > 3 * WRITE_BACK_EVERY
+    connection.send(p_data(1, command_set(C_STORE_RQ, 1, CT, str(ds.SOPInstanceUID)), command=True))
+    for at in range(0, len(data), 16384):  # a pynetdicom-sized PDU at a time
+        piece = data[at : at + 16384]
+        connection.send(p_data(1, piece, command=False, last=at + 16384 >= len(data)))
+    assert connection.read_response().status == 0x0000
+    assert len(started) == (len(data) - 1) // WRITE_BACK_EVERY
+    staging = str(pipeline.objects.staging_dir())
+    assert all(name.startswith(f"{staging}/#") for name in started), started
+    started.clear()
+    small = ct_dataset(seed=13)  # 8 KB, in one PDU
+    connection.send(
+        p_data(1, command_set(C_STORE_RQ, 2, CT, str(small.SOPInstanceUID)), command=True)
+    )
+    connection.send(p_data(1, dataset_bytes(small, ELE), command=False, last=True))
+    assert connection.read_response().status == 0x0000
+    connection.release()
+    assert started == []
+    assert len(stored_objects(pipeline)) == 2

@@ -121,3 +121,19 @@ def test_a_file_system_error_is_not_taken_for_missing_support(tmp_path: Path) ->
         create_anonymous_file(tmp_path / "file")
     with pytest.raises(FileNotFoundError):
         create_anonymous_file(tmp_path / "missing")
+
+
+def test_only_files_the_spool_takes_are_written_back_as_they_arrive(tmp_path: Path) -> None:
+    assert StagingFiles(tmp_path, anonymous=True).write_back
+    assert not StagingFiles(tmp_path).write_back  # early uploads read them; nothing fsyncs them
+    assert staging._start_write_back is not None  # Linux: sync_file_range is found
+    path = tmp_path / "data"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"\xa5" * 300_000)
+        assert staging._start_write_back(fd, 0, 0, 2) == 0
+        staging.start_write_back(fd)
+    finally:
+        os.close(fd)
+    staging.start_write_back(fd)  # a hint: a closed descriptor raises nothing
+    assert path.read_bytes() == b"\xa5" * 300_000
