@@ -911,12 +911,13 @@ def test_a_dataset_the_spool_takes_is_written_back_to_disk_while_it_arrives(
     raw: Callable[..., RawAssociation],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Write-back of a staged file starts every 128 KiB of its dataset, so the fsync before
-    the answer waits for the end of the instance only; an instance in one PDU needs none."""
-    started: list[str] = []
+    """Write-back of a staged file starts every 128 KiB of its dataset, on the bytes received
+    so far (flushed to the file first), so the fsync before the answer waits for the end of
+    the instance only; an instance in one PDU needs none."""
+    started: list[tuple[str, int]] = []  # (the file, its size then)
 
     def write_back(fd: int) -> None:
-        started.append(os.readlink(f"/proc/self/fd/{fd}"))
+        started.append((os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_size))
         real_write_back(fd)
 
     real_write_back = association.start_write_back
@@ -927,20 +928,18 @@ def test_a_dataset_the_spool_takes_is_written_back_to_disk_while_it_arrives(
     ds = ct_dataset(seed=12, rows=512, columns=512)
     data = dataset_bytes(ds, ELE)
     assert len(data) > 3 * WRITE_BACK_EVERY
-    connection.send(p_data(1, command_set(C_STORE_RQ, 1, CT, str(ds.SOPInstanceUID)), command=True))
-    for at in range(0, len(data), 16384):  # a pynetdicom-sized PDU at a time
-        piece = data[at : at + 16384]
-        connection.send(p_data(1, piece, command=False, last=at + 16384 >= len(data)))
+    command = command_set(C_STORE_RQ, 1, CT, str(ds.SOPInstanceUID))
+    connection.send_message(1, command, data, fragment=16384)  # pynetdicom-sized PDVs
     assert connection.read_response().status == 0x0000
     assert len(started) == (len(data) - 1) // WRITE_BACK_EVERY
     staging = str(pipeline.objects.staging_dir())
-    assert all(name.startswith(f"{staging}/#") for name in started), started
+    for n, (name, size) in enumerate(started, start=1):
+        assert name.startswith(f"{staging}/#"), name
+        assert size > n * WRITE_BACK_EVERY  # file meta + n times 128 KiB of dataset, flushed
     started.clear()
     small = ct_dataset(seed=13)  # 8 KB, in one PDU
-    connection.send(
-        p_data(1, command_set(C_STORE_RQ, 2, CT, str(small.SOPInstanceUID)), command=True)
-    )
-    connection.send(p_data(1, dataset_bytes(small, ELE), command=False, last=True))
+    command = command_set(C_STORE_RQ, 2, CT, str(small.SOPInstanceUID))
+    connection.send_message(1, command, dataset_bytes(small, ELE), fragment=16384)
     assert connection.read_response().status == 0x0000
     connection.release()
     assert started == []
