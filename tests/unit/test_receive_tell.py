@@ -27,12 +27,17 @@ class _Recorder:
             return [m[2] for m in self.sent if m[0] == "published"]
 
 
+def telling(monkeypatch: pytest.MonkeyPatch, every: float) -> tuple[_Recorder, processes._Tell]:
+    """A ``_Tell`` that tells commits at most every ``every`` seconds, and what it sent."""
+    monkeypatch.setattr(processes, "_PUBLISHED_EVERY", every)
+    channel = _Recorder()
+    return channel, processes._Tell(channel)  # type: ignore[arg-type]
+
+
 def test_a_lone_commit_is_told_at_once_and_a_burst_once_more(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(processes, "_PUBLISHED_EVERY", 3600.0)  # no timer fires in the test
-    channel = _Recorder()
-    tell = processes._Tell(channel)  # type: ignore[arg-type]
+    channel, tell = telling(monkeypatch, 3600.0)  # no timer fires in the test
     tell.published(7)
     assert channel.published() == [{7: 1}]  # at once: nothing was told just before
     for _ in range(5):
@@ -50,9 +55,7 @@ def test_a_lone_commit_is_told_at_once_and_a_burst_once_more(
 def test_commits_held_back_are_told_when_the_interval_is_over(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(processes, "_PUBLISHED_EVERY", 2.0)  # far longer than three calls take
-    channel = _Recorder()
-    tell = processes._Tell(channel)  # type: ignore[arg-type]
+    channel, tell = telling(monkeypatch, 2.0)  # far longer than three calls take
     tell.published(1)
     tell.published(1)
     tell.published(2)
