@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,13 @@ from support.scu_reactor import close_the_race
 from dicom_ingest.local import LocalPipeline
 
 close_the_race()  # pynetdicom's SCU can lose a response to its own reactor (the module says how)
+
+# Tests press Ctrl-C (SIGINT) on the commands they start, as an operator at a terminal would.
+# Started in the background by a shell without job control, the suite inherits SIGINT
+# ignored, and so would every command it starts: they would never hear it. Handled here, it
+# is back to its default in each command.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
