@@ -17,9 +17,10 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, _config
+from pynetdicom import AE
 from support.cloud import CloudStack
 from support.datasets import ct_dataset, write
+from support.dimse_raw import C_STORE_RQ, RawAssociation, command_set, p_data
 from support.fake_dicomweb import FakeDicomWeb
 from support.net import wait_until
 from support.stored import assert_same, dcmsend
@@ -28,7 +29,7 @@ from ingest.adapters.gcs import ResumableSession
 from ingest.contracts.message import decode
 from ingest.contracts.ports import ObjectStoreError
 from receiver.dataset_scan import part10_dataset_offset
-from receiver.part10 import IMPLEMENTATION_CLASS_UID, file_meta_bytes
+from receiver.part10 import IMPLEMENTATION_CLASS_UID
 
 # Real processes and servers, seconds each: `pytest -m "not slow"` leaves them out.
 pytestmark = pytest.mark.slow
@@ -73,19 +74,11 @@ def test_a_large_instance_is_uploaded_while_it_arrives(
     assert_same(pydicom.dcmread(files[0]), stored)
 
 
-def _raw_big_instance(tmp_path: Path, command_sop: str) -> Path:
-    """A large Part-10 file whose dataset names another SOP instance than its file meta."""
-    encoded = io.BytesIO()
+def _big_dataset_bytes(tmp_path: Path) -> bytes:
+    """A large dataset's bytes, as a PACS sends them (Explicit VR Little Endian)."""
     write(big_dataset(3, frames=4), tmp_path / "source.dcm")
     data = (tmp_path / "source.dcm").read_bytes()
-    encoded.write(data)
-    encoded.seek(0)
-    dataset = data[part10_dataset_offset(encoded) :]
-    path = tmp_path / "mismatch.dcm"
-    path.write_bytes(
-        file_meta_bytes(CTImageStorage, command_sop, ExplicitVRLittleEndian, "TESTSCU") + dataset
-    )
-    return path
+    return data[part10_dataset_offset(io.BytesIO(data)) :]
 
 
 def _association(port: int) -> object:
@@ -99,19 +92,30 @@ def _association(port: int) -> object:
 
 
 def test_a_rejected_instance_never_becomes_an_object(
-    fake_dicomweb: FakeDicomWeb,
-    cloud_stacks: Stacks,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    fake_dicomweb: FakeDicomWeb, cloud_stacks: Stacks, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)  # send the bytes as they are
+    """An instance whose upload began while it arrived, then refused (its dataset names
+    another SOP instance than its request): the upload is cancelled, no object is made."""
     stack = cloud_stacks(fake_dicomweb.url, push=False)
     receiver = stack.start_receiver(early_upload_bytes=THRESHOLD)
-    assoc: object = _association(receiver.receiver.port)
-    status = assoc.send_c_store(_raw_big_instance(tmp_path, generate_uid()))  # type: ignore[attr-defined]
-    assoc.release()  # type: ignore[attr-defined]
-    assert status.Status == 0xA900
     assert receiver.early is not None
+    data = _big_dataset_bytes(tmp_path)
+    connection = RawAssociation(receiver.receiver.port, timeout=30)
+    try:
+        connection.associate([(1, str(CTImageStorage), [str(ExplicitVRLittleEndian)])])
+        command = command_set(C_STORE_RQ, 1, str(CTImageStorage), generate_uid())
+        connection.send(p_data(1, command, command=True))
+        first = THRESHOLD + 65536  # past the threshold: the upload begins while it waits
+        for at in range(0, first, 16384):
+            connection.send(p_data(1, data[at : at + 16384], command=False, last=False))
+        wait_until(lambda: receiver.early.started == 1, 30, "an upload under way")  # type: ignore[union-attr]
+        for at in range(first, len(data), 16384):
+            last = at + 16384 >= len(data)
+            connection.send(p_data(1, data[at : at + 16384], command=False, last=last))
+        assert connection.read_response().status == 0xA900
+        connection.release()
+    finally:
+        connection.close()
     assert (receiver.early.started, receiver.early.used) == (1, 0)
     assert stack.gcs.objects(stack.bucket) == {}
 
