@@ -662,8 +662,8 @@ class _Tell:
 
 
 class _QueueAndTell:
-    """The spool's queue, committed to by this process; the listener hears of each commit,
-    so that an idle upload worker wakes."""
+    """The spool's queue, committed to by this process; the listener hears of the commits
+    (``_Tell.published``), so that an idle upload worker wakes."""
 
     def __init__(self, queue: SqliteQueue, tell: _Tell) -> None:
         self._queue = queue

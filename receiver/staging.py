@@ -10,7 +10,7 @@ by name while they grow) and on file systems without anonymous files, each file 
 random name in the staging directory, removed when its dataset is stored or dropped.
 
 A file the store will fsync (the spool's) is also written back to disk as it arrives, in the
-background (``sync_file_range``): the fsync before the PACS is answered then waits only for
+background (``sync_file_range``): the fsync before the PACS is answered then waits mostly for
 the last part of the instance and the metadata, not for the whole of it.
 """
 
