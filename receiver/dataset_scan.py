@@ -10,6 +10,7 @@ this module.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -58,6 +59,12 @@ _SQ_TAGS = frozenset(tag for tag, entry in DicomDictionary.items() if entry[0] =
 # JPIP Referenced Deflate and JPIP HTJ2K Referenced Deflate: deflated datasets that pydicom's
 # UID.is_deflated does not flag.
 _DEFLATED_JPIP = frozenset({"1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"})
+
+# Element headers, by byte order: group, element and a 32-bit length (an item, a delimiter
+# or an implicit VR element); an explicit VR element's 16-bit or 32-bit length.
+_HEADER = {"<": struct.Struct("<HHL"), ">": struct.Struct(">HHL")}
+_SHORT_LENGTH = {"<": struct.Struct("<H"), ">": struct.Struct(">H")}
+_LENGTH = {"<": struct.Struct("<L"), ">": struct.Struct(">L")}
 
 WANTED = {
     0x00080016: "sop_class_uid",
@@ -224,21 +231,17 @@ class _Walker:
 
     def header(self, explicit: bool, endian: str) -> tuple[int, bytes | None, int]:
         raw = self.src.read(8)
-        group, element = struct.unpack(endian + "HH", raw[:4])
+        group, element, length = _HEADER[endian].unpack(raw)
         tag = (group << 16) | element
-        if group == 0xFFFE:
-            (length,) = struct.unpack(endian + "L", raw[4:])
-            return tag, None, length
-        if not explicit:
-            (length,) = struct.unpack(endian + "L", raw[4:])
+        if group == 0xFFFE or not explicit:  # an item or delimiter, or an implicit VR element
             return tag, None, length
         vr = raw[4:6]
         if vr not in _VALID_VRS:
             raise MalformedDataset(f"invalid VR at element ({group:04X},{element:04X})")
         if vr in _LONG_VRS:
-            (length,) = struct.unpack(endian + "L", self.src.read(4))
+            (length,) = _LENGTH[endian].unpack(self.src.read(4))
         else:
-            (length,) = struct.unpack(endian + "H", raw[6:])
+            (length,) = _SHORT_LENGTH[endian].unpack_from(raw, 6)
         return tag, vr, length
 
     def dataset(self, depth: int, explicit: bool, endian: str, end: int) -> None:
@@ -341,6 +344,7 @@ class _Walker:
             self.item(length, depth, inner_explicit, inner_endian, -1)
 
 
+@functools.lru_cache(maxsize=64)
 def _encoding(transfer_syntax: str) -> tuple[bool, bool, bool]:
     """(deflated, explicit VR, little endian); an unknown syntax is read as explicit LE."""
     uid = UID(transfer_syntax)
