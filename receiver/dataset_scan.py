@@ -270,6 +270,11 @@ class _Walker:
             if depth == 0 and tag in WANTED:
                 if length > 128:
                     raise MalformedDataset("a UID element is too long")
+                if WANTED[tag] in self.found:
+                    # Readers differ on which copy counts (DCMTK, and so Orthanc, keep the
+                    # first): the instance could be stored under another UID than checked.
+                    name = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+                    raise MalformedDataset(f"element {name} appears twice")
                 value = src.read(length).decode("ascii", "replace")
                 self.found[WANTED[tag]] = value.rstrip("\x00 ").strip()
                 if self.stop_when_found and len(self.found) == len(WANTED):

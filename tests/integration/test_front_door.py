@@ -400,6 +400,34 @@ def test_malformed_requests_fail_alone_and_the_push_goes_on(
     assert_no_faults(caplog)
 
 
+def test_a_uid_given_twice_fails_alone_and_nothing_is_stored(
+    start: Callable[..., LocalPipeline],
+    raw: Callable[..., RawAssociation],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A dataset with a second SOP Instance UID (another instance's): readers differ on which
+    copy counts, so it is refused, where answering Success would let it be stored under a UID
+    the receiver never checked."""
+    pipeline = start()
+    connection = raw(pipeline.receiver.port)
+    connection.associate(CT_CONTEXT)
+    ds, other, after = ct_dataset(), ct_dataset(), ct_dataset()
+    second = Dataset()
+    second.SOPInstanceUID = other.SOPInstanceUID
+    data = dataset_bytes(second) + dataset_bytes(ds)  # the other's UID first, as DCMTK keeps
+    connection.send_message(1, command_set(C_STORE_RQ, 1, CT, ds.SOPInstanceUID), data)
+    refused = connection.read_response()
+    assert (refused.message_id_responded, refused.status) == (1, 0xC000)
+    assert refused.comment == "Cannot parse dataset: element (0008,0018) appears twice"
+    assert connection.store(1, 2, after).status == 0x0000
+    connection.release()
+    stored = {path.name.split("@")[0] for path in stored_objects(pipeline)}
+    assert stored == {after.SOPInstanceUID}
+    assert queued(pipeline) == 1
+    assert staged(pipeline) == []
+    assert_no_faults(caplog)
+
+
 # -- 5. data on a context the receiver refused -------------------------------------------------
 
 

@@ -565,3 +565,26 @@ def test_scan_header_needs_every_uid_before_the_prefix_ends() -> None:
     series_at = full.index(struct.pack("<HH", 0x0020, 0x000E))
     assert scan_header(io.BytesIO(full[:series_at]), ExplicitVRLittleEndian) is None
     assert scan_header(io.BytesIO(b"\xff" * 64), ExplicitVRLittleEndian) is None
+
+
+@pytest.mark.parametrize("tag", [0x00080016, 0x00080018, 0x0020000D, 0x0020000E])
+@pytest.mark.parametrize("transfer_syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
+def test_a_uid_element_given_twice_is_malformed(tag: int, transfer_syntax: UID) -> None:
+    """Readers differ on which copy counts (DCMTK keeps the first): neither is trusted."""
+    ds = make_dataset()
+    copy = Dataset()
+    copy[tag] = ds[tag]
+    copy[tag].value = "1.2.3.4.5.6"  # another UID, as a second copy would hold
+    for data in (encode(ds, transfer_syntax) + encode(copy, transfer_syntax),
+                 encode(copy, transfer_syntax) + encode(ds, transfer_syntax)):  # fmt: skip
+        with pytest.raises(MalformedDataset, match=rf"\({tag >> 16:04X},{tag & 0xFFFF:04X}\) ap"):
+            scan_bytes(data, transfer_syntax)
+
+
+def test_another_element_given_twice_is_left_to_the_store() -> None:
+    """It changes nothing the receiver checks and stores by (nested UIDs are decoys too)."""
+    ds = make_dataset()
+    name = Dataset()
+    name.PatientName = "Roe^Richard"
+    data = encode(ds, ExplicitVRLittleEndian) + encode(name, ExplicitVRLittleEndian)
+    assert_uids(scan_bytes(data, ExplicitVRLittleEndian))
