@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from ingest.adapters.disk_reserve import DiskReserve
 from ingest.adapters.private_files import make_private_dir
 from ingest.adapters.spool import SpoolObjectStore
 from ingest.adapters.sqlite_queue import QUEUE_FILE, QueueDamaged, SqliteQueue, move_aside
+from ingest.contracts.message import MessageError, decode, encode
 from ingest.workers import report_dead_letter
 from receiver.reconcile import reconcile
 
@@ -40,6 +42,14 @@ def open_spool(
     released = queue.release_leases()
     if released:
         log.info("resuming %d deliveries interrupted by an earlier stop", released)
+    repointed = queue.repoint(objects.adopt_uri, _with_uri)
+    if repointed:
+        # Before reconciliation, which would otherwise give each object a second message.
+        log.warning(
+            "spool moved: %d messages re-pointed at its objects in %s",
+            repointed,
+            objects.root,
+        )
     report = reconcile(objects, queue, called_ae, prune=True)
     if report.enqueued or report.unusable or report.pruned:
         log.warning(
@@ -48,6 +58,14 @@ def open_spool(
             extra={"unusable": report.unusable, "pruned": report.pruned},
         )
     return objects, queue
+
+
+def _with_uri(body: bytes, uri: str) -> bytes | None:
+    """A message body naming its object at ``uri``; None for a body that is no message."""
+    try:
+        return encode(dataclasses.replace(decode(body), uri=uri))
+    except MessageError:
+        return None
 
 
 def open_queue(path: Path, max_attempts: int) -> SqliteQueue:

@@ -179,6 +179,27 @@ class SpoolObjectStore:
     def uri_for(self, key: str) -> str:
         return (self._root / key).as_uri()
 
+    def adopt_uri(self, uri: str) -> str | None:
+        """This spool's URI for an object a message names under another spool directory: the
+        spool was moved or restored elsewhere, and its queue came with it. None when ``uri``
+        is already this spool's, or is not a spool object URI (``objects/<study>/<series>/
+        <name>.dcm`` under some directory).
+        """
+        parsed = urlparse(uri)
+        if parsed.scheme != "file":
+            return None
+        parts = unquote(parsed.path).split("/")
+        if len(parts) < 5 or parts[-4] != "objects" or not parts[-1].endswith(".dcm"):
+            return None
+        if any(part in ("", ".", "..") for part in parts[-3:]):
+            return None
+        key = "/".join(parts[-3:])
+        try:
+            adopted = self.uri_for(str(self._logical(key).relative_to(self._root)))
+        except ObjectStoreError:
+            return None
+        return None if adopted == uri else adopted
+
     def _path_for(self, uri: str) -> Path:
         parsed = urlparse(uri)
         if parsed.scheme != "file":

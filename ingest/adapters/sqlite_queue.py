@@ -452,6 +452,48 @@ class SqliteQueue:
             )
         )
 
+    def repoint(
+        self, new_uri: Callable[[str], str | None], rewrite: Callable[[bytes, str], bytes | None]
+    ) -> int:
+        """Point messages, dead letters and settled records at objects that moved.
+
+        ``new_uri`` maps an object URI to where it is now (None: where it was). A message's
+        body is rewritten by ``rewrite(body, uri)``; one it cannot rewrite (None) is left as
+        it is. One transaction; returns how many messages and dead letters now point anew.
+        """
+
+        def moved(key: str | None) -> tuple[str, str] | None:
+            uri, hash_, generation = (key or "").rpartition("#")
+            target = new_uri(uri) if hash_ else None
+            return None if target is None else (target, f"{target}#{generation}")
+
+        def work(db: sqlite3.Connection) -> int:
+            changed = 0
+            for table in ("messages", "dead_letters"):
+                rows = db.execute(f"SELECT id, body, object_key FROM {table}").fetchall()  # noqa: S608 - names are ours
+                for row_id, body, key in rows:
+                    target = moved(key)
+                    if target is None:
+                        continue
+                    new_body = rewrite(bytes(body), target[0])
+                    if new_body is None:
+                        continue
+                    db.execute(
+                        f"UPDATE {table} SET body = ?, object_key = ? WHERE id = ?",  # noqa: S608
+                        (new_body, target[1], row_id),
+                    )
+                    changed += 1
+            for (key,) in db.execute("SELECT object_key FROM settled").fetchall():
+                target = moved(key)
+                if target is not None:
+                    db.execute(
+                        "UPDATE OR REPLACE settled SET object_key = ? WHERE object_key = ?",
+                        (target[1], key),
+                    )
+            return changed
+
+        return self._settling(work)
+
     def wake_one(self) -> None:
         """Wake one thread blocked in ``wait``: another process has published a message."""
         with self._lock:

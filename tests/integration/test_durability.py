@@ -182,21 +182,30 @@ def test_cli_reports_bad_configuration_readably(tmp_path: Path) -> None:
     assert result.returncode == 2 and "no queue at" in result.stderr
 
 
-def test_lost_queue_database_is_rebuilt_from_the_spool(
-    orthanc: Orthanc, tmp_path: Path, processes: list[IngestProcess]
-) -> None:
-    """Objects are the source of truth: with the queue gone, a restart re-enqueues them all."""
-    spool = tmp_path / "spool"
+def queued_while_the_store_is_down(
+    processes: list[IngestProcess], spool: Path, count: int
+) -> tuple[str, list[str]]:
+    """``count`` instances of a new study acknowledged and queued, the store unreachable, and
+    the pipeline stopped: the study's UID and the SOP Instance UIDs."""
     first = start(processes, spool, unreachable(), "--min_backoff", "30", "--max_backoff", "30")
     study = generate_uid()
     assoc = scu().associate("127.0.0.1", first.port, ae_title="IMPORTADAPTER")
     sent = []
-    for n in range(10):
+    for n in range(count):
         ds = ct_dataset(study=study, seed=n)
         assert assoc.send_c_store(ds).Status == 0x0000
         sent.append(str(ds.SOPInstanceUID))
     assoc.release()
     assert first.terminate() == 0
+    return study, sent
+
+
+def test_lost_queue_database_is_rebuilt_from_the_spool(
+    orthanc: Orthanc, tmp_path: Path, processes: list[IngestProcess]
+) -> None:
+    """Objects are the source of truth: with the queue gone, a restart re-enqueues them all."""
+    spool = tmp_path / "spool"
+    study, sent = queued_while_the_store_is_down(processes, spool, 10)
     for path in spool.glob("queue.sqlite3*"):
         path.unlink()
 
@@ -206,6 +215,34 @@ def test_lost_queue_database_is_rebuilt_from_the_spool(
     assert second.terminate() == 0
     result = run_cli("reconcile", "--spool_dir", str(spool))
     assert result.returncode == 0 and "0 had no message" in result.stdout
+
+
+def test_a_spool_moved_elsewhere_uploads_what_its_queue_held(
+    orthanc: Orthanc, tmp_path: Path, processes: list[IngestProcess]
+) -> None:
+    """Messages name objects by absolute URI: a spool moved to another disk (and its queue
+    with it) is re-pointed at start-up, so its messages upload and none is retried in vain,
+    dead-lettered, or doubled by reconciliation."""
+    spool = tmp_path / "old" / "spool"
+    study, sent = queued_while_the_store_is_down(processes, spool, 5)
+    moved = tmp_path / "new" / "spool"
+    moved.parent.mkdir()
+    spool.rename(moved)
+
+    second = start(processes, moved, orthanc.dicomweb)
+    wait_until(lambda: set(sent) <= study_instances(orthanc, study), 60, "uploads")
+    wait_until(lambda: not list((moved / "objects").rglob("*.dcm")), 30, "objects removed")
+    output = second.output()
+    assert f"spool moved: 5 messages re-pointed at its objects in {moved.resolve()}" in output
+    assert "spool reconciled" not in output
+    assert "outside the spool" not in output
+    assert second.terminate() == 0
+    status = json.loads(run_cli("status", "--spool_dir", str(moved), "--json").stdout)
+    assert (status["pending"], status["retrying"], status["dead"]) == (0, 0, 0), status
+
+    third = start(processes, moved, orthanc.dicomweb)  # nothing left to re-point
+    assert "spool moved" not in third.output()
+    assert third.terminate() == 0
 
 
 def scribble(path: Path) -> None:

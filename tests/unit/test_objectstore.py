@@ -461,3 +461,24 @@ def test_prune_keeps_the_versions_of_an_object_it_cannot_tell(store: SpoolObject
     assert store.prune() == 0
     assert len(list(series.iterdir())) == 3
     assert list(store.current_objects()) == []
+
+
+def test_a_moved_spool_adopts_the_uris_its_queue_holds(tmp_path: Path) -> None:
+    """A spool moved elsewhere: each URI of its old place names the same object here."""
+    old = SpoolObjectStore(tmp_path / "old")
+    stored = put(old, b"DICM")
+    (tmp_path / "old").rename(tmp_path / "new")
+    new = SpoolObjectStore(tmp_path / "new")
+    adopted = new.adopt_uri(stored.uri)
+    assert adopted == new.uri_for(KEY) != stored.uri
+    with new.open(adopted, stored.generation) as handle:
+        assert handle.read() == b"DICM"
+    assert new.adopt_uri(adopted) is None  # already this spool's
+    for other in (
+        "gs://bucket/dicom/1.2/1.3/1.4.dcm",  # not a spool's
+        "file:///elsewhere/1.2/1.3/1.4.dcm",  # no objects directory
+        "file:///elsewhere/objects/1.2/1.3/1.4.txt",
+        "file:///elsewhere/objects/1.2/../1.4.dcm",
+        "file:///elsewhere/objects/1.2/%2E%2E/1.4.dcm",
+    ):
+        assert new.adopt_uri(other) is None, other

@@ -442,3 +442,37 @@ def test_a_database_from_before_the_ledger_gains_it(tmp_path: Path) -> None:
         assert q.stats().pending == 1
     finally:
         q.close()
+
+
+def test_repoint_moves_messages_dead_letters_and_settled_records(queue: SqliteQueue) -> None:
+    def body(uri: str) -> bytes:
+        return json.dumps({"uri": uri}).encode()
+
+    def attributes(uri: str, generation: str) -> dict[str, str]:
+        return {"object_uri": uri, "object_generation": generation}
+
+    old, new = "file:///old/objects/", "file:///new/objects/"
+    queue.publish(body(old + "a.dcm"), attributes(old + "a.dcm", "1"))
+    queue.publish(body(old + "b.dcm"), attributes(old + "b.dcm", "2"))
+    queue.publish(b"not a message", attributes(old + "c.dcm", "3"))
+    queue.publish(body(new + "d.dcm"), attributes(new + "d.dcm", "4"))
+    [first] = pull_within(queue, 1)
+    assert queue.dead_letter(first, "refused")  # a.dcm
+    [second] = pull_within(queue, 1)
+    assert queue.ack(second, remember=True)  # b.dcm: settled
+
+    def rewrite(data: bytes, uri: str) -> bytes | None:
+        try:
+            return body(uri) if "uri" in json.loads(data) else None
+        except ValueError:
+            return None
+
+    def new_uri(uri: str) -> str | None:
+        return uri.replace(old, new) if uri.startswith(old) else None
+
+    assert queue.repoint(new_uri, rewrite) == 1  # the dead letter; c.dcm's body is no message
+    assert queue.has_object(new + "a.dcm#1") and not queue.has_object(old + "a.dcm#1")
+    assert [json.loads(d.body)["uri"] for d in queue.dead_letters()] == [new + "a.dcm"]
+    assert queue.has_object(new + "b.dcm#2") and not queue.has_object(old + "b.dcm#2")
+    assert queue.has_object(old + "c.dcm#3") and queue.has_object(new + "d.dcm#4")
+    assert queue.repoint(new_uri, rewrite) == 0
