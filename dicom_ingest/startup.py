@@ -42,7 +42,7 @@ def open_spool(
     released = queue.release_leases()
     if released:
         log.info("resuming %d deliveries interrupted by an earlier stop", released)
-    repointed = queue.repoint(objects.adopt_uri, _with_uri)
+    repointed = queue.repoint(objects.uri_prefix, objects.adopt_uri, _with_uri)
     if repointed:
         # Before reconciliation, which would otherwise give each object a second message.
         log.warning(

@@ -179,6 +179,11 @@ class SpoolObjectStore:
     def uri_for(self, key: str) -> str:
         return (self._root / key).as_uri()
 
+    @property
+    def uri_prefix(self) -> str:
+        """What every URI of this spool's objects starts with."""
+        return self._root.as_uri() + "/"
+
     def adopt_uri(self, uri: str) -> str | None:
         """This spool's URI for an object a message names under another spool directory: the
         spool was moved or restored elsewhere, and its queue came with it. None when ``uri``

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ingest.contracts.ports import HeldVersion
 
@@ -453,28 +453,38 @@ class SqliteQueue:
         )
 
     def repoint(
-        self, new_uri: Callable[[str], str | None], rewrite: Callable[[bytes, str], bytes | None]
+        self,
+        prefix: str,
+        new_uri: Callable[[str], str | None],
+        rewrite: Callable[[bytes, str], bytes | None],
     ) -> int:
         """Point messages, dead letters and settled records at objects that moved.
 
-        ``new_uri`` maps an object URI to where it is now (None: where it was). A message's
-        body is rewritten by ``rewrite(body, uri)``; one it cannot rewrite (None) is left as
-        it is. One transaction; returns how many messages and dead letters now point anew.
+        Those whose object URI does not start with ``prefix`` (where objects are now) are
+        offered to ``new_uri``, which maps a URI to where its object is now (None: nowhere
+        else). A message's body is rewritten by ``rewrite(body, uri)``; one it cannot rewrite
+        (None) is left as it is. One transaction; returns how many messages and dead letters
+        now point anew. Where every URI starts with ``prefix``, one scan finds nothing.
         """
 
-        def moved(key: str | None) -> tuple[str, str] | None:
-            uri, hash_, generation = (key or "").rpartition("#")
+        def moved(key: str) -> tuple[str, str] | None:
+            uri, hash_, generation = key.rpartition("#")
             target = new_uri(uri) if hash_ else None
             return None if target is None else (target, f"{target}#{generation}")
+
+        def outside(db: sqlite3.Connection, table: str, column: str) -> list[tuple[Any, str]]:
+            query = f"SELECT {column}, object_key FROM {table} WHERE substr(object_key, 1, ?) != ?"  # noqa: S608 - names are ours
+            return [(row[0], str(row[1])) for row in db.execute(query, (len(prefix), prefix))]
 
         def work(db: sqlite3.Connection) -> int:
             changed = 0
             for table in ("messages", "dead_letters"):
-                rows = db.execute(f"SELECT id, body, object_key FROM {table}").fetchall()  # noqa: S608 - names are ours
-                for row_id, body, key in rows:
+                for row_id, key in outside(db, table, "id"):
                     target = moved(key)
                     if target is None:
                         continue
+                    select = f"SELECT body FROM {table} WHERE id = ?"  # noqa: S608
+                    (body,) = db.execute(select, (row_id,)).fetchone()
                     new_body = rewrite(bytes(body), target[0])
                     if new_body is None:
                         continue
@@ -483,7 +493,7 @@ class SqliteQueue:
                         (new_body, target[1], row_id),
                     )
                     changed += 1
-            for (key,) in db.execute("SELECT object_key FROM settled").fetchall():
+            for _, key in outside(db, "settled", "object_key"):
                 target = moved(key)
                 if target is not None:
                     db.execute(

@@ -474,6 +474,7 @@ def test_a_moved_spool_adopts_the_uris_its_queue_holds(tmp_path: Path) -> None:
     with new.open(adopted, stored.generation) as handle:
         assert handle.read() == b"DICM"
     assert new.adopt_uri(adopted) is None  # already this spool's
+    assert adopted.startswith(new.uri_prefix) and not stored.uri.startswith(new.uri_prefix)
     for other in (
         "gs://bucket/dicom/1.2/1.3/1.4.dcm",  # not a spool's
         "file:///elsewhere/1.2/1.3/1.4.dcm",  # no objects directory
