@@ -74,6 +74,7 @@ from .local import FLAGS as LOCAL_FLAGS
 from .local import LocalConfig, LocalPipeline
 from .progress import ProgressBar
 from .signals import StopSignals
+from .startup import repoint_moved
 from .status_page import FLAGS as STATUS_PAGE_FLAGS
 from .status_page import StatusPageConfig
 from .wiring import PullDeployment, build_pubsub_handler
@@ -439,6 +440,11 @@ def _run_reconcile(namespace: argparse.Namespace) -> int:
     called_ae = resolve(CALLED_AE_FLAGS, namespace)["dimse_aet"]
     queue = _open_queue(spool)
     objects = SpoolObjectStore(spool)
+    # A spool moved since the pipeline last ran: its messages still name the old place, and
+    # without this every object would get a second message.
+    moved = repoint_moved(objects, queue)
+    if moved is not None:
+        print(moved)
     progress = ProgressBar("reconcile", "objects")
     if progress.enabled:  # a bar with an end: count first (names only, no object is read)
         progress = ProgressBar("reconcile", "objects", sum(1 for _ in objects.current_objects()))

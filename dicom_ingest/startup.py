@@ -42,14 +42,7 @@ def open_spool(
     released = queue.release_leases()
     if released:
         log.info("resuming %d deliveries interrupted by an earlier stop", released)
-    repointed = queue.repoint(objects.uri_prefix, objects.adopt_uri, _with_uri)
-    if repointed:
-        # Before reconciliation, which would otherwise give each object a second message.
-        log.warning(
-            "spool moved: %d messages re-pointed at its objects in %s",
-            repointed,
-            objects.root,
-        )
+    repoint_moved(objects, queue)  # first: reconciliation would give objects a second message
     report = reconcile(objects, queue, called_ae, prune=True)
     if report.enqueued or report.unusable or report.pruned:
         log.warning(
@@ -58,6 +51,20 @@ def open_spool(
             extra={"unusable": report.unusable, "pruned": report.pruned},
         )
     return objects, queue
+
+
+def repoint_moved(objects: SpoolObjectStore, queue: SqliteQueue) -> str | None:
+    """After the spool was moved (its queue with it): the queue's records re-pointed at the
+    objects where they are now, and one WARNING saying how many; that line, or None."""
+    messages, settled = queue.repoint(objects.uri_prefix, objects.adopt_uri, _with_uri)
+    if not messages and not settled:
+        return None
+    line = (
+        f"spool moved: {messages} messages (queued or dead-lettered) and {settled} records of"
+        f" settled uploads re-pointed at its objects in {objects.root}"
+    )
+    log.warning("%s", line)
+    return line
 
 
 def _with_uri(body: bytes, uri: str) -> bytes | None:

@@ -457,14 +457,15 @@ class SqliteQueue:
         prefix: str,
         new_uri: Callable[[str], str | None],
         rewrite: Callable[[bytes, str], bytes | None],
-    ) -> int:
+    ) -> tuple[int, int]:
         """Point messages, dead letters and settled records at objects that moved.
 
         Those whose object URI does not start with ``prefix`` (where objects are now) are
         offered to ``new_uri``, which maps a URI to where its object is now (None: nowhere
         else). A message's body is rewritten by ``rewrite(body, uri)``; one it cannot rewrite
-        (None) is left as it is. One transaction; returns how many messages and dead letters
-        now point anew. Where every URI starts with ``prefix``, one scan finds nothing.
+        (None) is left as it is. One transaction; returns how many messages and dead letters,
+        and how many settled records, now point anew. Where every URI starts with ``prefix``,
+        one scan finds nothing.
         """
 
         def moved(key: str) -> tuple[str, str] | None:
@@ -476,8 +477,8 @@ class SqliteQueue:
             query = f"SELECT {column}, object_key FROM {table} WHERE substr(object_key, 1, ?) != ?"  # noqa: S608 - names are ours
             return [(row[0], str(row[1])) for row in db.execute(query, (len(prefix), prefix))]
 
-        def work(db: sqlite3.Connection) -> int:
-            changed = 0
+        def work(db: sqlite3.Connection) -> tuple[int, int]:
+            changed = settled = 0
             for table in ("messages", "dead_letters"):
                 for row_id, key in outside(db, table, "id"):
                     target = moved(key)
@@ -500,7 +501,8 @@ class SqliteQueue:
                         "UPDATE OR REPLACE settled SET object_key = ? WHERE object_key = ?",
                         (target[1], key),
                     )
-            return changed
+                    settled += 1
+            return changed, settled
 
         return self._settling(work)
 

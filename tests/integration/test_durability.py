@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import re
 import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -233,7 +235,10 @@ def test_a_spool_moved_elsewhere_uploads_what_its_queue_held(
     wait_until(lambda: set(sent) <= study_instances(orthanc, study), 60, "uploads")
     wait_until(lambda: not list((moved / "objects").rglob("*.dcm")), 30, "objects removed")
     output = second.output()
-    assert f"spool moved: 5 messages re-pointed at its objects in {moved.resolve()}" in output
+    assert (
+        "spool moved: 5 messages (queued or dead-lettered) and 0 records of settled uploads"
+        f" re-pointed at its objects in {moved.resolve() / 'objects'}"
+    ) in output
     assert "spool reconciled" not in output
     assert "outside the spool" not in output
     assert second.terminate() == 0
@@ -243,6 +248,27 @@ def test_a_spool_moved_elsewhere_uploads_what_its_queue_held(
     third = start(processes, moved, orthanc.dicomweb)  # nothing left to re-point
     assert "spool moved" not in third.output()
     assert third.terminate() == 0
+
+
+def test_reconcile_on_a_moved_spool_re_points_first(
+    tmp_path: Path, processes: list[IngestProcess]
+) -> None:
+    """`dicom-ingest reconcile` before the pipeline's first start in the new place: the
+    messages are re-pointed, so no object gets a second message."""
+    spool = tmp_path / "old" / "spool"
+    queued_while_the_store_is_down(processes, spool, 3)
+    moved = tmp_path / "new" / "spool"
+    moved.parent.mkdir()
+    spool.rename(moved)
+    hour_ago = time.time() - 3600  # old enough for reconcile to look at (it skips new ones)
+    for path in (moved / "objects").rglob("*.dcm"):
+        os.utime(path, (hour_ago, hour_ago), follow_symlinks=False)
+    result = run_cli("reconcile", "--spool_dir", str(moved))
+    assert result.returncode == 0, result.stderr
+    assert "spool moved: 3 messages (queued or dead-lettered)" in result.stdout
+    assert "3 object(s) in the spool; 0 had no message" in result.stdout
+    status = json.loads(run_cli("status", "--spool_dir", str(moved), "--json").stdout)
+    assert status["pending"] + status["retrying"] == 3, status
 
 
 def scribble(path: Path) -> None:

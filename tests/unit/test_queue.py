@@ -470,9 +470,9 @@ def test_repoint_moves_messages_dead_letters_and_settled_records(queue: SqliteQu
     def new_uri(uri: str) -> str | None:
         return uri.replace(old, new) if uri.startswith(old) else None
 
-    assert queue.repoint(new, new_uri, rewrite) == 1  # the dead letter; c.dcm's body is no message
+    assert queue.repoint(new, new_uri, rewrite) == (1, 1)  # c.dcm's body is no message
     assert queue.has_object(new + "a.dcm#1") and not queue.has_object(old + "a.dcm#1")
     assert [json.loads(d.body)["uri"] for d in queue.dead_letters()] == [new + "a.dcm"]
     assert queue.has_object(new + "b.dcm#2") and not queue.has_object(old + "b.dcm#2")
     assert queue.has_object(old + "c.dcm#3") and queue.has_object(new + "d.dcm#4")
-    assert queue.repoint(new, new_uri, rewrite) == 0
+    assert queue.repoint(new, new_uri, rewrite) == (0, 0)
