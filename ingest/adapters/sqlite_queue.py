@@ -473,9 +473,19 @@ class SqliteQueue:
             target = new_uri(uri) if hash_ else None
             return None if target is None else (target, f"{target}#{generation}")
 
-        def outside(db: sqlite3.Connection, table: str, column: str) -> list[tuple[Any, str]]:
-            query = f"SELECT {column}, object_key FROM {table} WHERE substr(object_key, 1, ?) != ?"  # noqa: S608 - names are ours
-            return [(row[0], str(row[1])) for row in db.execute(query, (len(prefix), prefix))]
+        def outside(db: sqlite3.Connection, table: str, column: str) -> Iterator[tuple[Any, str]]:
+            """The rows whose object is outside ``prefix``, a thousand at a time (a moved
+            spool may queue a large backlog), in ``column`` order."""
+            query = (
+                f"SELECT {column}, object_key FROM {table}"  # noqa: S608 - names are ours
+                f" WHERE substr(object_key, 1, ?) != ? AND {column} > ? ORDER BY {column}"
+                " LIMIT 1000"
+            )
+            after: Any = -1 if column == "id" else ""
+            while rows := db.execute(query, (len(prefix), prefix, after)).fetchall():
+                for row in rows:
+                    yield row[0], str(row[1])
+                after = rows[-1][0]
 
         def work(db: sqlite3.Connection) -> tuple[int, int]:
             changed = settled = 0
