@@ -200,9 +200,10 @@ class SpoolObjectStore:
             return None
         key = "/".join(parts[-3:])
         try:
-            adopted = self.uri_for(str(self._logical(key).relative_to(self._root)))
+            self._logical(key)  # refuses a key that would leave the spool
         except ObjectStoreError:
             return None
+        adopted = self.uri_for(key)
         return None if adopted == uri else adopted
 
     def _path_for(self, uri: str) -> Path:
